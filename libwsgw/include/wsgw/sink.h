@@ -1,0 +1,112 @@
+#pragma once
+
+#include <wsgw/event.h>
+#include <wsgw/export.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace wsgw {
+
+/// Where events go. A sink is driven by its own thread inside EventBus: it is handed batches in
+/// event order and says how many it delivered.
+///
+/// Thread-bound to its sink thread (EventBus calls it from that thread only), except name().
+class WSGW_EXPORT EventSink {
+public:
+    virtual ~EventSink();
+
+    /// A short name for logs and metrics ("log", "redis", ...).
+    virtual std::string name() const = 0;
+
+    /// Delivers `batch` (in order, never empty) and returns how many leading events were
+    /// delivered and acknowledged by the destination: all, some, or none. Events not
+    /// acknowledged are offered again, after a back-off, starting with the first of them, so
+    /// delivery is at-least-once. Must not throw; an error is reported by acknowledging fewer.
+    virtual std::size_t publish(const std::vector<EventPtr> &batch) = 0;
+
+    /// Called on the sink thread after a failed publish, before the back-off; a sink may drop a
+    /// broken connection here. Default: nothing.
+    virtual void onFailure() {}
+
+    /// Why the last publish failed, for the log ("connection refused"); empty if unknown.
+    virtual std::string lastError() const { return {}; }
+};
+
+/// What a sink does when its backlog is full.
+enum class OverflowPolicy {
+    DropOldest, ///< discard the oldest queued event to make room (counted)
+    DropNewest, ///< discard the new event (counted)
+};
+
+/// Per-sink bounds and pacing.
+struct SinkOptions {
+    std::size_t maxBacklogEvents = 1'000'000;    ///< events held while the destination is slow or down
+    std::size_t maxBacklogBytes = 256u << 20;    ///< and their approximate bytes
+    OverflowPolicy overflow = OverflowPolicy::DropOldest;
+    std::size_t maxBatch = 512;                  ///< events per publish call
+    std::chrono::milliseconds minBackoff{100};   ///< first retry delay after a failure
+    std::chrono::milliseconds maxBackoff{10'000}; ///< the delay doubles up to this
+};
+
+/// A sink's counters. Read with EventBus::stats().
+struct SinkStats {
+    std::string name;
+    std::uint64_t published = 0; ///< events acknowledged
+    std::uint64_t dropped = 0;   ///< events discarded by the overflow policy
+    std::uint64_t failures = 0;  ///< publish calls that did not deliver everything
+    std::size_t backlog = 0;     ///< events waiting (including the batch in flight)
+    std::size_t backlogBytes = 0;
+    bool connected = true;       ///< false from a failed publish until the next full success
+};
+
+/// Fans every published event out to every sink, each with its own bounded backlog and thread.
+///
+/// Thread-safe. publish() never blocks on a destination: a slow or unreachable sink fills its
+/// own backlog and then applies its overflow policy, while the other sinks carry on.
+class WSGW_EXPORT EventBus {
+public:
+    EventBus();
+    ~EventBus(); ///< stop(0) if still running
+    EventBus(const EventBus &) = delete;
+    EventBus &operator=(const EventBus &) = delete;
+
+    /// Adds a sink; only before start(). Returns its index in stats().
+    std::size_t addSink(std::unique_ptr<EventSink> sink, SinkOptions options = {});
+    std::size_t sinkCount() const;
+
+    /// Starts one thread per sink.
+    void start();
+
+    /// Assigns the next event id, queues the event for every sink, and returns that id.
+    /// With no sinks the event is counted and discarded. After stop() events are discarded.
+    std::uint64_t publish(Event &&event);
+
+    /// Stops accepting events, lets every sink deliver its backlog for up to `flushFor`, then
+    /// stops the threads. Returns the number of events that were left undelivered.
+    std::size_t stop(std::chrono::milliseconds flushFor);
+
+    std::vector<SinkStats> stats() const;
+    /// True when every sink is connected (its last publish delivered everything).
+    bool ready() const;
+    /// Id of the last event published (0 before the first).
+    std::uint64_t lastEventId() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Writes each event as a JSON line (see toJson) to `out` and flushes after each batch. `out`
+/// is borrowed and must outlive the sink. The default sink of wsgwd (stdout).
+WSGW_EXPORT std::unique_ptr<EventSink> makeLogSink(std::FILE *out, std::string node);
+
+/// Accepts and discards everything; for benchmarks.
+WSGW_EXPORT std::unique_ptr<EventSink> makeNullSink();
+
+} // namespace wsgw
