@@ -28,7 +28,7 @@ bool parseIndex(std::string_view s, std::size_t &out) noexcept {
 
 } // namespace
 
-std::string_view toString(EventAction action) noexcept {
+std::string_view actionName(EventAction action) noexcept {
     switch (action) {
     case EventAction::Open:
         return "open";
@@ -199,7 +199,7 @@ std::string toJson(const Event &event, std::string_view node) {
     j["event_id"] = event.id;
     j["node"] = node;
     j["connection"] = event.connection.toString();
-    j["action"] = toString(event.action);
+    j["action"] = actionName(event.action);
     j["endpoint"] = event.endpoint;
     j["time"] = event.timeMs;
     j["tags"] = encodeForm(event.tags);

@@ -79,7 +79,7 @@ private:
         T *mem = static_cast<T *>(std::malloc(sizeof(T) * cap));
         if (!mem) throw std::bad_alloc();
         std::memcpy(mem, data(), sizeof(T) * size_);
-        release();
+        if (cap_ > N) std::free(heap_);
         heap_ = mem;
         cap_ = cap;
     }

@@ -19,7 +19,7 @@ namespace wsgw {
 
 /// What happened to a connection. The names on the wire are "open", "close" and "message".
 enum class EventAction : std::uint8_t { Open, Close, Message };
-WSGW_EXPORT std::string_view toString(EventAction action) noexcept;
+WSGW_EXPORT std::string_view actionName(EventAction action) noexcept;
 
 /// Variables extracted from a message's JSON body: name -> value. Strings keep their text;
 /// numbers, booleans, arrays and objects are their compact JSON text; null and absent paths are

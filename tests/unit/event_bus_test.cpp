@@ -1,0 +1,217 @@
+#include <wsgw/sink.h>
+
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace wsgw;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A destination that can be switched down and up, and acknowledges at most `limit` per call.
+struct Flaky final : EventSink {
+    struct State {
+        std::mutex mu;
+        bool up = true;
+        std::size_t limit = SIZE_MAX;
+        std::vector<std::uint64_t> delivered; // event ids, in delivery order (duplicates possible)
+        std::size_t calls = 0;
+        std::size_t failures = 0;
+    };
+    explicit Flaky(State &s) : state(s) {}
+    std::string name() const override { return "flaky"; }
+    std::size_t publish(const std::vector<EventPtr> &batch) override {
+        std::lock_guard lock(state.mu);
+        ++state.calls;
+        if (!state.up) return 0;
+        std::size_t n = std::min(batch.size(), state.limit);
+        for (std::size_t i = 0; i < n; ++i) state.delivered.push_back(batch[i]->id);
+        return n;
+    }
+    void onFailure() override {
+        std::lock_guard lock(state.mu);
+        ++state.failures;
+    }
+    State &state;
+};
+
+Event makeEvent(std::string payload = "m") {
+    Event e;
+    e.action = EventAction::Message;
+    e.connection = ConnectionId::random();
+    e.message = std::move(payload);
+    return e;
+}
+
+template <class Pred> bool waitFor(Pred pred, std::chrono::milliseconds limit = 5000ms) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(2ms);
+    }
+    return pred();
+}
+
+} // namespace
+
+TEST_CASE("events get increasing ids and reach every sink in order") {
+    EventBus bus;
+    Flaky::State a, b;
+    bus.addSink(std::make_unique<Flaky>(a));
+    bus.addSink(std::make_unique<Flaky>(b));
+    bus.start();
+    for (int i = 0; i < 1000; ++i) CHECK(bus.publish(makeEvent()) == static_cast<std::uint64_t>(i + 1));
+    CHECK(bus.stop(5000ms) == 0);
+    for (Flaky::State *s : {&a, &b}) {
+        REQUIRE(s->delivered.size() == 1000);
+        for (std::size_t i = 0; i < 1000; ++i) CHECK(s->delivered[i] == i + 1);
+    }
+    auto stats = bus.stats();
+    REQUIRE(stats.size() == 2);
+    CHECK(stats[0].published == 1000);
+    CHECK(stats[0].dropped == 0);
+    CHECK(stats[0].backlog == 0);
+    CHECK(bus.lastEventId() == 1000);
+}
+
+TEST_CASE("an outage keeps events in the backlog and retries; nothing is lost") {
+    EventBus bus;
+    Flaky::State s;
+    s.up = false;
+    bus.addSink(std::make_unique<Flaky>(s),
+                SinkOptions{.maxBacklogEvents = 10000, .minBackoff = 1ms, .maxBackoff = 20ms});
+    bus.start();
+    for (int i = 0; i < 500; ++i) bus.publish(makeEvent());
+    REQUIRE(waitFor([&] { return bus.stats()[0].failures >= 3; }));
+    CHECK_FALSE(bus.ready());
+    CHECK(bus.stats()[0].backlog == 500);
+    {
+        std::lock_guard lock(s.mu);
+        CHECK(s.failures >= 3);
+        s.up = true;
+        s.limit = 7; // partial acknowledgements on the way back
+    }
+    REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
+    CHECK(bus.ready());
+    bus.stop(1000ms);
+    REQUIRE(s.delivered.size() == 500);
+    for (std::size_t i = 0; i < 500; ++i) CHECK(s.delivered[i] == i + 1);
+    CHECK(bus.stats()[0].published == 500);
+}
+
+TEST_CASE("overflow: drop-oldest keeps the newest, drop-newest keeps the oldest, both counted") {
+    for (OverflowPolicy policy : {OverflowPolicy::DropOldest, OverflowPolicy::DropNewest}) {
+        EventBus bus;
+        Flaky::State s;
+        s.up = false;
+        bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.maxBacklogEvents = 100,
+                                                            .overflow = policy,
+                                                            .maxBatch = 1000,
+                                                            .minBackoff = 1ms,
+                                                            .maxBackoff = 5ms});
+        bus.start();
+        for (int i = 0; i < 250; ++i) bus.publish(makeEvent());
+        auto st = bus.stats()[0];
+        CHECK(st.backlog == 100);
+        CHECK(st.dropped == 150);
+        {
+            std::lock_guard lock(s.mu);
+            s.up = true;
+        }
+        REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
+        bus.stop(1000ms);
+        REQUIRE(s.delivered.size() >= 100);
+        // The last 100 delivered are the survivors (an in-flight batch may add earlier ones first).
+        std::vector<std::uint64_t> tail(s.delivered.end() - 100, s.delivered.end());
+        std::uint64_t first = policy == OverflowPolicy::DropOldest ? 151 : 1;
+        for (std::size_t i = 0; i < 100; ++i) CHECK(tail[i] == first + i);
+    }
+}
+
+TEST_CASE("the byte bound applies too") {
+    EventBus bus;
+    Flaky::State s;
+    s.up = false;
+    bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.maxBacklogBytes = 64 * 1024, .minBackoff = 50ms});
+    bus.start();
+    for (int i = 0; i < 100; ++i) bus.publish(makeEvent(std::string(4096, 'x')));
+    auto st = bus.stats()[0];
+    CHECK(st.backlogBytes <= 64 * 1024);
+    CHECK(st.backlog < 16);
+    CHECK(st.dropped == 100 - st.backlog);
+    CHECK(bus.stop(0ms) == st.backlog);
+}
+
+TEST_CASE("stop flushes what it can within the deadline and reports the rest") {
+    EventBus bus;
+    Flaky::State s;
+    s.up = false;
+    bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.minBackoff = 10ms, .maxBackoff = 10ms});
+    bus.start();
+    for (int i = 0; i < 10; ++i) bus.publish(makeEvent());
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK(bus.stop(200ms) == 10);
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took >= 150ms);
+    CHECK(took < 3000ms);
+    CHECK(bus.publish(makeEvent()) == 0); // discarded after stop
+}
+
+TEST_CASE("the log sink writes one JSON object per line") {
+    std::FILE *f = std::tmpfile();
+    REQUIRE(f);
+    {
+        EventBus bus;
+        bus.addSink(makeLogSink(f, "node-a"));
+        bus.start();
+        Event open;
+        open.action = EventAction::Open;
+        open.connection = ConnectionId::random();
+        open.endpoint = "/connect";
+        open.tags = {{"group", "a b"}, {"x", "1"}};
+        bus.publish(std::move(open));
+        Event text = makeEvent("h\xC3\xA9llo \"q\"");
+        text.tags = {{"group", "a"}};
+        bus.publish(std::move(text));
+        Event bin = makeEvent(std::string("\x00\x01\xfe\xff", 4));
+        bin.type = Opcode::Binary;
+        bus.publish(std::move(bin));
+        bus.stop(2000ms);
+    }
+    std::rewind(f);
+    std::vector<nlohmann::json> lines;
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, f)) lines.push_back(nlohmann::json::parse(buf));
+    std::fclose(f);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0]["action"] == "open");
+    CHECK(lines[0]["tags"] == "group=a+b&x=1");
+    CHECK(lines[0]["node"] == "node-a");
+    CHECK(lines[0]["event_id"] == 1);
+    CHECK(lines[0]["endpoint"] == "/connect");
+    CHECK(lines[0]["connection"].get<std::string>().size() == 36);
+    CHECK_FALSE(lines[0].contains("message"));
+    CHECK(lines[1]["action"] == "message");
+    CHECK(lines[1]["type"] == "text");
+    CHECK(lines[1]["message"] == "h\xC3\xA9llo \"q\"");
+    CHECK_FALSE(lines[1].contains("encoding"));
+    CHECK(lines[2]["type"] == "binary");
+    CHECK(lines[2]["message"] == "AAH+/w==");
+    CHECK(lines[2]["encoding"] == "base64");
+}
+
+TEST_CASE("base64") {
+    CHECK(base64Encode("") == "");
+    CHECK(base64Encode("f") == "Zg==");
+    CHECK(base64Encode("fo") == "Zm8=");
+    CHECK(base64Encode("foo") == "Zm9v");
+    CHECK(base64Encode("foobar") == "Zm9vYmFy");
+}

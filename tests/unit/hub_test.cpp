@@ -1,0 +1,284 @@
+#include "fake_connection.h"
+
+#include <wsgw/hub.h>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <thread>
+#include <vector>
+
+using namespace wsgw;
+using namespace std::chrono_literals;
+using wsgw::test::FakeConnection;
+
+namespace {
+
+Selector sel(std::string_view query) {
+    auto s = Selector::parse(query);
+    REQUIRE(s);
+    return *s;
+}
+
+// Runs fn on a shard's thread and waits for it.
+void onShard(Shard &shard, std::function<void(Shard &)> fn) {
+    std::promise<void> done;
+    REQUIRE(shard.post([&](Shard &s) {
+        fn(s);
+        done.set_value();
+    }));
+    done.get_future().wait();
+}
+
+// Counts deliveries with atomics so the test thread can read them while shards write.
+class CountingConnection final : public Connection {
+public:
+    CountingConnection() : Connection(ConnectionId::random()) {}
+    SendStatus send(const MessagePtr &) override {
+        if (closed.load()) return SendStatus::Closed;
+        received.fetch_add(1);
+        return SendStatus::Queued;
+    }
+    void close(std::uint16_t, std::string_view) override { closed.store(true); }
+    std::string remoteAddress() const override { return "127.0.0.1:1"; }
+    std::string_view endpoint() const override { return "/c"; }
+    std::atomic<int> received{0};
+    std::atomic<bool> closed{false};
+};
+
+const EventSpec kNoEvents{};
+
+} // namespace
+
+TEST_CASE("commands reach every shard; counts are exact sums") {
+    Hub hub({.shards = 4, .inboxCapacity = 64, .ownThreads = true});
+    hub.start();
+    std::vector<std::unique_ptr<FakeConnection>> conns;
+    for (std::size_t i = 0; i < 40; ++i) conns.push_back(std::make_unique<FakeConnection>());
+    // 10 connections per shard: group g<i%2>, admin on every 5th.
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        TagList tags{{"group", "g" + std::to_string(i % 2)}};
+        if (i % 5 == 0) tags.emplace_back("admin", "1");
+        onShard(hub.shard(i % 4), [&](Shard &s) { REQUIRE(s.open(*conns[i], tags, kNoEvents)); });
+    }
+
+    CHECK(hub.send(sel("group=g0"), Message::text("hi")).get().value == 20);
+    CHECK(hub.send(sel("group=g0&admin=1"), Message::text("boss")).get().value == 4);
+    CHECK(hub.send(sel("group=none"), Message::text("x")).get().value == 0);
+    CHECK(hub.send(sel(""), Message::text("x")).get().value == 0);
+    CHECK(hub.send(Selector::all(), Message::text("all")).get().value == 40);
+
+    auto st = hub.status(Selector::all()).get();
+    REQUIRE(st.ok());
+    REQUIRE(st.value.size() == 40);
+    for (std::size_t i = 1; i < st.value.size(); ++i) CHECK(st.value[i - 1].id < st.value[i].id);
+    std::set<std::size_t> shards;
+    for (auto &c : st.value) shards.insert(c.shard);
+    CHECK(shards.size() == 4);
+
+    auto tree = hub.tree().get();
+    REQUIRE(tree.ok());
+    CHECK(tree.value == TagTree{{"admin", {{"1", 8}}}, {"group", {{"g0", 20}, {"g1", 20}}}});
+
+    CHECK(hub.setTags(sel("group=g1"), {{"group", "g0"}, {"new", "yes"}}).get().value == 20);
+    CHECK(hub.send(sel("group=g0"), Message::text("after")).get().value == 40);
+    CHECK(hub.setTags(sel("new=yes"), {{"new", ""}}).get().value == 20);
+    CHECK(hub.tree().get().value.count("new") == 0);
+
+    // id selectors across shards
+    std::string q = "id=" + conns[1]->id().toString() + "," + conns[2]->id().toString();
+    CHECK(hub.send(sel(q), Message::binary("b")).get().value == 2);
+    auto some = hub.status(sel(q)).get();
+    CHECK(some.value.size() == 2);
+
+    CHECK(hub.close(sel("admin=1"), 1000, "Closed by server", Message::text("bye")).get().value == 8);
+    hub.stop();
+
+    // Per-connection results: everyone got "hi"/"all"/"after" etc. exactly once each.
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        std::multiset<std::string> got;
+        for (auto &m : conns[i]->received) got.insert(std::string(m->payload()));
+        CHECK(got.count("all") == 1);
+        CHECK(got.count("after") == 1);
+        CHECK(got.count("hi") == (i % 2 == 0 ? 1u : 0u));
+        CHECK(got.count("boss") == (i % 2 == 0 && i % 5 == 0 ? 1u : 0u));
+        if (i % 5 == 0) {
+            CHECK(conns[i]->closeCode == 1000);
+            CHECK(conns[i]->closeReason == "Closed by server");
+            CHECK(conns[i]->received.back()->payload() == "bye");
+        } else {
+            CHECK(conns[i]->closeCode == 0);
+        }
+    }
+    CHECK(conns[1]->received.back()->opcode() == Opcode::Binary);
+}
+
+TEST_CASE("broadcasts from several threads reach each match exactly once while connections churn") {
+    constexpr std::size_t kShards = 3, kStable = 300, kBroadcasts = 200;
+    Hub hub({.shards = kShards, .inboxCapacity = 1024, .ownThreads = true});
+    hub.start();
+    std::vector<std::unique_ptr<CountingConnection>> stable;
+    for (std::size_t i = 0; i < kStable; ++i) {
+        stable.push_back(std::make_unique<CountingConnection>());
+        onShard(hub.shard(i % kShards), [&](Shard &s) { REQUIRE(s.open(*stable[i], {{"group", "all"}}, kNoEvents)); });
+    }
+
+    // Churn: connections in the same group open and close on the shard threads while broadcasts
+    // run; a connection closed mid-broadcast must be skipped safely (never touched after close).
+    std::atomic<bool> stop{false};
+    std::thread churn([&] {
+        std::size_t round = 0;
+        while (!stop.load() && round < 100000) {
+            Shard &s = hub.shard(round++ % kShards);
+            auto c = std::make_shared<CountingConnection>();
+            bool posted = s.post([c](Shard &sh) {
+                REQUIRE(sh.open(*c, {{"group", "all"}}, kNoEvents));
+            });
+            if (!posted) continue;
+            // Close it a little later, from the shard thread, and free it right there.
+            while (!s.post([c](Shard &sh) { sh.closed(*c, kNoEvents); })) std::this_thread::yield();
+        }
+    });
+
+    std::atomic<std::size_t> busy{0};
+    std::vector<std::thread> senders;
+    for (int t = 0; t < 2; ++t) {
+        senders.emplace_back([&] {
+            for (std::size_t i = 0; i < kBroadcasts / 2; ++i) {
+                for (;;) {
+                    auto r = hub.send(sel("group=all"), Message::text("x")).get();
+                    if (r.status == CommandStatus::Busy) {
+                        busy.fetch_add(1);
+                        std::this_thread::yield();
+                        continue;
+                    }
+                    REQUIRE(r.ok());
+                    REQUIRE(r.value >= kStable);
+                    break;
+                }
+            }
+        });
+    }
+    for (auto &t : senders) t.join();
+    stop.store(true);
+    churn.join();
+    hub.stop();
+    for (auto &c : stable) CHECK(c->received.load() == static_cast<int>(kBroadcasts));
+}
+
+TEST_CASE("a full inbox refuses the command everywhere with Busy") {
+    // External threads: nobody drains until we say so.
+    Hub hub({.shards = 2, .inboxCapacity = 2, .ownThreads = false});
+    std::atomic<int> wakes{0};
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([&] { wakes.fetch_add(1); });
+    hub.start();
+    FakeConnection a;
+    REQUIRE(hub.shard(0).post([&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}}, kNoEvents)); }));
+    std::vector<CountResult> results;
+    auto record = [&](CountResult r) { results.push_back(r); };
+    hub.send(sel("g=1"), Message::text("1"), record); // shard0: 2/2, shard1: 1/2
+    hub.send(sel("g=1"), Message::text("2"), record); // shard0 full: Busy, shard1 untouched
+    REQUIRE(results.size() == 1);
+    CHECK(results[0].status == CommandStatus::Busy);
+    CHECK(wakes.load() == 3);
+    CHECK(hub.shard(0).drain() == 2);
+    CHECK(hub.shard(1).drain() == 1);
+    REQUIRE(results.size() == 2);
+    CHECK(results[1].ok());
+    CHECK(results[1].value == 1);
+    CHECK(a.received.size() == 1);
+    // Room again after draining.
+    hub.send(sel("g=1"), Message::text("3"), record);
+    CHECK(hub.shard(0).drain() == 1);
+    CHECK(hub.shard(1).drain() == 1);
+    REQUIRE(results.size() == 3);
+    CHECK(results[2].value == 1);
+}
+
+TEST_CASE("stopping the hub ends queued commands with Stopped") {
+    Hub hub({.shards = 2, .inboxCapacity = 16, .ownThreads = false});
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
+    hub.start();
+    auto pending = hub.send(Selector::all(), Message::text("x"));
+    CHECK(hub.shard(0).drain() == 1); // one shard answered, the other never will
+    hub.stop();
+    auto r = pending.get();
+    CHECK(r.status == CommandStatus::Stopped);
+    CHECK(hub.send(Selector::all(), Message::text("late")).get().status == CommandStatus::Stopped);
+    CHECK_FALSE(hub.shard(0).post([](Shard &) {}));
+}
+
+TEST_CASE("forEachShard runs on each shard's own thread") {
+    Hub hub({.shards = 3, .inboxCapacity = 8, .ownThreads = true});
+    hub.start();
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    auto r = std::promise<CountResult>();
+    hub.forEachShard(
+        [&](Shard &s) {
+            std::lock_guard lock(mu);
+            threads.insert(std::this_thread::get_id());
+            return s.index() + 1;
+        },
+        [&](CountResult res) { r.set_value(res); });
+    CHECK(r.get_future().get().value == 6);
+    CHECK(threads.size() == 3);
+    CHECK(threads.count(std::this_thread::get_id()) == 0);
+}
+
+TEST_CASE("open, message and close events carry the included tags and vars") {
+    Hub hub({.shards = 1, .ownThreads = true});
+    struct Capture final : EventSink {
+        std::mutex *mu;
+        std::vector<EventPtr> *out;
+        std::string name() const override { return "capture"; }
+        std::size_t publish(const std::vector<EventPtr> &batch) override {
+            std::lock_guard lock(*mu);
+            out->insert(out->end(), batch.begin(), batch.end());
+            return batch.size();
+        }
+    };
+    std::mutex mu;
+    std::vector<EventPtr> events;
+    auto sink = std::make_unique<Capture>();
+    sink->mu = &mu;
+    sink->out = &events;
+    hub.events().addSink(std::move(sink));
+    hub.start();
+
+    EventSpec spec;
+    spec.includeTags = {"group", "absent"};
+    spec.contextTags = {"tenant"};
+    spec.json = *JsonExtractor::create({{"cmd", "data.command"}});
+    FakeConnection c("/connect/v2");
+    onShard(hub.shard(0), [&](Shard &s) {
+        REQUIRE(s.open(c, {{"group", "g"}, {"tenant", "t"}, {"secret", "s"}}, spec));
+        s.message(c, Opcode::Text, R"({"data":{"command":"join"}})", spec);
+        s.message(c, Opcode::Binary, std::string_view("\x00\xff", 2), spec);
+        s.registry().setTags(c.id(), {{"group", "h"}});
+        s.closed(c, spec);
+        CHECK(s.registry().find(c.id()) == nullptr);
+        s.closed(c, spec); // twice: no second event
+    });
+    hub.stop(2000ms);
+    REQUIRE(events.size() == 4);
+    CHECK(events[0]->action == EventAction::Open);
+    CHECK(events[0]->tags == Tags{{"group", "g"}});
+    CHECK(events[0]->context == Tags{{"tenant", "t"}});
+    CHECK(events[0]->endpoint == "/connect/v2");
+    CHECK(events[1]->action == EventAction::Message);
+    CHECK(events[1]->type == Opcode::Text);
+    CHECK(events[1]->vars == Vars{{"cmd", "join"}});
+    CHECK(events[2]->type == Opcode::Binary);
+    CHECK(events[2]->message == std::string("\x00\xff", 2));
+    CHECK(events[3]->action == EventAction::Close);
+    CHECK(events[3]->tags == Tags{{"group", "h"}}); // the tags it had when it left
+    for (std::size_t i = 0; i < 4; ++i) {
+        CHECK(events[i]->id == i + 1);
+        CHECK(events[i]->connection == c.id());
+    }
+}
