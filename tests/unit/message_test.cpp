@@ -14,14 +14,31 @@ TEST_CASE("a message holds its payload and opcode, with headroom before it") {
     CHECK_FALSE(m->isText());
     CHECK(m->size() == 3);
     CHECK(m->payload() == std::string_view("\x00\x01\x02", 3));
-    CHECK(m->headroom() == 16);
-    CHECK(m->headroomData() + 16 == m->data());
-    std::memset(m->headroomData(), 0xAB, 16); // the transport's scratch space must be writable
+    CHECK(m->headroom() >= 16);
+    CHECK(m->headroomData() + m->headroom() + m->frameHeaderSize() == m->data());
+    std::memset(m->headroomData(), 0xAB, m->headroom()); // the transport's scratch space is writable
     CHECK(m->payload() == std::string_view("\x00\x01\x02", 3));
+    CHECK(m->frame() == std::string_view("\x82\x03\x00\x01\x02", 5));
     MessagePtr t = Message::text("");
     CHECK(t->isText());
     CHECK(t->size() == 0);
     CHECK(t->payload().empty());
+    CHECK(t->frame() == std::string_view("\x81\x00", 2));
+}
+
+TEST_CASE("frame headers use the shortest length encoding (RFC 6455 5.2)") {
+    struct Case {
+        std::size_t len;
+        std::string header;
+    };
+    for (const Case &c : {Case{125, std::string("\x81\x7d")}, Case{126, std::string("\x81\x7e\x00\x7e", 4)},
+                          Case{65535, std::string("\x81\x7e\xff\xff")},
+                          Case{65536, std::string("\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00", 10)}}) {
+        MessagePtr m = Message::text(std::string(c.len, 'x'));
+        CHECK(m->frameHeaderSize() == c.header.size());
+        CHECK(m->frame().substr(0, c.header.size()) == c.header);
+        CHECK(m->frame().size() == c.len + c.header.size());
+    }
 }
 
 TEST_CASE("MessagePtr counts references") {

@@ -1,0 +1,57 @@
+# A thin front door to meson. The two commands a newcomer needs: `make run` and `make test`.
+
+BUILD      ?= build
+CONFIG     ?= config.yml
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+MESON_ARGS ?=
+TEST_ARGS  ?=
+
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench install clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --prefix=$(PREFIX) $(MESON_ARGS)
+
+build: $(BUILD)/build.ninja
+	meson compile -C $(BUILD)
+
+run: bootstrap build
+	$(BUILD)/wsgwd/wsgwd --config $(CONFIG)
+
+test: bootstrap build
+	meson test -C $(BUILD) --print-errorlogs $(TEST_ARGS)
+
+test-unit: build
+	meson test -C $(BUILD) --print-errorlogs --suite unit $(TEST_ARGS)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of every suite.
+test-asan: bootstrap
+	@test -f $(BUILD)-asan/build.ninja || meson setup $(BUILD)-asan -Db_sanitize=address,undefined \
+		-Db_lundef=false -Dbench=false $(MESON_ARGS)
+	meson compile -C $(BUILD)-asan
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 $(TEST_ARGS)
+
+# ThreadSanitizer build of the suites that run threads (the hub, the event bus, the daemon).
+test-tsan: bootstrap
+	@test -f $(BUILD)-tsan/build.ninja || meson setup $(BUILD)-tsan -Db_sanitize=thread \
+		-Db_lundef=false -Dbench=false -Dexamples=false $(MESON_ARGS)
+	meson compile -C $(BUILD)-tsan
+	TSAN_OPTIONS=halt_on_error=1 meson test -C $(BUILD)-tsan --print-errorlogs --timeout-multiplier 3 \
+		$(or $(TEST_ARGS),hub event_bus)
+
+bench: bootstrap build
+	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
+	$(BUILD)/bench/registry_memory
+
+install: build
+	meson configure $(BUILD) --prefix=$(PREFIX)
+	DESTDIR=$(DESTDIR) meson install -C $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
