@@ -1,0 +1,156 @@
+#include "metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <mutex>
+
+namespace wsgw::daemon {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+    MetricFamily f;
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+    return f;
+}
+
+void addSample(MetricFamily &f, double value, std::vector<ClientMetric::Label> labels = {}) {
+    ClientMetric m;
+    m.label = std::move(labels);
+    if (f.type == MetricType::Counter)
+        m.counter.value = value;
+    else
+        m.gauge.value = value;
+    f.metric.push_back(std::move(m));
+}
+
+} // namespace
+
+struct Metrics::Impl {
+    std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+    prometheus::Family<prometheus::Histogram> &commands =
+        prometheus::BuildHistogram()
+            .Name("wsgw_command_duration_seconds")
+            .Help("Time a control command took from request to the answer of the last shard")
+            .Register(*registry);
+    prometheus::Family<prometheus::Counter> &busy = prometheus::BuildCounter()
+                                                        .Name("wsgw_commands_busy_total")
+                                                        .Help("Control commands refused because a shard's inbox was full")
+                                                        .Register(*registry);
+    std::mutex mu; // guards histogram creation (Family::Add is thread-safe, but lookups are cached here)
+    std::vector<std::pair<std::string, prometheus::Histogram *>> byCommand;
+};
+
+Metrics::Metrics(std::size_t shards, std::vector<std::string> endpointPaths)
+    : endpoints_(std::move(endpointPaths)), impl_(std::make_unique<Impl>()) {
+    for (std::size_t i = 0; i < shards; ++i) shards_.push_back(std::make_unique<ShardCounters>(endpoints_.size()));
+    impl_->busy.Add({});
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::observeCommand(std::string_view command, double seconds) {
+    prometheus::Histogram *h = nullptr;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (auto &[name, hist] : impl_->byCommand)
+            if (name == command) h = hist;
+        if (!h) {
+            static const prometheus::Histogram::BucketBoundaries buckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                                         0.01,   0.025,   0.05,   0.1,   0.25,   1};
+            h = &impl_->commands.Add({{"command", std::string(command)}}, buckets);
+            impl_->byCommand.emplace_back(std::string(command), h);
+        }
+    }
+    h->Observe(seconds);
+}
+
+void Metrics::countBusy() { impl_->busy.Add({}).Increment(); }
+
+std::string Metrics::render(const std::vector<SinkStats> &sinks) const {
+    auto sum = [&](auto field) {
+        double total = 0;
+        for (const auto &s : shards_) total += static_cast<double>(((*s).*field).get());
+        return total;
+    };
+    std::vector<MetricFamily> out;
+    auto counter = [&](const char *name, const char *help, ShardCounter ShardCounters::*field) {
+        MetricFamily f = family(name, help, MetricType::Counter);
+        addSample(f, sum(field));
+        out.push_back(std::move(f));
+    };
+
+    // The original gateway's names (spelling included), for dashboards built on them.
+    counter("messages_sent_counter", "Messages sent to WebSocket clients", &ShardCounters::messagesSent);
+    counter("messages_recieved_counter", "Messages received from WebSocket clients", &ShardCounters::messagesReceived);
+    counter("connections_counter", "WebSocket connections opened", &ShardCounters::connectionsOpened);
+    counter("disconnections_counter", "WebSocket connections closed", &ShardCounters::connectionsClosed);
+    {
+        MetricFamily f = family("active_connections_gauge", "WebSocket connections open now", MetricType::Gauge);
+        addSample(f, sum(&ShardCounters::connectionsOpened) - sum(&ShardCounters::connectionsClosed));
+        out.push_back(std::move(f));
+    }
+
+    counter("wsgw_bytes_received_total", "Payload bytes received from clients", &ShardCounters::bytesReceived);
+    counter("wsgw_bytes_sent_total", "Frame bytes written to clients", &ShardCounters::bytesSent);
+    counter("wsgw_frames_dropped_total", "Messages not delivered to a client (slow consumer or closing connection)",
+            &ShardCounters::framesDropped);
+    counter("wsgw_slow_consumer_closes_total", "Connections closed (1008) for exceeding their outbound queue",
+            &ShardCounters::slowConsumerCloses);
+    counter("wsgw_idle_closes_total", "Connections dropped by the idle timeout", &ShardCounters::idleCloses);
+    counter("wsgw_oversize_closes_total", "Connections closed (1009) for a message over the size limit",
+            &ShardCounters::oversizeCloses);
+    counter("wsgw_invalid_utf8_closes_total", "Connections closed (1007) for a text message that is not UTF-8",
+            &ShardCounters::invalidUtf8Closes);
+    counter("wsgw_upgrades_refused_total", "WebSocket upgrades refused (unknown path, bad request)",
+            &ShardCounters::upgradesRefused);
+
+    {
+        MetricFamily f = family("wsgw_endpoint_connections", "WebSocket connections open now, by endpoint",
+                                MetricType::Gauge);
+        for (std::size_t e = 0; e < endpoints_.size(); ++e) {
+            double total = 0;
+            for (const auto &s : shards_) total += static_cast<double>(s->endpointConnections[e].get());
+            addSample(f, total, {{"endpoint", endpoints_[e]}});
+        }
+        out.push_back(std::move(f));
+    }
+    {
+        MetricFamily published = family("wsgw_events_published_total", "Events delivered to a sink", MetricType::Counter);
+        MetricFamily dropped =
+            family("wsgw_events_dropped_total", "Events discarded by a sink's overflow policy", MetricType::Counter);
+        MetricFamily failures =
+            family("wsgw_event_publish_failures_total", "Publish attempts that did not deliver everything",
+                   MetricType::Counter);
+        MetricFamily backlog = family("wsgw_event_backlog", "Events waiting for a sink", MetricType::Gauge);
+        MetricFamily backlogBytes =
+            family("wsgw_event_backlog_bytes", "Approximate bytes of the events waiting for a sink", MetricType::Gauge);
+        MetricFamily up = family("wsgw_event_sink_up", "1 when the sink's last publish delivered everything",
+                                 MetricType::Gauge);
+        for (const SinkStats &s : sinks) {
+            std::vector<ClientMetric::Label> l{{"sink", s.name}};
+            addSample(published, static_cast<double>(s.published), l);
+            addSample(dropped, static_cast<double>(s.dropped), l);
+            addSample(failures, static_cast<double>(s.failures), l);
+            addSample(backlog, static_cast<double>(s.backlog), l);
+            addSample(backlogBytes, static_cast<double>(s.backlogBytes), l);
+            addSample(up, s.connected ? 1 : 0, l);
+        }
+        for (MetricFamily *f : {&published, &dropped, &failures, &backlog, &backlogBytes, &up})
+            out.push_back(std::move(*f));
+    }
+
+    for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));
+    return prometheus::TextSerializer().Serialize(out);
+}
+
+} // namespace wsgw::daemon

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <wsgw/sink.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wsgw::daemon {
+
+/// A counter with a single writer (the shard thread that owns it) and any number of readers:
+/// increments are plain loads and stores, so the delivery path pays no locked instruction.
+class ShardCounter {
+public:
+    void add(std::uint64_t n = 1) noexcept { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<std::uint64_t> v_{0};
+};
+
+/// A gauge with a single writer, like ShardCounter.
+class ShardGauge {
+public:
+    void add(std::int64_t n) noexcept { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    std::int64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<std::int64_t> v_{0};
+};
+
+/// What one shard counts. Written by that shard's thread only.
+struct ShardCounters {
+    explicit ShardCounters(std::size_t endpoints) : endpointConnections(endpoints) {}
+
+    ShardCounter connectionsOpened;
+    ShardCounter connectionsClosed;
+    ShardCounter messagesReceived; ///< complete messages from clients
+    ShardCounter messagesSent;     ///< messages written to clients
+    ShardCounter bytesReceived;    ///< payload bytes from clients
+    ShardCounter bytesSent;        ///< frame bytes written to clients
+    ShardCounter framesDropped;    ///< messages not delivered: slow consumer or closing connection
+    ShardCounter slowConsumerCloses;
+    ShardCounter idleCloses;
+    ShardCounter oversizeCloses;     ///< 1009
+    ShardCounter invalidUtf8Closes;  ///< 1007
+    ShardCounter upgradesRefused;    ///< unknown path and the like
+    std::vector<ShardGauge> endpointConnections;
+};
+
+/// The daemon's metrics: per-shard counters read at scrape time, and the control API's command
+/// latencies. Rendered in the Prometheus text format, with the original gateway's metric names
+/// kept for dashboards built on them.
+///
+/// Thread-safe (each ShardCounters has its own single writer).
+class Metrics {
+public:
+    Metrics(std::size_t shards, std::vector<std::string> endpointPaths);
+    ~Metrics();
+
+    ShardCounters &shard(std::size_t index) noexcept { return *shards_[index]; }
+
+    /// Records how long a control command took, by command name ("send", "settags", ...).
+    void observeCommand(std::string_view command, double seconds);
+    /// Counts a control request refused for being busy (503).
+    void countBusy();
+
+    /// The Prometheus text exposition of everything, including the event sinks' state.
+    std::string render(const std::vector<SinkStats> &sinks) const;
+
+private:
+    struct Impl;
+    std::vector<std::unique_ptr<ShardCounters>> shards_;
+    std::vector<std::string> endpoints_;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace wsgw::daemon

@@ -1,0 +1,680 @@
+#include "ws_server.h"
+
+#include "utf8.h"
+
+#include <libwebsockets.h>
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
+
+namespace wsgw::daemon {
+
+namespace {
+
+// Per-connection receive buffer inside libwebsockets: messages larger than this arrive in pieces
+// and are reassembled here. Small, because every idle connection holds one.
+constexpr std::size_t kRxBufferSize = 2048;
+// Frames pending for one uncompressed connection are coalesced into writes of up to this size.
+constexpr std::size_t kCoalesceBytes = 64 * 1024;
+// A connection that has not finished closing this long after close() is dropped.
+constexpr int kCloseTimeoutS = 5;
+// How often the idle sweep runs.
+constexpr lws_usec_t kSweepIntervalUs = 1 * LWS_USEC_PER_SEC;
+
+std::int64_t nowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+struct ShardState;
+class WsConnection;
+
+std::string headerValue(lws *wsi, lws_token_indexes token) {
+    int len = lws_hdr_total_length(wsi, token);
+    if (len <= 0) return {};
+    std::string out(static_cast<std::size_t>(len) + 1, '\0');
+    int n = lws_hdr_copy(wsi, out.data(), len + 1, token);
+    if (n < 0) return {};
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+std::string peerAddress(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0) return "unknown";
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+        auto *in = reinterpret_cast<sockaddr_in *>(&ss);
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        return std::string(ip) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+        auto *in6 = reinterpret_cast<sockaddr_in6 *>(&ss);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, sizeof ip);
+            return std::string(ip) + ":" + std::to_string(ntohs(in6->sin6_port));
+        }
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    }
+    return "unknown";
+}
+
+bool isIpv4Literal(const std::string &host) {
+    in_addr a{};
+    return inet_pton(AF_INET, host.c_str(), &a) == 1;
+}
+
+} // namespace
+
+struct WsServer::Impl {
+    Impl(Hub &h, Metrics &m, WsServerOptions o) : hub(h), metrics(m), options(std::move(o)) {}
+
+    Hub &hub;
+    Metrics &metrics;
+    WsServerOptions options;
+    std::vector<std::unique_ptr<ShardState>> shards;
+    std::atomic<bool> running{false};
+    std::mutex stopMu;
+    bool stopped = false;
+
+    // The endpoint for a request path; nullptr if none.
+    const WsEndpoint *endpointFor(std::string_view path, std::size_t *index) const {
+        for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
+            if (options.endpoints[i].path == path) {
+                if (index) *index = i;
+                return &options.endpoints[i];
+            }
+        }
+        return nullptr;
+    }
+};
+
+namespace {
+
+struct ShardState {
+    ShardState(WsServer::Impl &s, std::size_t i)
+        : server(s), shard(s.hub.shard(i)), counters(s.metrics.shard(i)), index(i) {}
+
+    WsServer::Impl &server;
+    Shard &shard;
+    ShardCounters &counters;
+    std::size_t index;
+
+    lws_context *context = nullptr; // set before the thread serves, cleared by stop() after join
+    std::mutex wakeMu;              // guards `context` for wake-ups from other threads
+    std::thread thread;
+    std::atomic<bool> quit{false};
+    std::atomic<bool> draining{false};
+    std::atomic<std::size_t> connections{0};
+    lws_sorted_usec_list_t sweepTimer{};
+
+    // Connections ordered by their last activity, oldest first: the idle sweep stops at the
+    // first one that is recent enough.
+    WsConnection *idleHead = nullptr;
+    WsConnection *idleTail = nullptr;
+
+    // Protocol table for this shard's vhost: [0] for requests without a subprotocol, [1] takes
+    // the name of whatever subprotocol the client asks for first (see confirmUpgrade).
+    char echoedProtocol[64] = "wsgw-echo-subprotocol";
+    lws_protocols protocols[3]{};
+
+    std::string coalesce; // scratch for coalesced raw writes
+};
+
+int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
+
+class WsConnection final : public Connection {
+public:
+    WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed)
+        : Connection(ConnectionId::random()), shard_(shard), wsi_(wsi),
+          endpoint_(static_cast<std::uint32_t>(endpointIndex)), compressed_(compressed) {
+        lastActivityMs = nowMs();
+    }
+
+    const WsEndpoint &ep() const { return shard_.server.options.endpoints[endpoint_]; }
+    std::size_t endpointIndex() const { return endpoint_; }
+
+    SendStatus send(const MessagePtr &msg) override {
+        if (closing_) {
+            shard_.counters.framesDropped.add();
+            return SendStatus::Closed;
+        }
+        std::size_t bytes = msg->frame().size();
+        if (queuedBytes_ + bytes > shard_.server.options.maxOutboundBytes && queuedBytes_ > 0) {
+            // A consumer this far behind would hold memory for everyone: cut it off.
+            shard_.counters.framesDropped.add(queueSize() + 1);
+            shard_.counters.slowConsumerCloses.add();
+            clearQueue();
+            close(close_code::kPolicyViolation, "slow consumer: outbound queue full");
+            return SendStatus::Dropped;
+        }
+        queue_.push_back(msg);
+        queuedBytes_ += bytes;
+        requestWrite();
+        return SendStatus::Queued;
+    }
+
+    void close(std::uint16_t code, std::string_view reason) override {
+        if (closing_) return;
+        closing_ = true;
+        closeCode_ = code;
+        closeReason_.assign(reason.substr(0, 123));
+        // If the peer never lets us write the close frame, drop it anyway.
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
+        requestWrite();
+    }
+
+    std::string remoteAddress() const override { return peerAddress(lws_get_socket_fd(wsi_)); }
+    std::string_view endpoint() const override { return ep().path; }
+
+    // LWS_CALLBACK_SERVER_WRITEABLE. Returns -1 to have lws close the connection.
+    int onWriteable() {
+        writeRequested_ = false;
+        // A compressed write may read its input until the next WRITEABLE (lws drains the
+        // deflate output over several callbacks); only now is the previous message free.
+        inflight_ = nullptr;
+
+        if (pingDue) {
+            pingDue = false;
+            unsigned char buf[LWS_PRE + 1];
+            if (lws_write(wsi_, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0) return -1;
+            if (queueSize() > 0 || closing_) requestWrite();
+            return 0;
+        }
+        if (queueSize() == 0) {
+            if (!closing_) return 0;
+            lws_close_reason(wsi_, static_cast<lws_close_status>(closeCode_),
+                             reinterpret_cast<unsigned char *>(closeReason_.data()), closeReason_.size());
+            return -1;
+        }
+        int rc = compressed_ ? writeCompressed() : writeRaw();
+        if (rc < 0) return -1;
+        if (queueSize() > 0 || closing_) requestWrite();
+        return 0;
+    }
+
+    // LWS_CALLBACK_RECEIVE: a piece of a message. Returns -1 to close (after lws_close_reason).
+    int onReceive(const void *in, std::size_t len) {
+        touch();
+        if (!rxActive_) {
+            rxActive_ = true;
+            rxBinary_ = lws_frame_is_binary(wsi_) != 0;
+            rx_.clear();
+        }
+        const WsEndpoint &e = ep();
+        if (rx_.size() + len > e.maxMessageBytes) {
+            shard_.counters.oversizeCloses.add();
+            return closeNow(close_code::kMessageTooBig,
+                            "message too big: limit is " + std::to_string(e.maxMessageBytes) + " bytes");
+        }
+        rx_.append(static_cast<const char *>(in), len);
+        if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
+
+        rxActive_ = false;
+        if (!rxBinary_ && !isValidUtf8(rx_)) {
+            shard_.counters.invalidUtf8Closes.add();
+            return closeNow(close_code::kInvalidPayload, "text message is not valid UTF-8");
+        }
+        shard_.counters.messagesReceived.add();
+        shard_.counters.bytesReceived.add(rx_.size());
+        shard_.shard.message(*this, rxBinary_ ? Opcode::Binary : Opcode::Text, rx_, e.events);
+        if (rx_.capacity() > 4 * kRxBufferSize) std::string().swap(rx_); // do not keep a big buffer idle
+        return 0;
+    }
+
+    void touch() {
+        lastActivityMs = nowMs();
+        pinged = false;
+        // Move to the tail of the idle list: it is now the most recently active.
+        if (shard_.idleTail == this) return;
+        unlinkIdle();
+        linkIdle();
+    }
+
+    void linkIdle() {
+        prev = shard_.idleTail;
+        next = nullptr;
+        if (prev)
+            prev->next = this;
+        else
+            shard_.idleHead = this;
+        shard_.idleTail = this;
+    }
+
+    void unlinkIdle() {
+        if (prev)
+            prev->next = next;
+        else if (shard_.idleHead == this)
+            shard_.idleHead = next;
+        if (next)
+            next->prev = prev;
+        else if (shard_.idleTail == this)
+            shard_.idleTail = prev;
+        prev = next = nullptr;
+    }
+
+    void schedulePing() {
+        pingDue = true;
+        pinged = true;
+        requestWrite();
+    }
+
+    bool isClosing() const { return closing_; }
+
+    // Intrusive idle list links and state, owned by the shard's sweep.
+    WsConnection *prev = nullptr;
+    WsConnection *next = nullptr;
+    std::int64_t lastActivityMs = 0;
+    bool pingDue = false;
+    bool pinged = false;
+
+private:
+    std::size_t queueSize() const { return queue_.size() - head_; }
+
+    MessagePtr pop() {
+        MessagePtr m = std::move(queue_[head_++]);
+        queuedBytes_ -= m->frame().size();
+        if (head_ == queue_.size()) {
+            queue_.clear();
+            head_ = 0;
+            if (queue_.capacity() > 64) std::vector<MessagePtr>().swap(queue_);
+        }
+        return m;
+    }
+
+    void clearQueue() {
+        queue_.clear();
+        std::vector<MessagePtr>().swap(queue_);
+        head_ = 0;
+        queuedBytes_ = 0;
+    }
+
+    void requestWrite() {
+        if (writeRequested_) return;
+        writeRequested_ = true;
+        lws_callback_on_writable(wsi_);
+    }
+
+    int closeNow(std::uint16_t code, const std::string &reason) {
+        closing_ = true;
+        clearQueue();
+        std::string r = reason.substr(0, 123);
+        lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(r.data()),
+                         r.size());
+        return -1;
+    }
+
+    // Uncompressed: the messages' prebuilt frames go out as they are, several per write.
+    int writeRaw() {
+        MessagePtr first = pop();
+        std::string_view frame = first->frame();
+        if (queueSize() == 0 || frame.size() >= kCoalesceBytes / 2) {
+            if (lws_write(wsi_, reinterpret_cast<unsigned char *>(const_cast<char *>(frame.data())), frame.size(),
+                          LWS_WRITE_HTTP) < 0)
+                return -1;
+            shard_.counters.messagesSent.add();
+            shard_.counters.bytesSent.add(frame.size());
+            return 0;
+        }
+        std::string &buf = shard_.coalesce;
+        buf.assign(frame);
+        std::size_t messages = 1;
+        while (queueSize() > 0 && buf.size() + queue_[head_]->frame().size() <= kCoalesceBytes) {
+            buf.append(pop()->frame());
+            ++messages;
+        }
+        if (lws_write(wsi_, reinterpret_cast<unsigned char *>(buf.data()), buf.size(), LWS_WRITE_HTTP) < 0) return -1;
+        shard_.counters.messagesSent.add(messages);
+        shard_.counters.bytesSent.add(buf.size());
+        return 0;
+    }
+
+    // permessage-deflate: lws frames and compresses; one message per WRITEABLE.
+    int writeCompressed() {
+        MessagePtr msg = pop();
+        if (msg->headroom() + msg->frameHeaderSize() < LWS_PRE) {
+            // Made without room for lws (not by wsgwd's own API): copy once for this connection.
+            msg = Message::create(msg->opcode(), msg->payload(), LWS_PRE);
+        }
+        inflight_ = msg;
+        auto type = msg->isText() ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+        if (lws_write(wsi_, const_cast<unsigned char *>(msg->data()), msg->size(), type) < 0) return -1;
+        shard_.counters.messagesSent.add();
+        shard_.counters.bytesSent.add(msg->size());
+        return 0;
+    }
+
+    ShardState &shard_;
+    lws *wsi_;
+    std::uint32_t endpoint_;
+    bool compressed_;
+    bool closing_ = false;
+    bool writeRequested_ = false;
+    bool rxActive_ = false;
+    bool rxBinary_ = false;
+    std::uint16_t closeCode_ = 0;
+    std::string closeReason_;
+    std::vector<MessagePtr> queue_;
+    std::size_t head_ = 0;
+    std::size_t queuedBytes_ = 0;
+    MessagePtr inflight_;
+    std::string rx_;
+};
+
+struct SessionStorage {
+    bool compressed;
+    bool live;
+    alignas(WsConnection) unsigned char conn[sizeof(WsConnection)];
+
+    WsConnection *get() { return live ? std::launder(reinterpret_cast<WsConnection *>(conn)) : nullptr; }
+};
+
+ShardState &shardOf(lws *wsi) { return *static_cast<ShardState *>(lws_context_user(lws_get_context(wsi))); }
+
+// Every minute or so a connection that has said nothing for half the idle timeout gets a ping;
+// one silent for the whole timeout is closed.
+void sweep(lws_sorted_usec_list_t *sul) {
+    ShardState &s = *lws_container_of(sul, ShardState, sweepTimer);
+    auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.server.options.idleTimeout).count();
+    std::int64_t now = nowMs();
+    for (WsConnection *c = s.idleHead; c;) {
+        WsConnection *next = c->next;
+        std::int64_t silent = now - c->lastActivityMs;
+        if (silent < idle / 2) break; // the rest are more recent
+        if (silent >= idle) {
+            c->unlinkIdle(); // once is enough
+            s.counters.idleCloses.add();
+            c->close(close_code::kGoingAway, "idle timeout");
+        } else if (!c->pinged && !c->isClosing()) {
+            c->schedulePing();
+        }
+        c = next;
+    }
+    lws_sul_schedule(s.context, 0, &s.sweepTimer, sweep, kSweepIntervalUs);
+}
+
+int refuse(lws *wsi, unsigned status, const char *message) {
+    shardOf(wsi).counters.upgradesRefused.add();
+    if (lws_return_http_status(wsi, status, message)) return -1;
+    return 1; // >0 from CONFIRM_UPGRADE: we answered; lws completes the transaction
+}
+
+// LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last look at an upgrade request before lws takes it.
+int confirmUpgrade(lws *wsi) {
+    ShardState &s = shardOf(wsi);
+    std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
+    if (!s.server.endpointFor(path, nullptr)) return refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint here");
+    if (s.draining.load(std::memory_order_relaxed))
+        return refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+
+    // lws accepts only subprotocols it has a protocol entry for. The original gateway accepted
+    // any; so the spare entry takes the name of the first one the client offers, and lws binds
+    // and echoes it. Safe because this shard's thread alone uses the table.
+    std::string offered = headerValue(wsi, WSI_TOKEN_PROTOCOL);
+    if (!offered.empty()) {
+        std::string_view first(offered);
+        first = first.substr(0, first.find(','));
+        while (!first.empty() && (first.front() == ' ' || first.front() == '\t')) first.remove_prefix(1);
+        while (!first.empty() && (first.back() == ' ' || first.back() == '\t')) first.remove_suffix(1);
+        if (first.empty() || first.size() >= sizeof s.echoedProtocol)
+            return refuse(wsi, HTTP_STATUS_BAD_REQUEST, "invalid Sec-WebSocket-Protocol");
+        std::memcpy(s.echoedProtocol, first.data(), first.size());
+        s.echoedProtocol[first.size()] = '\0';
+    }
+    return 0;
+}
+
+int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len) {
+    try {
+        auto *session = static_cast<SessionStorage *>(user);
+        switch (reason) {
+        case LWS_CALLBACK_HTTP: {
+            // A plain HTTP request on the WebSocket port: nothing but upgrades is served here.
+            ShardState &s = shardOf(wsi);
+            std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
+            s.counters.upgradesRefused.add();
+            bool known = s.server.endpointFor(path, nullptr) != nullptr;
+            if (lws_return_http_status(wsi, known ? 426 : HTTP_STATUS_NOT_FOUND,
+                                       known ? "this endpoint speaks WebSocket only" : "not found"))
+                return -1;
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
+
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            if (!in || std::strcmp(static_cast<const char *>(in), "websocket") != 0)
+                return refuse(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades are served");
+            return confirmUpgrade(wsi);
+
+        case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
+            ShardState &s = shardOf(wsi);
+            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
+            if (!e || !e->compression) return 1; // refuse the extension
+            if (session && in && std::strcmp(static_cast<const char *>(in), "permessage-deflate") == 0)
+                session->compressed = true;
+            return 0;
+        }
+
+        case LWS_CALLBACK_ESTABLISHED: {
+            ShardState &s = shardOf(wsi);
+            std::size_t index = 0;
+            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
+            if (!e || !session) return -1;
+            auto *conn = new (session->conn) WsConnection(s, wsi, index, session->compressed);
+            if (!s.shard.open(*conn, e->setTags, e->events)) { // an id clash: practically impossible
+                conn->~WsConnection();
+                return -1;
+            }
+            session->live = true;
+            conn->linkIdle();
+            s.connections.fetch_add(1, std::memory_order_relaxed);
+            s.counters.connectionsOpened.add();
+            s.counters.endpointConnections[index].add(1);
+            return 0;
+        }
+
+        case LWS_CALLBACK_RECEIVE:
+            if (!session || !session->get()) return -1;
+            return session->get()->onReceive(in, len);
+
+        case LWS_CALLBACK_RECEIVE_PONG:
+            if (session && session->get()) session->get()->touch();
+            return 0;
+
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            if (!session || !session->get()) return 0;
+            return session->get()->onWriteable();
+
+        case LWS_CALLBACK_CLOSED: {
+            if (!session || !session->get()) return 0;
+            ShardState &s = shardOf(wsi);
+            WsConnection *conn = session->get();
+            conn->unlinkIdle();
+            s.shard.closed(*conn, conn->ep().events);
+            s.connections.fetch_sub(1, std::memory_order_relaxed);
+            s.counters.connectionsClosed.add();
+            s.counters.endpointConnections[conn->endpointIndex()].add(-1);
+            conn->~WsConnection();
+            session->live = false;
+            return 0;
+        }
+
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+            // Sent to every protocol of the vhost; run the inbox once per wake-up. lws copies the
+            // protocol table, but the name pointers are ours.
+            ShardState &s = shardOf(wsi);
+            const lws_protocols *p = lws_get_protocol(wsi);
+            if (p && p->name != s.protocols[0].name) return 0;
+            s.shard.drain();
+            return 0;
+        }
+
+        default:
+            return 0;
+        }
+    } catch (const std::exception &e) {
+        spdlog::error("websocket callback {}: {}", static_cast<int>(reason), e.what());
+        return -1;
+    } catch (...) {
+        spdlog::error("websocket callback {}: unknown exception", static_cast<int>(reason));
+        return -1;
+    }
+}
+
+const lws_extension kExtensions[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate; client_max_window_bits"},
+    {nullptr, nullptr, nullptr},
+};
+
+// Ends every shard's service thread, then destroys its context on this thread: whatever
+// connections are left close there (their CLOSED callbacks run here, the shard thread being gone).
+void endThreads(WsServer::Impl &d) {
+    for (auto &s : d.shards) {
+        s->quit.store(true, std::memory_order_release);
+        std::lock_guard lock(s->wakeMu);
+        if (s->context) lws_cancel_service(s->context);
+    }
+    for (auto &s : d.shards) {
+        if (s->thread.joinable()) s->thread.join();
+        lws_context *ctx;
+        {
+            std::lock_guard lock(s->wakeMu);
+            ctx = std::exchange(s->context, nullptr);
+        }
+        if (ctx) lws_context_destroy(ctx);
+    }
+}
+
+} // namespace
+
+WsServer::WsServer(Hub &hub, Metrics &metrics, WsServerOptions options)
+    : impl_(std::make_unique<Impl>(hub, metrics, std::move(options))) {}
+
+WsServer::~WsServer() { stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0)); }
+
+std::size_t WsServer::messageHeadroom() noexcept { return LWS_PRE; }
+
+bool WsServer::listening() const noexcept { return impl_->running.load(); }
+
+std::size_t WsServer::connections() const noexcept {
+    std::size_t n = 0;
+    for (const auto &s : impl_->shards) n += s->connections.load(std::memory_order_relaxed);
+    return n;
+}
+
+bool WsServer::start(std::string *error) {
+    Impl &d = *impl_;
+    const std::size_t shards = d.hub.shardCount();
+    for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
+
+    std::vector<std::future<std::string>> started;
+    for (auto &ptr : d.shards) {
+        ShardState *s = ptr.get();
+        for (int p = 0; p < 2; ++p) {
+            lws_protocols &proto = s->protocols[p];
+            proto.name = p == 0 ? "wsgw" : s->echoedProtocol;
+            proto.callback = callback;
+            proto.per_session_data_size = sizeof(SessionStorage);
+            proto.rx_buffer_size = kRxBufferSize;
+        }
+        s->coalesce.reserve(kCoalesceBytes);
+        auto promise = std::make_shared<std::promise<std::string>>();
+        started.push_back(promise->get_future());
+        s->thread = std::thread([s, promise, &d] {
+            lws_context_creation_info info{};
+            info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+            info.user = s;
+            info.count_threads = 1;
+            s->context = lws_create_context(&info);
+            if (!s->context) {
+                promise->set_value("cannot create the libwebsockets context");
+                return;
+            }
+            lws_context_creation_info vinfo{};
+            vinfo.vhost_name = "wsgw";
+            vinfo.port = d.options.port;
+            bool any = d.options.host == "0.0.0.0" || d.options.host == "::" || d.options.host.empty();
+            vinfo.iface = any ? nullptr : d.options.host.c_str();
+            vinfo.protocols = s->protocols;
+            vinfo.extensions = kExtensions;
+            vinfo.options = LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
+            // An IPv4 address listens on IPv4 only; without this lws binds every interface.
+            if (isIpv4Literal(d.options.host) || d.options.host.empty()) vinfo.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+            vinfo.keepalive_timeout = 5;
+            vinfo.timeout_secs_ah_idle = 10;
+            if (!lws_create_vhost(s->context, &vinfo)) {
+                lws_context *failed = s->context;
+                {
+                    std::lock_guard lock(s->wakeMu);
+                    s->context = nullptr;
+                }
+                lws_context_destroy(failed);
+                promise->set_value("cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) +
+                                   " (address in use, or not an address of this machine)");
+                return;
+            }
+            lws_context *ctx = s->context;
+            s->shard.setWakeup([s] {
+                std::lock_guard lock(s->wakeMu);
+                if (s->context) lws_cancel_service(s->context);
+            });
+            lws_sul_schedule(ctx, 0, &s->sweepTimer, sweep, kSweepIntervalUs);
+            promise->set_value("");
+            while (!s->quit.load(std::memory_order_acquire)) {
+                if (lws_service(ctx, 0) < 0) break;
+            }
+            lws_sul_cancel(&s->sweepTimer);
+            // The context is destroyed by stop() once this thread has ended.
+        });
+    }
+
+    std::string firstError;
+    for (auto &f : started) {
+        std::string e = f.get();
+        if (!e.empty() && firstError.empty()) firstError = e;
+    }
+    if (!firstError.empty()) {
+        endThreads(d);
+        d.shards.clear();
+        if (error) *error = firstError;
+        return false;
+    }
+    d.running.store(true);
+    return true;
+}
+
+void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace) {
+    Impl &d = *impl_;
+    std::lock_guard lock(d.stopMu);
+    if (d.stopped || d.shards.empty()) {
+        d.stopped = true;
+        return;
+    }
+    d.stopped = true;
+    d.running.store(false);
+    for (auto &s : d.shards) s->draining.store(true);
+
+    // Close everyone, and again for any that slipped in, until all are gone or grace runs out.
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    std::string why(reason);
+    do {
+        auto closed = d.hub.close(Selector::all(), code, why, {});
+        closed.wait_until(deadline);
+        if (connections() == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } while (std::chrono::steady_clock::now() < deadline);
+
+    endThreads(d);
+}
+
+} // namespace wsgw::daemon

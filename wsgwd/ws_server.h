@@ -1,0 +1,74 @@
+#pragma once
+
+#include "metrics.h"
+
+#include <wsgw/event.h>
+#include <wsgw/hub.h>
+#include <wsgw/tags.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wsgw::daemon {
+
+/// One WebSocket endpoint (a URL path) and what its connections get.
+struct WsEndpoint {
+    std::string path;
+    TagList setTags;             ///< tags every new connection starts with
+    EventSpec events;            ///< what its events carry
+    std::size_t maxMessageBytes = 1024 * 1024; ///< a larger client message closes with 1009
+    bool compression = true;     ///< offer permessage-deflate
+};
+
+struct WsServerOptions {
+    std::string host = "0.0.0.0"; ///< an IP literal; IPv4 listens on IPv4 only
+    std::uint16_t port = 5000;
+    std::vector<WsEndpoint> endpoints;
+    std::chrono::seconds idleTimeout{60};     ///< no frame for this long: closed (a ping goes out at half)
+    std::size_t maxOutboundBytes = 4u << 20;  ///< queued for one client beyond this: closed with 1008
+};
+
+/// The WebSocket side of wsgwd: one libwebsockets context per hub shard, each on its own thread,
+/// all listening on the same address with SO_REUSEPORT so the kernel spreads connections over
+/// them. A connection lives on the shard that accepted it; commands reach it through the hub.
+///
+/// Thread-safe.
+class WsServer {
+public:
+    /// `hub` must have one shard per service thread wanted and must not be started yet: start()
+    /// sets each shard's wake-up.
+    WsServer(Hub &hub, Metrics &metrics, WsServerOptions options);
+    ~WsServer(); ///< stop()s with 1001 and no grace if still running
+
+    WsServer(const WsServer &) = delete;
+    WsServer &operator=(const WsServer &) = delete;
+
+    /// Opens every shard's listener and starts its thread. Returns false with a message if any
+    /// shard cannot listen (then nothing is left running).
+    bool start(std::string *error);
+
+    /// Refuses new upgrades (503), closes every connection with `code` and `reason`, waits up to
+    /// `grace` for the closing handshakes, then stops the threads. Idempotent.
+    void stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace);
+
+    /// True between a successful start() and stop().
+    bool listening() const noexcept;
+
+    /// Connections open now, over all shards.
+    std::size_t connections() const noexcept;
+
+    /// Headroom messages should be created with (libwebsockets' LWS_PRE), so that compressed
+    /// connections can write them without a copy.
+    static std::size_t messageHeadroom() noexcept;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace wsgw::daemon
