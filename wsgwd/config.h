@@ -91,7 +91,8 @@ struct RedisAddress {
 
 /// Where an AMQP 0-9-1 broker is: amqp://[user[:password]@]host[:port][/vhost] or amqps://.
 /// Defaults as RabbitMQ: guest/guest, port 5672 (5671 for amqps), vhost "/". user, password and
-/// vhost are percent-decoded ("/%2f" is the vhost "/").
+/// vhost are percent-decoded ("/%2f" is the vhost "/"). A query (?heartbeat=10) is accepted
+/// and ignored.
 struct AmqpAddress {
     std::string host;
     std::uint16_t port = 5672;

@@ -780,6 +780,7 @@ TEST_CASE("AmqpAddress::parse") {
     CHECK(b->vhost == "/");
     CHECK(AmqpAddress::parse("amqp://h/")->vhost == "/");
     CHECK(AmqpAddress::parse("amqp://h/prod")->vhost == "prod");
+    CHECK(AmqpAddress::parse("amqp://h/prod?heartbeat=10")->vhost == "prod");
     std::string error;
     CHECK_FALSE(AmqpAddress::parse("redis://h", &error));
     CHECK(error == "unsupported scheme 'redis': use amqp:// or amqps://");
