@@ -1,0 +1,184 @@
+#pragma once
+
+// The daemon's configuration: config.yml, parsed and validated into plain values.
+//
+// Compatibility: every key of the original wsgateway's config.yml is accepted with its meaning
+// (listen_addr, internal_endpoint_access_whitelist, connection_redis_sync.addr,
+// stream_redis.{addr,stream_name}, stream_amqp.{addr,exchange,queue,routing_key,headers},
+// max_message_size_kb, endpoints[].{path,set_tags,stream_include_tags,max_message_size_kb,
+// json_extract_vars}, prometheus.enabled). The other keys are ours. Unknown keys are errors.
+//
+// All types here are plain values: thread-compatible.
+
+#include <wsgw/tags.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+struct sockaddr;
+
+namespace wsgw::daemon {
+
+/// A TCP address to listen on: "0.0.0.0:5000", "[::1]:5000", "localhost:5000". An empty host
+/// (written ":5000") means every interface, IPv4 and IPv6.
+struct HostPort {
+    std::string host; ///< without brackets; empty = every interface
+    std::uint16_t port = 0;
+
+    /// Parses "HOST:PORT", "[IPV6]:PORT" or ":PORT". The port must be 1..65535; an IPv6 address
+    /// must be in brackets. nullopt with a message in `*error` otherwise.
+    [[nodiscard]] static std::optional<HostPort> parse(std::string_view text, std::string *error = nullptr);
+    /// The address as it would be written in the config: brackets around IPv6 hosts.
+    std::string toString() const;
+
+    friend bool operator==(const HostPort &a, const HostPort &b) {
+        return a.host == b.host && a.port == b.port;
+    }
+};
+
+/// An IPv4 or IPv6 network, as in the control API's access list.
+struct Cidr {
+    bool v6 = false;
+    std::uint8_t bytes[16] = {}; ///< the network address with host bits cleared; IPv4 uses 4 bytes
+    unsigned prefix = 0;         ///< 0..32 for IPv4, 0..128 for IPv6
+
+    /// Parses "ADDR/PREFIX" or a bare address (one host: /32 or /128). Host bits may be set
+    /// ("127.0.0.1/8" is 127.0.0.0/8), as Go's net.ParseCIDR allows. nullopt with a message in
+    /// `*error` for anything else.
+    [[nodiscard]] static std::optional<Cidr> parse(std::string_view text, std::string *error = nullptr);
+
+    /// Whether the address is in the network. An IPv4-mapped IPv6 address (::ffff:a.b.c.d), as a
+    /// dual-stack socket reports IPv4 peers, counts as the IPv4 address a.b.c.d; an IPv6 network
+    /// such as ::ffff:0:0/96 likewise contains IPv4 addresses. A text that is not an IP address
+    /// (a zone suffix "%eth0" is ignored) is contained in no network.
+    bool contains(const std::string &ip) const;
+    /// The same for a socket address; families other than AF_INET and AF_INET6 are never
+    /// contained. `addr` may be null (not contained).
+    bool contains(const sockaddr *addr) const;
+
+    /// Canonical form: the network address and the prefix, "127.0.0.0/8", "::1/128".
+    std::string toString() const;
+};
+
+/// Where a Redis server is and how to log in: parsed from a URL of the forms
+///   redis://[[user]:password@]host[:port][/db][?client_name=NAME&...]
+///   rediss://...                               (TLS)
+///   unix://[[user]:password@]/path/to.sock[?db=N&client_name=NAME&...]
+/// user and password are percent-decoded. Further options that go-redis understands
+/// (pool_size, dial_timeout, ...) are accepted for compatibility and kept in `options`; any
+/// other option is an error.
+struct RedisAddress {
+    std::string host;       ///< empty for a unix socket
+    std::uint16_t port = 6379;
+    std::string unixPath;   ///< non-empty for a unix socket
+    bool tls = false;       ///< rediss://
+    int db = 0;
+    std::string user;       ///< empty: no ACL user (AUTH password)
+    std::string password;   ///< empty: no AUTH
+    std::string clientName; ///< CLIENT SETNAME; empty: none
+    std::map<std::string, std::string> options; ///< accepted go-redis options wsgw does not use
+    std::string url;        ///< as written
+
+    [[nodiscard]] static std::optional<RedisAddress> parse(std::string_view url,
+                                                           std::string *error = nullptr);
+};
+
+/// Where an AMQP 0-9-1 broker is: amqp://[user[:password]@]host[:port][/vhost] or amqps://.
+/// Defaults as RabbitMQ: guest/guest, port 5672 (5671 for amqps), vhost "/". user, password and
+/// vhost are percent-decoded ("/%2f" is the vhost "/"). A query (?heartbeat=10) is accepted
+/// and ignored.
+struct AmqpAddress {
+    std::string host;
+    std::uint16_t port = 5672;
+    bool tls = false; ///< amqps://
+    std::string user = "guest";
+    std::string password = "guest";
+    std::string vhost = "/";
+    std::string url; ///< as written
+
+    [[nodiscard]] static std::optional<AmqpAddress> parse(std::string_view url, std::string *error = nullptr);
+};
+
+/// One WebSocket endpoint (endpoints[]).
+struct EndpointConfig {
+    std::string path;                           ///< starts with '/'; unique among endpoints
+    wsgw::TagList setTags;                      ///< set_tags, in the order written
+    std::vector<std::string> streamIncludeTags; ///< stream_include_tags, duplicates removed
+    std::size_t maxMessageSizeKb = 0;           ///< the endpoint's max_message_size_kb, else the global one
+    /// json_extract_vars: variable name -> dotted path, in the order written. Valid for
+    /// wsgw::JsonExtractor::create.
+    std::vector<std::pair<std::string, std::string>> jsonExtractVars;
+    bool compression = true; ///< compression: permessage-deflate offered to clients
+    int line = 0;            ///< 1-based line of the endpoint in the file, for messages
+};
+
+/// connection_redis_sync: mirror every connection and its tags into Redis hashes.
+struct RedisSyncConfig {
+    RedisAddress addr;
+};
+
+/// stream_redis: publish events with XADD.
+struct StreamRedisConfig {
+    RedisAddress addr;
+    /// A wsgw::Template source (validated): "{tag.NAME}" and "{json.VAR}" placeholders.
+    std::string streamName = "connectionevents";
+};
+
+/// stream_amqp: publish events as persistent JSON messages.
+struct StreamAmqpConfig {
+    AmqpAddress addr;
+    std::string exchange;   ///< declared as a durable topic exchange when not empty
+    std::string queue;      ///< declared durable and bound with "#" when not empty
+    std::string routingKey; ///< a wsgw::Template source (validated)
+    std::map<std::string, std::string> headers; ///< message headers
+};
+
+struct Config {
+    /// Where the event log (one JSON line per event) goes.
+    enum class EventLog {
+        Auto,   ///< stdout when neither stream_redis nor stream_amqp is configured, else none
+        Stdout,
+        Stderr,
+        None,
+    };
+
+    std::string file;                        ///< the name it was loaded from
+    HostPort listen{"0.0.0.0", 5000};        ///< listen_addr: WebSocket clients
+    HostPort control{"127.0.0.1", 6666};     ///< control_addr: the control API and /metrics
+    /// internal_endpoint_access_whitelist: who may use the control API. Absent or empty: the
+    /// default 127.0.0.1/8 and ::1/128, as in the original.
+    std::vector<Cidr> controlAllow;
+    std::optional<RedisSyncConfig> connectionRedisSync;
+    std::optional<StreamRedisConfig> streamRedis;
+    std::optional<StreamAmqpConfig> streamAmqp;
+    std::size_t maxMessageSizeKb = 1024; ///< max_message_size_kb: default for endpoints
+    std::vector<EndpointConfig> endpoints; ///< at least one
+    bool prometheusEnabled = true;       ///< prometheus.enabled: serve /metrics
+    unsigned threads = 0;                ///< threads: shards; 0 = one per CPU
+    unsigned idleTimeoutS = 60;          ///< idle_timeout_s: close silent connections; 0 = never
+    std::size_t maxOutboundKb = 4096;    ///< max_outbound_kb: per-connection send queue bound
+    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none
+    std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
+
+    /// eventLog with Auto resolved.
+    EventLog effectiveEventLog() const;
+    /// The endpoint with this exact path, or nullptr.
+    const EndpointConfig *findEndpoint(std::string_view path) const;
+};
+
+/// Parses and validates config.yml text. `file` is the name used in messages. On error returns
+/// nullopt and sets `*error` to "FILE:LINE:COL: message" (1-based, pointing at the offending
+/// key or value) for the first problem found. Never throws for bad input.
+[[nodiscard]] std::optional<Config> parseConfig(std::string_view yamlText, const std::string &file,
+                                                std::string *error = nullptr);
+
+/// Reads and parses a file. An unreadable file gives "FILE: cannot read: <reason>".
+[[nodiscard]] std::optional<Config> loadConfig(const std::string &path, std::string *error = nullptr);
+
+} // namespace wsgw::daemon
