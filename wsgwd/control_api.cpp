@@ -272,7 +272,7 @@ bool ControlApi::start(std::string *error) {
         else if (res.status == 413)
             reply(res, 413, "request body too large");
         else
-            reply(res, res.status, httplib::detail::status_message(res.status));
+            reply(res, res.status, "error " + std::to_string(res.status));
     });
     s.set_exception_handler([](const httplib::Request &, httplib::Response &res, std::exception_ptr ep) {
         std::string what = "internal error";

@@ -8,6 +8,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
@@ -70,9 +73,51 @@ std::string peerAddress(int fd) {
     return "unknown";
 }
 
-bool isIpv4Literal(const std::string &host) {
-    in_addr a{};
-    return inet_pton(AF_INET, host.c_str(), &a) == 1;
+// A listening socket for one shard. Every shard binds the same address with SO_REUSEPORT, so
+// the kernel spreads new connections over them. ("" and "::" mean every interface, IPv4 and
+// IPv6; an IPv4 address listens on IPv4 only.) libwebsockets 4.1 cannot do this itself with one
+// service thread per context, so the shard adopts the socket and accepts on it.
+int openListener(const std::string &host, std::uint16_t port, std::string *error) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (host.empty() || host == "::") {
+        auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_any;
+        a->sin6_port = htons(port);
+        len = sizeof *a;
+    } else if (in_addr a4{}; inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+        auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_addr = a4;
+        a->sin_port = htons(port);
+        len = sizeof *a;
+    } else if (in6_addr a6{}; inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+        auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = a6;
+        a->sin6_port = htons(port);
+        len = sizeof *a;
+    } else {
+        *error = "'" + host + "' is not an IP address";
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *error = std::string("socket: ") + std::strerror(errno);
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (ss.ss_family == AF_INET6 && (host.empty() || host == "::"))
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero); // dual-stack
+    if (bind(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0 || listen(fd, 4096) != 0) {
+        *error = std::string(std::strerror(errno));
+        ::close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 } // namespace
@@ -117,7 +162,11 @@ struct ShardState {
     std::atomic<bool> quit{false};
     std::atomic<bool> draining{false};
     std::atomic<std::size_t> connections{0};
-    lws_sorted_usec_list_t sweepTimer{};
+    // The idle sweep's timer; `sul` first, so the callback can find its shard from it.
+    struct SweepTimer {
+        lws_sorted_usec_list_t sul;
+        ShardState *owner;
+    } sweepTimer{};
 
     // Connections ordered by their last activity, oldest first: the idle sweep stops at the
     // first one that is recent enough.
@@ -125,9 +174,15 @@ struct ShardState {
     WsConnection *idleTail = nullptr;
 
     // Protocol table for this shard's vhost: [0] for requests without a subprotocol, [1] takes
-    // the name of whatever subprotocol the client asks for first (see confirmUpgrade).
+    // the name of whatever subprotocol the client asks for first (see confirmUpgrade), [2]
+    // serves the listening socket.
     char echoedProtocol[64] = "wsgw-echo-subprotocol";
-    lws_protocols protocols[3]{};
+    lws_protocols protocols[4]{};
+
+    int listenFd = -1;          // owned by `listener` once adopted
+    lws *listener = nullptr;    // the adopted listening socket
+    lws_vhost *vhost = nullptr;
+    bool acceptErrorLogged = false;
 
     std::string coalesce; // scratch for coalesced raw writes
 };
@@ -385,7 +440,7 @@ ShardState &shardOf(lws *wsi) { return *static_cast<ShardState *>(lws_context_us
 // Every minute or so a connection that has said nothing for half the idle timeout gets a ping;
 // one silent for the whole timeout is closed.
 void sweep(lws_sorted_usec_list_t *sul) {
-    ShardState &s = *lws_container_of(sul, ShardState, sweepTimer);
+    ShardState &s = *reinterpret_cast<ShardState::SweepTimer *>(sul)->owner;
     auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.server.options.idleTimeout).count();
     std::int64_t now = nowMs();
     for (WsConnection *c = s.idleHead; c;) {
@@ -401,7 +456,7 @@ void sweep(lws_sorted_usec_list_t *sul) {
         }
         c = next;
     }
-    lws_sul_schedule(s.context, 0, &s.sweepTimer, sweep, kSweepIntervalUs);
+    lws_sul_schedule(s.context, 0, &s.sweepTimer.sul, sweep, kSweepIntervalUs);
 }
 
 int refuse(lws *wsi, unsigned status, const char *message) {
@@ -509,6 +564,41 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             return 0;
         }
 
+        case LWS_CALLBACK_RAW_RX_FILE: {
+            // The listening socket is readable: take what is pending (a bounded batch, so one
+            // busy listener cannot starve the connections) and hand each to lws.
+            ShardState &s = shardOf(wsi);
+            if (wsi != s.listener) return 0;
+            for (int i = 0; i < 64; ++i) {
+                int fd = accept4(s.listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                    if (errno == EINTR) continue;
+                    if (errno != EAGAIN && errno != EWOULDBLOCK && !s.acceptErrorLogged) {
+                        // EMFILE and the like: log once per shard until an accept works again.
+                        s.acceptErrorLogged = true;
+                        spdlog::warn("accept: {} (raise the open-file limit?)", std::strerror(errno));
+                    }
+                    break;
+                }
+                s.acceptErrorLogged = false;
+                if (s.draining.load(std::memory_order_relaxed)) {
+                    ::close(fd);
+                    continue;
+                }
+                lws_adopt_socket_vhost(s.vhost, fd); // closes fd itself on failure
+            }
+            return 0;
+        }
+
+        case LWS_CALLBACK_RAW_CLOSE_FILE: {
+            ShardState &s = shardOf(wsi);
+            if (wsi == s.listener) {
+                s.listener = nullptr;
+                s.listenFd = -1;
+            }
+            return 0;
+        }
+
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
             // Sent to every protocol of the vhost; run the inbox once per wake-up. lws copies the
             // protocol table, but the name pointers are ours.
@@ -577,12 +667,28 @@ bool WsServer::start(std::string *error) {
     const std::size_t shards = d.hub.shardCount();
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
 
+    // All listeners first: if the address is taken, nothing has started yet.
+    for (auto &ptr : d.shards) {
+        ShardState *s = ptr.get();
+        std::string listenError;
+        s->listenFd = openListener(d.options.host, d.options.port, &listenError);
+        if (s->listenFd < 0) {
+            for (auto &other : d.shards)
+                if (other->listenFd >= 0) ::close(other->listenFd);
+            d.shards.clear();
+            if (error)
+                *error = "cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) + ": " +
+                         listenError;
+            return false;
+        }
+    }
+
     std::vector<std::future<std::string>> started;
     for (auto &ptr : d.shards) {
         ShardState *s = ptr.get();
-        for (int p = 0; p < 2; ++p) {
+        for (int p = 0; p < 3; ++p) {
             lws_protocols &proto = s->protocols[p];
-            proto.name = p == 0 ? "wsgw" : s->echoedProtocol;
+            proto.name = p == 0 ? "wsgw" : p == 1 ? s->echoedProtocol : "wsgw-listener";
             proto.callback = callback;
             proto.per_session_data_size = sizeof(SessionStorage);
             proto.rx_buffer_size = kRxBufferSize;
@@ -597,30 +703,33 @@ bool WsServer::start(std::string *error) {
             info.count_threads = 1;
             s->context = lws_create_context(&info);
             if (!s->context) {
+                ::close(s->listenFd);
+                s->listenFd = -1;
                 promise->set_value("cannot create the libwebsockets context");
                 return;
             }
             lws_context_creation_info vinfo{};
             vinfo.vhost_name = "wsgw";
-            vinfo.port = d.options.port;
-            bool any = d.options.host == "0.0.0.0" || d.options.host == "::" || d.options.host.empty();
-            vinfo.iface = any ? nullptr : d.options.host.c_str();
+            vinfo.port = CONTEXT_PORT_NO_LISTEN_SERVER; // we accept on our own listener
             vinfo.protocols = s->protocols;
             vinfo.extensions = kExtensions;
-            vinfo.options = LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
-            // An IPv4 address listens on IPv4 only; without this lws binds every interface.
-            if (isIpv4Literal(d.options.host) || d.options.host.empty()) vinfo.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
             vinfo.keepalive_timeout = 5;
             vinfo.timeout_secs_ah_idle = 10;
-            if (!lws_create_vhost(s->context, &vinfo)) {
+            s->vhost = lws_create_vhost(s->context, &vinfo);
+            lws_sock_file_fd_type fd;
+            fd.filefd = s->listenFd;
+            if (s->vhost)
+                s->listener = lws_adopt_descriptor_vhost(s->vhost, LWS_ADOPT_RAW_FILE_DESC, fd, "wsgw-listener", nullptr);
+            if (!s->listener) {
+                if (!s->vhost) ::close(s->listenFd); // else the failed adoption closed it
+                s->listenFd = -1;
                 lws_context *failed = s->context;
                 {
                     std::lock_guard lock(s->wakeMu);
                     s->context = nullptr;
                 }
                 lws_context_destroy(failed);
-                promise->set_value("cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) +
-                                   " (address in use, or not an address of this machine)");
+                promise->set_value("cannot set up the WebSocket service");
                 return;
             }
             lws_context *ctx = s->context;
@@ -628,12 +737,13 @@ bool WsServer::start(std::string *error) {
                 std::lock_guard lock(s->wakeMu);
                 if (s->context) lws_cancel_service(s->context);
             });
-            lws_sul_schedule(ctx, 0, &s->sweepTimer, sweep, kSweepIntervalUs);
+            s->sweepTimer.owner = s;
+            if (d.options.idleTimeout.count() > 0) lws_sul_schedule(ctx, 0, &s->sweepTimer.sul, sweep, kSweepIntervalUs);
             promise->set_value("");
             while (!s->quit.load(std::memory_order_acquire)) {
                 if (lws_service(ctx, 0) < 0) break;
             }
-            lws_sul_cancel(&s->sweepTimer);
+            lws_sul_cancel(&s->sweepTimer.sul);
             // The context is destroyed by stop() once this thread has ended.
         });
     }

@@ -26,7 +26,7 @@ struct WsEndpoint {
 };
 
 struct WsServerOptions {
-    std::string host = "0.0.0.0"; ///< an IP literal; IPv4 listens on IPv4 only
+    std::string host = "0.0.0.0"; ///< an IP literal (IPv4: IPv4 only), or "" for every interface
     std::uint16_t port = 5000;
     std::vector<WsEndpoint> endpoints;
     std::chrono::seconds idleTimeout{60};     ///< no frame for this long: closed (a ping goes out at half)
@@ -66,8 +66,9 @@ public:
     /// connections can write them without a copy.
     static std::size_t messageHeadroom() noexcept;
 
+    struct Impl; // opaque; public so that the implementation's helpers can name it
+
 private:
-    struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 
