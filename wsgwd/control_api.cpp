@@ -259,6 +259,8 @@ bool ControlApi::start(std::string *error) {
     s.set_write_timeout(10, 0);
     s.set_keep_alive_timeout(30);
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
+        // Health checks come from orchestrators on any address and reveal nothing.
+        if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
         if (d.allowed(req.remote_addr)) return httplib::Server::HandlerResponse::Unhandled;
         spdlog::warn("control API: refused {} {} from {} (not in internal_endpoint_access_whitelist)", req.method,
                      req.path, req.remote_addr);

@@ -67,6 +67,16 @@ std::string nodeName(const Config &c) {
 
 } // namespace
 
+std::string unavailableFeature(const Config &c) {
+    if (c.streamRedis || c.connectionRedisSync)
+        return c.file + ": stream_redis and connection_redis_sync are not available in this build yet: remove them "
+                        "(events go to the stdout log by default)";
+    if (c.streamAmqp)
+        return c.file + ": stream_amqp is not available in this build yet: remove it (events go to the stdout log "
+                        "by default)";
+    return {};
+}
+
 unsigned shardCount(const Config &config) {
     if (config.threads > 0) return config.threads;
     return std::max(1u, std::thread::hardware_concurrency());
@@ -100,12 +110,7 @@ bool Gateway::start(std::string *error) {
         if (error) *error = std::move(msg);
         return false;
     };
-    if (c.streamRedis || c.connectionRedisSync)
-        return fail("stream_redis / connection_redis_sync are not available in this build yet: remove them from " +
-                    c.file + " (the stdout event log is the default)");
-    if (c.streamAmqp)
-        return fail("stream_amqp is not available in this build yet: remove it from " + c.file +
-                    " (the stdout event log is the default)");
+    if (std::string why = unavailableFeature(c); !why.empty()) return fail(why);
 
     const unsigned shards = shardCount(c);
     HubOptions hubOptions;

@@ -39,6 +39,9 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// Why this build cannot run `config` (a configured feature it does not have yet), or "".
+std::string unavailableFeature(const Config &config);
+
 /// The number of shard threads a config asks for (threads: 0 means one per CPU).
 unsigned shardCount(const Config &config);
 

@@ -64,6 +64,10 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "%s\n", error.c_str());
         return kConfigError;
     }
+    if (std::string why = wsgw::daemon::unavailableFeature(*config); !why.empty()) {
+        std::fprintf(stderr, "%s\n", why.c_str());
+        return kConfigError;
+    }
     if (checkOnly) {
         std::printf("%s: OK\n", configPath.c_str());
         return kOk;

@@ -77,7 +77,11 @@ std::string peerAddress(int fd) {
 // the kernel spreads new connections over them. ("" and "::" mean every interface, IPv4 and
 // IPv6; an IPv4 address listens on IPv4 only.) libwebsockets 4.1 cannot do this itself with one
 // service thread per context, so the shard adopts the socket and accepts on it.
-int openListener(const std::string &host, std::uint16_t port, std::string *error) {
+//
+// With `probe`, the socket only binds without SO_REUSEPORT and is closed again: that fails if
+// anyone listens there already, even another wsgwd (which would otherwise share the port and
+// silently take half the connections).
+int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe = false) {
     sockaddr_storage ss{};
     socklen_t len;
     if (host.empty() || host == "::") {
@@ -109,13 +113,17 @@ int openListener(const std::string &host, std::uint16_t port, std::string *error
     }
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (!probe) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss.ss_family == AF_INET6 && (host.empty() || host == "::"))
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero); // dual-stack
-    if (bind(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0 || listen(fd, 4096) != 0) {
+    if (bind(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0 || (!probe && listen(fd, 4096) != 0)) {
         *error = std::string(std::strerror(errno));
         ::close(fd);
         return -1;
+    }
+    if (probe) {
+        ::close(fd);
+        return 0;
     }
     return fd;
 }
@@ -668,6 +676,13 @@ bool WsServer::start(std::string *error) {
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
 
     // All listeners first: if the address is taken, nothing has started yet.
+    std::string probeError;
+    if (openListener(d.options.host, d.options.port, &probeError, /*probe=*/true) < 0) {
+        d.shards.clear();
+        if (error)
+            *error = "cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) + ": " + probeError;
+        return false;
+    }
     for (auto &ptr : d.shards) {
         ShardState *s = ptr.get();
         std::string listenError;

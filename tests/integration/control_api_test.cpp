@@ -1,0 +1,236 @@
+// The control API against the real wsgwd, with real WebSocket clients: the original gateway's
+// endpoints and their exact answers.
+#include "harness.h"
+
+#include "ws_client.h"
+
+#include <doctest/doctest.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+
+using namespace wsgw::itest;
+using wsgw::test::ConnectOptions;
+using wsgw::test::Opcode;
+using wsgw::test::WsClient;
+
+namespace {
+
+// A connected client and the id wsgwd gave it (learned from its open event).
+struct Client {
+    std::unique_ptr<WsClient> ws = std::make_unique<WsClient>();
+    std::string id;
+};
+
+Client connectClient(Daemon &d, const std::string &path = "/connect", ConnectOptions opts = {}) {
+    Client c;
+    auto before = d.events().size();
+    auto hs = c.ws->connect("127.0.0.1", d.wsPort, path, opts);
+    REQUIRE_MESSAGE(hs.ok(), hs.error);
+    // The newest open event whose connection we have not seen yet is ours: wait for the count
+    // to grow and take the last open.
+    REQUIRE(eventually([&] { return d.events().size() > before; }));
+    auto ev = d.events();
+    for (auto it = ev.rbegin(); it != ev.rend(); ++it) {
+        if ((*it)["action"] == "open") {
+            c.id = (*it)["connection"];
+            break;
+        }
+    }
+    REQUIRE(c.id.size() == 36);
+    return c;
+}
+
+std::string textOf(WsClient &ws) {
+    auto r = ws.receive(3000ms);
+    REQUIRE_MESSAGE(r.isText(), "expected a text message, got kind " << static_cast<int>(r.kind) << " " << r.error);
+    return r.data;
+}
+
+// Lines of /status as id -> rest.
+std::map<std::string, std::string> statusLines(std::uint16_t port, const std::string &query = "") {
+    auto r = httpGet(port, "/status" + query);
+    REQUIRE(r.status == 200);
+    std::map<std::string, std::string> out;
+    std::istringstream in(r.body);
+    std::string line;
+    while (std::getline(in, line)) {
+        REQUIRE(line.rfind("id=", 0) == 0);
+        auto sp = line.find(' ');
+        out[line.substr(3, sp == std::string::npos ? std::string::npos : sp - 3)] =
+            sp == std::string::npos ? "" : line.substr(sp + 1);
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("send: AND selectors, id lists, binary, exact counts") {
+    auto d = Daemon::start();
+    Client a = connectClient(*d), b = connectClient(*d), c = connectClient(*d);
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + a.id, "admin=1&user=alice").body == "1");
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + b.id, "user=bob").body == "1");
+
+    auto r = httpPost(d->controlPort, "/send?group=default", "to everyone");
+    CHECK(r.status == 200);
+    CHECK(r.body == "3");
+    CHECK(r.contentType.find("text/plain") == 0);
+    for (Client *x : {&a, &b, &c}) CHECK(textOf(*x->ws) == "to everyone");
+
+    CHECK(httpPost(d->controlPort, "/send?group=default&admin=1", "admins").body == "1");
+    CHECK(textOf(*a.ws) == "admins");
+
+    CHECK(httpPost(d->controlPort, "/send?id=" + b.id + "," + c.id + "&group=nomatch", "by id").body == "2");
+    CHECK(textOf(*b.ws) == "by id");
+    CHECK(textOf(*c.ws) == "by id");
+
+    std::string bytes("\x00\x01\x02\xff\xfe", 5);
+    CHECK(httpPost(d->controlPort, "/send?user=alice", bytes, "application/octet-stream").body == "1");
+    auto got = a.ws->receive(3000ms);
+    CHECK(got.isBinary());
+    CHECK(got.data == bytes);
+
+    // No selector, no match, unknown id: zero, and nothing is delivered.
+    CHECK(httpPost(d->controlPort, "/send", "nobody").body == "0");
+    CHECK(httpPost(d->controlPort, "/send?group=other", "nobody").body == "0");
+    CHECK(httpPost(d->controlPort, "/send?id=00000000-0000-4000-8000-000000000000", "nobody").body == "0");
+    CHECK(a.ws->receive(200ms).kind == wsgw::test::Received::Kind::Timeout);
+}
+
+TEST_CASE("settags: add, change, delete; /status and /tree follow") {
+    auto d = Daemon::start();
+    Client a = connectClient(*d), b = connectClient(*d);
+    CHECK(httpPost(d->controlPort, "/settags?group=default", "room=r1&role=user").body == "2");
+    CHECK(httpPost(d->controlPort, "/settags?id=" + a.id, "role=admin").body == "1");
+
+    auto lines = statusLines(d->controlPort);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[a.id] == "group=default role=admin room=r1");
+    CHECK(lines[b.id] == "group=default role=user room=r1");
+
+    auto tree = httpGet(d->controlPort, "/tree");
+    CHECK(tree.status == 200);
+    CHECK(tree.body == "group\n - default\nrole\n - admin\n - user\nroom\n - r1\n");
+
+    // An empty value deletes; the last user of a value takes it out of the tree.
+    CHECK(httpPost(d->controlPort, "/settags?role=admin", "role=").body == "1");
+    CHECK(statusLines(d->controlPort)[a.id] == "group=default room=r1");
+    CHECK(httpGet(d->controlPort, "/tree").body == "group\n - default\nrole\n - user\nroom\n - r1\n");
+
+    // A selector on /status lists only the matches.
+    auto only = statusLines(d->controlPort, "?role=user");
+    CHECK(only.size() == 1);
+    CHECK(only.count(b.id) == 1);
+
+    // JSON forms.
+    auto js = httpGet(d->controlPort, "/status", "application/json");
+    CHECK(js.contentType == "application/json");
+    auto j = nlohmann::json::parse(js.body);
+    CHECK(j["count"] == 2);
+    for (auto &conn : j["connections"]) {
+        CHECK(conn["endpoint"] == "/connect");
+        CHECK(conn["remote_addr"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+        CHECK(conn["tags"]["group"] == "default");
+    }
+    auto jt = nlohmann::json::parse(httpGet(d->controlPort, "/tree", "application/json").body);
+    CHECK(jt["room"]["r1"] == 2);
+    CHECK(jt["role"]["user"] == 1);
+    CHECK_FALSE(jt.contains("admin"));
+}
+
+TEST_CASE("close: the body first, then 1000 \"Closed by server\"; without a body just the close") {
+    auto d = Daemon::start();
+    Client a = connectClient(*d), b = connectClient(*d);
+    CHECK(httpPost(d->controlPort, "/close?id=" + a.id, "goodbye").body == "1");
+    CHECK(textOf(*a.ws) == "goodbye");
+    auto closed = a.ws->waitClosed(3000ms);
+    CHECK(closed.code == 1000);
+    CHECK(closed.reason == "Closed by server");
+
+    CHECK(httpPost(d->controlPort, "/close?id=" + b.id, "").body == "1");
+    auto closedB = b.ws->waitClosed(3000ms);
+    CHECK(closedB.discardedMessages == 0);
+    CHECK(closedB.code == 1000);
+
+    // Both are gone, and their close events carry their tags.
+    CHECK(eventually([&] { return statusLines(d->controlPort).empty(); }));
+    auto ev = d->waitEvent([&](auto &e) { return e["action"] == "close" && e["connection"] == a.id; });
+    REQUIRE(ev);
+    CHECK((*ev)["tags"] == "group=default");
+}
+
+TEST_CASE("bad requests: 400 for malformed selectors and bodies, 405 for wrong methods, 404, 413") {
+    auto d = Daemon::start();
+    auto r = httpPost(d->controlPort, "/send?a=%zz", "x");
+    CHECK(r.status == 400);
+    CHECK(r.body == "bad selector: malformed %-escape at offset 2\n");
+    CHECK(httpPost(d->controlPort, "/send?=x", "x").status == 400);
+    r = httpPost(d->controlPort, "/settags?group=default", "a=%4");
+    CHECK(r.status == 400);
+    CHECK(r.body.find("bad body") == 0);
+    CHECK(httpPost(d->controlPort, "/settags?group=default", "=v").status == 400);
+    r = httpPost(d->controlPort, "/send?group=default", std::string("\xff\xfe", 2));
+    CHECK(r.status == 400);
+    CHECK(r.body.find("not valid UTF-8") != std::string::npos);
+
+    r = httpGet(d->controlPort, "/send");
+    CHECK(r.status == 405);
+    CHECK(r.allow == "POST");
+    r = httpPost(d->controlPort, "/status", "");
+    CHECK(r.status == 405);
+    CHECK(r.allow == "GET");
+    CHECK(httpRequest(d->controlPort, "DELETE", "/close").status == 405);
+
+    r = httpGet(d->controlPort, "/nope");
+    CHECK(r.status == 404);
+    CHECK(r.body == "not found: /nope\n");
+
+    // max_message_size_kb is 64 in the test config.
+    CHECK(httpPost(d->controlPort, "/send?group=default", std::string(65 * 1024, 'x')).status == 413);
+    CHECK(httpPost(d->controlPort, "/send?group=default", std::string(63 * 1024, 'x')).status == 200);
+}
+
+TEST_CASE("a peer outside internal_endpoint_access_whitelist gets 403 and a log line") {
+    auto d = Daemon::start("internal_endpoint_access_whitelist: [10.0.0.0/8]\n");
+    for (const char *target : {"/status", "/tree", "/metrics"}) {
+        auto r = httpGet(d->controlPort, target);
+        CHECK(r.status == 403);
+        CHECK(r.body == "forbidden: 127.0.0.1 is not in internal_endpoint_access_whitelist\n");
+    }
+    CHECK(httpPost(d->controlPort, "/send?group=default", "x").status == 403);
+    CHECK(d->err().find("control API: refused GET /status from 127.0.0.1") != std::string::npos);
+    // Health checks come from orchestrators anywhere and reveal nothing: always answered.
+    CHECK(httpGet(d->controlPort, "/healthz").status == 200);
+    CHECK(httpGet(d->controlPort, "/readyz").status == 200);
+}
+
+TEST_CASE("health, readiness and metrics") {
+    auto d = Daemon::start();
+    CHECK(httpGet(d->controlPort, "/healthz").body == "ok\n");
+    auto ready = httpGet(d->controlPort, "/readyz");
+    CHECK(ready.status == 200);
+    CHECK(ready.body == "ready\n");
+
+    Client a = connectClient(*d);
+    REQUIRE(a.ws->sendText("hello"));
+    REQUIRE(d->waitEvent([](auto &e) { return e["action"] == "message"; }));
+    REQUIRE(httpPost(d->controlPort, "/send?group=default", "x").body == "1");
+    REQUIRE(textOf(*a.ws) == "x");
+
+    auto m = httpGet(d->controlPort, "/metrics");
+    CHECK(m.status == 200);
+    CHECK(m.contentType.find("text/plain") == 0);
+    for (const char *line : {"connections_counter 1", "active_connections_gauge 1", "messages_recieved_counter 1",
+                             "messages_sent_counter 1", "disconnections_counter 0",
+                             "wsgw_endpoint_connections{endpoint=\"/connect\"} 1",
+                             "wsgw_event_sink_up{sink=\"log\"} 1"})
+        CHECK_MESSAGE(m.body.find(line) != std::string::npos, line << " not in\n" << m.body);
+    CHECK(m.body.find("wsgw_command_duration_seconds_bucket{command=\"send\"") != std::string::npos);
+}
+
+TEST_CASE("metrics can be turned off") {
+    auto d = Daemon::start("prometheus: {enabled: false}\n");
+    CHECK(httpGet(d->controlPort, "/metrics").status == 404);
+}

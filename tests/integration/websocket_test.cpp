@@ -1,0 +1,263 @@
+// The WebSocket side of the real wsgwd: handshakes, limits, framing, compression, idle timeouts,
+// events, and delivery across shards.
+#include "harness.h"
+
+#include "ws_client.h"
+
+#include <doctest/doctest.h>
+
+#include <map>
+#include <memory>
+#include <set>
+
+using namespace wsgw::itest;
+using wsgw::test::CloseResult;
+using wsgw::test::Compression;
+using wsgw::test::ConnectOptions;
+using wsgw::test::Opcode;
+using wsgw::test::Received;
+using wsgw::test::WsClient;
+
+namespace {
+
+std::unique_ptr<WsClient> connect(Daemon &d, const std::string &path = "/connect", ConnectOptions opts = {}) {
+    auto ws = std::make_unique<WsClient>();
+    auto hs = ws->connect("127.0.0.1", d.wsPort, path, opts);
+    REQUIRE_MESSAGE(hs.ok(), hs.error);
+    return ws;
+}
+
+std::size_t countEvents(Daemon &d, const std::string &action) {
+    std::size_t n = 0;
+    for (auto &e : d.events()) n += e["action"] == action;
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("client messages become events with the documented fields") {
+    auto d = Daemon::start();
+    auto ws = connect(*d);
+    auto open = d->waitEvent([](auto &e) { return e["action"] == "open"; });
+    REQUIRE(open);
+    std::string id = (*open)["connection"];
+    CHECK((*open)["endpoint"] == "/connect");
+    CHECK((*open)["tags"] == "group=default");
+    CHECK((*open)["event_id"].get<std::uint64_t>() >= 1);
+    CHECK_FALSE((*open).contains("message"));
+
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "user=Zo%C3%AB+X&hidden=1").body == "1");
+    REQUIRE(ws->sendText("h\xC3\xA9llo"));
+    auto msg = d->waitEvent([](auto &e) { return e["action"] == "message"; });
+    REQUIRE(msg);
+    CHECK((*msg)["connection"] == id);
+    CHECK((*msg)["type"] == "text");
+    CHECK((*msg)["message"] == "h\xC3\xA9llo");
+    // Only stream_include_tags (group, user) are in `tags`, form-encoded.
+    CHECK((*msg)["tags"] == "group=default&user=Zo%C3%AB+X");
+
+    std::string bytes("\x00\xff\x10\x80", 4);
+    REQUIRE(ws->sendBinary(bytes));
+    auto bin = d->waitEvent([](auto &e) { return e["action"] == "message" && e["type"] == "binary"; });
+    REQUIRE(bin);
+    CHECK((*bin)["message"] == "AP8QgA==");
+    CHECK((*bin)["encoding"] == "base64");
+
+    // A fragmented message is one event.
+    std::string big(10000, 'z');
+    REQUIRE(ws->sendFragmented(Opcode::Text, big, {1000, 4000, 5000}));
+    auto frag = d->waitEvent([&](auto &e) { return e["action"] == "message" && e["message"] == big; });
+    CHECK(frag);
+
+    REQUIRE(ws->sendClose(1000, "bye"));
+    ws->waitClosed(2000ms);
+    auto closed = d->waitEvent([&](auto &e) { return e["action"] == "close" && e["connection"] == id; });
+    REQUIRE(closed);
+    CHECK((*closed)["tags"] == "group=default&user=Zo%C3%AB+X");
+    // Event ids increase by one in the log.
+    auto all = d->events();
+    for (std::size_t i = 1; i < all.size(); ++i)
+        CHECK(all[i]["event_id"].get<std::uint64_t>() == all[i - 1]["event_id"].get<std::uint64_t>() + 1);
+}
+
+TEST_CASE("unknown paths get 404; plain HTTP gets 426 on an endpoint, 404 elsewhere") {
+    auto d = Daemon::start();
+    WsClient ws;
+    auto hs = ws.connect("127.0.0.1", d->wsPort, "/nope");
+    CHECK_FALSE(hs.ok());
+    CHECK(hs.status == 404);
+    CHECK(httpGet(d->wsPort, "/connect").status == 426);
+    CHECK(httpGet(d->wsPort, "/status").status == 404); // no control API on the WebSocket port
+    CHECK(httpGet(d->wsPort, "/").status == 404);
+    CHECK(countEvents(*d, "open") == 0);
+}
+
+TEST_CASE("any subprotocol is accepted and the first offered one is echoed") {
+    auto d = Daemon::start();
+    ConnectOptions opts;
+    opts.subprotocols = {"chat.v2", "chat.v1"};
+    WsClient ws;
+    auto hs = ws.connect("127.0.0.1", d->wsPort, "/connect", opts);
+    REQUIRE_MESSAGE(hs.ok(), hs.error);
+    CHECK(hs.subprotocol == "chat.v2");
+    WsClient plain;
+    auto hs2 = plain.connect("127.0.0.1", d->wsPort, "/connect");
+    REQUIRE(hs2.ok());
+    CHECK(hs2.subprotocol.empty());
+    REQUIRE(httpPost(d->controlPort, "/send?group=default", "both").body == "2");
+    CHECK(ws.receive(2000ms).data == "both");
+    CHECK(plain.receive(2000ms).data == "both");
+}
+
+TEST_CASE("a message over the endpoint's limit closes with 1009") {
+    auto d = Daemon::start();
+    auto ws = connect(*d, "/raw"); // 4 KiB limit
+    REQUIRE(ws->sendText(std::string(4096, 'a')));
+    REQUIRE(d->waitEvent([](auto &e) { return e["action"] == "message"; }));
+    REQUIRE(ws->sendText(std::string(4097, 'a')));
+    auto closed = ws->waitClosed(3000ms);
+    CHECK(closed.code == 1009);
+    CHECK(closed.reason.find("message too big") == 0);
+    // Fragments add up to the limit too.
+    auto ws2 = connect(*d, "/raw");
+    REQUIRE(ws2->sendFragmented(Opcode::Binary, std::string(6000, 'b'), {3000, 3000}));
+    CHECK(ws2->waitClosed(3000ms).code == 1009);
+    CHECK(countEvents(*d, "message") == 1);
+}
+
+TEST_CASE("invalid UTF-8 in a text message closes with 1007 and emits no message event") {
+    auto d = Daemon::start();
+    auto ws = connect(*d);
+    REQUIRE(ws->sendInvalidUtf8Text());
+    auto closed = ws->waitClosed(3000ms);
+    CHECK(closed.code == 1007);
+    // Split inside a multi-byte character across fragments is fine.
+    auto ws2 = connect(*d);
+    REQUIRE(ws2->sendFragmented(Opcode::Text, "\xC3\xA9\xC3\xA9", {1, 3}));
+    CHECK(d->waitEvent([](auto &e) { return e["action"] == "message" && e["message"] == "\xC3\xA9\xC3\xA9"; }));
+    CHECK(countEvents(*d, "message") == 1);
+}
+
+TEST_CASE("compression: negotiated where enabled, large messages intact both ways") {
+    auto d = Daemon::start("", {}, 2048);
+    ConnectOptions opts;
+    opts.deflate.enabled = true;
+    WsClient ws;
+    auto hs = ws.connect("127.0.0.1", d->wsPort, "/connect", opts);
+    REQUIRE_MESSAGE(hs.ok(), hs.error);
+    REQUIRE(hs.deflate.has_value());
+
+    std::string big;
+    for (int i = 0; big.size() < 1024 * 1024; ++i) big += "line " + std::to_string(i) + " of a compressible text\n";
+    big.resize(1024 * 1024);
+    REQUIRE(httpPost(d->controlPort, "/send?group=default", big).body == "1");
+    auto got = ws.receive(10000ms);
+    REQUIRE(got.isText());
+    CHECK(got.compressed);
+    CHECK(got.data == big);
+
+    std::string up = big.substr(0, 512 * 1024);
+    REQUIRE(ws.sendText(up));
+    auto ev = d->waitEvent([&](auto &e) { return e["action"] == "message"; }, 10000ms);
+    REQUIRE(ev);
+    CHECK((*ev)["message"] == up);
+
+    // The /raw endpoint does not negotiate it, and its frames go out uncompressed.
+    WsClient raw;
+    auto hs2 = raw.connect("127.0.0.1", d->wsPort, "/raw", opts);
+    REQUIRE(hs2.ok());
+    CHECK_FALSE(hs2.deflate.has_value());
+    REQUIRE(httpPost(d->controlPort, "/send?id=" + std::string((*ev)["connection"]), "still").body == "1");
+    CHECK(ws.receive(3000ms).data == "still");
+}
+
+TEST_CASE("idle timeout: a silent client is closed; one that answers pings stays") {
+    auto d = Daemon::start("idle_timeout_s: 2\n");
+    ConnectOptions deaf;
+    deaf.answerPings = false;
+    WsClient silent, alive;
+    REQUIRE(silent.connect("127.0.0.1", d->wsPort, "/connect", deaf).ok());
+    REQUIRE(alive.connect("127.0.0.1", d->wsPort, "/connect").ok());
+    auto start = std::chrono::steady_clock::now();
+    CloseResult closed = silent.waitClosed(6000ms);
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(closed.code == 1001);
+    CHECK(closed.reason == "idle timeout");
+    CHECK(took >= 1500ms);
+    CHECK(took <= 4500ms);
+    CHECK_FALSE(silent.receivedPings().empty()); // it was pinged first
+
+    // The other one answered its pings (the client does by default) and is still there.
+    auto r = alive.receive(1500ms);
+    CHECK(r.kind == Received::Kind::Timeout);
+    CHECK(alive.isOpen());
+    CHECK_FALSE(alive.receivedPings().empty());
+    CHECK(httpPost(d->controlPort, "/send?group=default", "still here").body == "1");
+    CHECK(alive.receive(2000ms).data == "still here");
+    CHECK(httpGet(d->controlPort, "/metrics").body.find("wsgw_idle_closes_total 1") != std::string::npos);
+}
+
+TEST_CASE("several shards: every connection gets a broadcast exactly once and counts are exact") {
+    auto d = Daemon::start("");
+    constexpr int kClients = 40;
+    std::vector<std::unique_ptr<WsClient>> clients;
+    for (int i = 0; i < kClients; ++i) clients.push_back(connect(*d, i % 2 ? "/connect" : "/raw"));
+    REQUIRE(eventually([&] { return countEvents(*d, "open") == kClients; }));
+    REQUIRE(httpPost(d->controlPort, "/settags?group=default", "all=yes").body == std::to_string(kClients / 2));
+    // /raw connections have no group; tag them too.
+    for (auto &e : d->events())
+        if (e["endpoint"] == "/raw")
+            REQUIRE(httpPost(d->controlPort, "/settags?id=" + std::string(e["connection"]), "all=yes").body == "1");
+
+    auto st = nlohmann::json::parse(httpGet(d->controlPort, "/status", "application/json").body);
+    std::set<int> shards;
+    for (auto &c : st["connections"]) shards.insert(c["shard"].get<int>());
+    CHECK(shards.size() == 2); // the kernel spread them (40 connections: both shards get some)
+
+    for (int round = 0; round < 5; ++round) {
+        std::string text = "round " + std::to_string(round);
+        REQUIRE(httpPost(d->controlPort, "/send?all=yes", text).body == std::to_string(kClients));
+        for (auto &c : clients) {
+            auto got = c->receive(3000ms);
+            REQUIRE(got.isText());
+            CHECK(got.data == text);
+        }
+    }
+    for (auto &c : clients) CHECK(c->receive(100ms).kind == Received::Kind::Timeout); // nothing twice
+}
+
+TEST_CASE("a slow consumer is closed with 1008 once its outbound queue is full") {
+    auto d = Daemon::start("max_outbound_kb: 64\n");
+    auto slow = connect(*d, "/raw");
+    auto fast = connect(*d, "/raw");
+    REQUIRE(d->waitEvent([](auto &e) { return e["action"] == "open"; }));
+    std::string chunk(8 * 1024, 'x');
+    // The slow one never reads: the kernel buffers fill, then its queue, then it is cut off.
+    // The fast one reads as it goes and must get every message.
+    REQUIRE(eventually([&] { return d->events().size() == 2; }));
+    std::string both = "/send?id=" + std::string(d->events()[0]["connection"]) + "," +
+                       std::string(d->events()[1]["connection"]);
+    std::size_t sent = 0, fastGot = 0;
+    bool cut = false;
+    for (int i = 0; i < 2000 && !cut; ++i) {
+        auto body = httpPost(d->controlPort, both, chunk).body;
+        ++sent;
+        cut = body == "1"; // queued for one connection only: the slow one was cut off
+        while (true) {
+            auto m = fast->receive(0ms);
+            if (!m.isMessage()) break;
+            ++fastGot;
+        }
+    }
+    REQUIRE(cut);
+    while (fastGot < sent) {
+        auto m = fast->receive(3000ms);
+        REQUIRE(m.isMessage());
+        ++fastGot;
+    }
+    CloseResult closed = slow->waitClosed(10000ms);
+    CHECK(closed.code == 1008);
+    CHECK(closed.reason.find("slow consumer") == 0);
+    auto m = httpGet(d->controlPort, "/metrics").body;
+    CHECK(m.find("wsgw_slow_consumer_closes_total 1") != std::string::npos);
+}
