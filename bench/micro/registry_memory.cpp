@@ -180,5 +180,14 @@ int main(int argc, char **argv) {
                                      : "");
     }
     std::printf("target: %.0f heap bytes per connection for the 3-tag cases\n", kTargetBytes);
+
+    // What each part costs, from the differences between cases (indices as in `cases`).
+    auto per = [&](std::size_t k) { return static_cast<double>(results[k].heapBytes) / static_cast<double>(n); };
+    std::printf("\nper connection, by difference:\n"
+                "  record + id index (no_tags)                  %6.1f\n"
+                "  group and role, shared values (group_role)   %6.1f\n"
+                "  one unique short value (user_short_only)     %6.1f\n"
+                "  a UUID instead of a short unique value       %6.1f\n",
+                per(0), per(1) - per(0), per(2) - per(0), per(4) - per(3));
     return check && missed ? 1 : 0;
 }
