@@ -1,0 +1,85 @@
+#!/bin/sh
+# Installs libwsgw from a meson build directory into a temporary DESTDIR, then builds and runs
+# examples/consumer/consumer.cpp against that copy the way a user would:
+#   c++ -std=c++17 consumer.cpp $(pkg-config --cflags --libs libwsgw)
+#
+# usage: tests/install/run.sh BUILD_DIR SOURCE_DIR
+#
+# Exits 0 when the consumer compiles (with -Werror), links against the installed library and
+# passes its checks; non-zero with a message saying which step failed otherwise. The temporary
+# directory is removed on every exit. Environment: CXX (default c++), PKG_CONFIG (default
+# pkg-config), MESON (default meson).
+set -eu
+
+fail() {
+    echo "install test: FAILED: $*" >&2
+    exit 1
+}
+
+[ $# -eq 2 ] || { echo "usage: $0 BUILD_DIR SOURCE_DIR" >&2; exit 2; }
+build=$(cd "$1" 2>/dev/null && pwd) || fail "build directory '$1' does not exist"
+src=$(cd "$2" 2>/dev/null && pwd) || fail "source directory '$2' does not exist"
+consumer="$src/examples/consumer/consumer.cpp"
+[ -f "$consumer" ] || fail "$consumer not found (is '$2' the source directory?)"
+[ -f "$build/meson-private/coredata.dat" ] || fail "'$1' is not a configured meson build directory"
+
+cxx=${CXX:-c++}
+pkgconfig=${PKG_CONFIG:-pkg-config}
+meson=${MESON:-meson}
+command -v "$cxx" >/dev/null || fail "no C++ compiler '$cxx' (set CXX)"
+command -v "$pkgconfig" >/dev/null || fail "no '$pkgconfig' (set PKG_CONFIG)"
+command -v "$meson" >/dev/null || fail "no '$meson' (set MESON)"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/wsgw-install.XXXXXX") || fail "cannot create a temporary directory"
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
+dest="$tmp/dest"
+
+# 1. Install (meson rebuilds first if anything is out of date).
+if ! "$meson" install -C "$build" --destdir "$dest" >"$tmp/install.log" 2>&1; then
+    cat "$tmp/install.log" >&2
+    fail "meson install --destdir failed (log above)"
+fi
+
+# 2. Find the installed libwsgw.pc and make pkg-config use it with the prefix moved into DESTDIR.
+#    Every path in meson's .pc file derives from ${prefix}, so redefining prefix relocates it.
+pc=$(find "$dest" -name libwsgw.pc -path '*/pkgconfig/*')
+[ -n "$pc" ] || fail "no libwsgw.pc was installed under $dest"
+[ "$(printf '%s\n' "$pc" | wc -l)" -eq 1 ] || fail "several libwsgw.pc installed: $pc"
+PKG_CONFIG_PATH="$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export PKG_CONFIG_PATH
+prefix=$("$pkgconfig" --variable=prefix libwsgw) || fail "pkg-config cannot read $pc"
+case "$prefix" in
+/*) ;;
+*) fail "libwsgw.pc has a relative prefix '$prefix'" ;;
+esac
+relocate="--define-variable=prefix=$dest$prefix"
+libdir=$("$pkgconfig" "$relocate" --variable=libdir libwsgw)
+case "$libdir" in
+"$dest"/*) ;;
+*) fail "libwsgw.pc's libdir '$libdir' does not follow its prefix; cannot relocate it into DESTDIR" ;;
+esac
+ls "$libdir"/libwsgw.so* >/dev/null 2>&1 || fail "no libwsgw.so in $libdir"
+cflags=$("$pkgconfig" "$relocate" --cflags libwsgw) || fail "pkg-config --cflags libwsgw failed"
+libs=$("$pkgconfig" "$relocate" --libs libwsgw) || fail "pkg-config --libs libwsgw failed"
+
+# 3. Compile the consumer out of tree: C++17, installed headers only, warnings are errors.
+# shellcheck disable=SC2086 # cflags and libs are word lists
+if ! "$cxx" -std=c++17 -Wall -Wextra -Wpedantic -Werror $cflags "$consumer" -o "$tmp/consumer" $libs \
+    >"$tmp/compile.log" 2>&1; then
+    cat "$tmp/compile.log" >&2
+    fail "compiling $consumer against the installed libwsgw failed (log above); flags: $cflags $libs"
+fi
+
+# 4. Run it against the installed library, and make sure that is the one it loaded.
+if command -v ldd >/dev/null 2>&1; then
+    loaded=$(LD_LIBRARY_PATH="$libdir" ldd "$tmp/consumer" | grep 'libwsgw\.so' || true)
+    case "$loaded" in
+    *"=> $dest"/*) ;;
+    *) fail "the consumer does not load the installed libwsgw: ${loaded:-no libwsgw in ldd output}" ;;
+    esac
+fi
+if ! LD_LIBRARY_PATH="$libdir" "$tmp/consumer"; then
+    fail "the consumer built against the installed libwsgw reported errors (above)"
+fi
+echo "install test: ok (installed under $prefix, compiled with $cxx -std=c++17)"
