@@ -115,22 +115,25 @@ struct Shard::Impl {
     }
     void unreserve() { reserved.fetch_sub(1, std::memory_order_acq_rel); }
 
-    // Queues a command whose slot was reserved. If the shard is stopped, aborts it instead.
-    void enqueue(Command cmd) {
+    // Queues a command whose slot was reserved and returns true. If the shard is stopped,
+    // returns false and calls its abort instead.
+    bool enqueue(Command cmd) {
+        bool queued = false;
         {
             std::lock_guard lock(mu);
             if (!stopped) {
                 inbox.push_back(std::move(cmd));
                 signal.notify_one();
-                cmd.abort = nullptr;
+                queued = true;
             }
         }
-        if (cmd.abort) {
+        if (!queued) {
             unreserve();
-            cmd.abort();
-            return;
+            if (cmd.abort) cmd.abort();
+            return false;
         }
         if (wake) wake();
+        return true;
     }
 
     // Takes every queued command out; returns them for the caller to abort.
@@ -208,9 +211,7 @@ void Shard::setWakeup(std::function<void()> wake) { impl_->wake = std::move(wake
 
 bool Shard::post(std::function<void(Shard &)> fn) {
     if (!impl_->reserve()) return false;
-    bool queued = true;
-    impl_->enqueue(Command{std::move(fn), [&queued] { queued = false; }});
-    return queued;
+    return impl_->enqueue(Command{std::move(fn), nullptr});
 }
 
 struct Hub::Impl {

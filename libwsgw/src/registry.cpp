@@ -131,13 +131,22 @@ struct TagRef {
     std::uint32_t pos;
 };
 
+// Tables that grow with the number of connections (ids, interned strings, the values of a key
+// with a value per connection) use prime sizes and a 0.8 load factor: powers of two at a 0.5
+// load factor would spend up to four buckets per entry.
+constexpr float kMaxLoad = 0.8f;
+template <class K, class V>
+using BigMap = tsl::robin_map<K, V, std::hash<K>, std::equal_to<K>, std::allocator<std::pair<K, V>>, false,
+                              tsl::rh::prime_growth_policy>;
+
 using Posting = SmallVec<std::uint32_t, 2>;
-using ValueIndex = tsl::robin_map<std::uint32_t, Posting>;
+using ValueIndex = BigMap<std::uint32_t, Posting>;
 using KeyIndex = tsl::robin_map<std::uint32_t, ValueIndex>;
 
-struct Record {
-    Connection *conn = nullptr; // null: free slot
-    ConnectionId id;
+// What match() reads for each candidate fits one cache line; the id (for lookups by id only)
+// lives beside it in RecordStore.
+struct alignas(64) Record {
+    Connection *conn = nullptr;   // null: free slot
     std::uint32_t generation = 0; // bumped when the slot is freed, so stale references are detected
     SmallVec<TagRef, 3> tags;
 
@@ -149,13 +158,19 @@ struct Record {
     const TagRef *findTag(std::uint32_t key) const noexcept { return const_cast<Record *>(this)->findTag(key); }
 };
 
+static_assert(sizeof(Record) == 64, "a record should fill exactly one cache line");
+
 // Records in fixed-size chunks: addresses stay put and growth never copies a million records.
 class RecordStore {
 public:
     static constexpr std::uint32_t kChunk = 1024;
 
-    Record &operator[](std::uint32_t slot) noexcept { return chunks_[slot / kChunk][slot % kChunk]; }
-    const Record &operator[](std::uint32_t slot) const noexcept { return chunks_[slot / kChunk][slot % kChunk]; }
+    Record &operator[](std::uint32_t slot) noexcept { return chunks_[slot / kChunk]->records[slot % kChunk]; }
+    const Record &operator[](std::uint32_t slot) const noexcept {
+        return chunks_[slot / kChunk]->records[slot % kChunk];
+    }
+    ConnectionId &id(std::uint32_t slot) noexcept { return chunks_[slot / kChunk]->ids[slot % kChunk]; }
+    const ConnectionId &id(std::uint32_t slot) const noexcept { return chunks_[slot / kChunk]->ids[slot % kChunk]; }
 
     std::uint32_t allocate() {
         if (!free_.empty()) {
@@ -163,7 +178,7 @@ public:
             free_.pop_back();
             return slot;
         }
-        if (used_ % kChunk == 0) chunks_.push_back(std::make_unique<Record[]>(kChunk));
+        if (used_ % kChunk == 0) chunks_.push_back(std::make_unique<Chunk>());
         return used_++;
     }
     void release(std::uint32_t slot) {
@@ -175,12 +190,16 @@ public:
     // Slots ever handed out; live and free ones.
     std::uint32_t highWater() const noexcept { return used_; }
     std::size_t bytes() const noexcept {
-        return chunks_.size() * kChunk * sizeof(Record) + free_.capacity() * sizeof(std::uint32_t) +
+        return chunks_.size() * sizeof(Chunk) + free_.capacity() * sizeof(std::uint32_t) +
                chunks_.capacity() * sizeof(void *);
     }
 
 private:
-    std::vector<std::unique_ptr<Record[]>> chunks_;
+    struct Chunk {
+        Record records[kChunk];
+        ConnectionId ids[kChunk];
+    };
+    std::vector<std::unique_ptr<Chunk>> chunks_;
     std::vector<std::uint32_t> free_;
     std::uint32_t used_ = 0;
 };
@@ -198,17 +217,20 @@ struct Registry::Impl {
     struct IdHash {
         using is_transparent = void;
         const RecordStore *records;
-        std::size_t operator()(std::uint32_t slot) const noexcept { return (*records)[slot].id.hash(); }
+        std::size_t operator()(std::uint32_t slot) const noexcept { return records->id(slot).hash(); }
         std::size_t operator()(const ConnectionId &id) const noexcept { return id.hash(); }
     };
     struct IdEqual {
         using is_transparent = void;
         const RecordStore *records;
         bool operator()(std::uint32_t a, std::uint32_t b) const noexcept { return a == b; }
-        bool operator()(std::uint32_t slot, const ConnectionId &id) const noexcept { return (*records)[slot].id == id; }
-        bool operator()(const ConnectionId &id, std::uint32_t slot) const noexcept { return (*records)[slot].id == id; }
+        bool operator()(std::uint32_t slot, const ConnectionId &id) const noexcept { return records->id(slot) == id; }
+        bool operator()(const ConnectionId &id, std::uint32_t slot) const noexcept { return records->id(slot) == id; }
     };
-    using IdSet = tsl::robin_set<std::uint32_t, IdHash, IdEqual, std::allocator<std::uint32_t>, true>;
+    using IdSet = tsl::robin_set<std::uint32_t, IdHash, IdEqual, std::allocator<std::uint32_t>, true,
+                                 tsl::rh::prime_growth_policy>;
+
+    Impl() { byId.max_load_factor(kMaxLoad); }
 
     RecordStore records;
     IdSet byId{16, IdHash{&records}, IdEqual{&records}};
@@ -222,7 +244,12 @@ struct Registry::Impl {
     }
 
     void link(std::uint32_t slot, std::uint32_t key, std::uint32_t value) {
-        Posting &posting = index[key][value];
+        auto keyIt = index.find(key);
+        if (keyIt == index.end()) {
+            keyIt = index.emplace(key, ValueIndex()).first;
+            keyIt.value().max_load_factor(kMaxLoad);
+        }
+        Posting &posting = keyIt.value()[value];
         std::uint32_t pos = posting.push(slot);
         records[slot].tags.push(TagRef{key, value, pos});
     }
@@ -323,7 +350,15 @@ struct Registry::Impl {
                 smallestTerm = i;
             }
         }
-        for (std::uint32_t slot : *smallest) {
+        // Candidates are scattered over memory: fetch a few records ahead so their cache misses
+        // overlap instead of queueing one after another.
+        constexpr std::uint32_t kAhead = 8;
+        const std::uint32_t *cand = smallest->data();
+        const std::uint32_t count = smallest->size();
+        for (std::uint32_t c = 0; c < std::min(kAhead, count); ++c) __builtin_prefetch(&records[cand[c]]);
+        for (std::uint32_t c = 0; c < count; ++c) {
+            if (c + kAhead < count) __builtin_prefetch(&records[cand[c + kAhead]]);
+            std::uint32_t slot = cand[c];
             const Record &rec = records[slot];
             bool all = true;
             for (std::size_t i = 0; i < terms.size() && all; ++i) {
@@ -351,7 +386,7 @@ bool Registry::add(Connection &conn, const TagList &initial) {
     std::uint32_t slot = d.records.allocate();
     Record &rec = d.records[slot];
     rec.conn = &conn;
-    rec.id = conn.id();
+    d.records.id(slot) = conn.id();
     for (const auto &[key, value] : initial)
         if (!key.empty()) d.setTag(slot, key, value);
     d.byId.insert(slot);

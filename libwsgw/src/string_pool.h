@@ -18,7 +18,7 @@ namespace wsgw {
 /// Thread-compatible.
 class StringPool {
 public:
-    StringPool() = default;
+    StringPool() { index_.max_load_factor(0.8f); }
     StringPool(const StringPool &) = delete;
     StringPool &operator=(const StringPool &) = delete;
 
@@ -97,8 +97,9 @@ private:
 
     std::deque<Entry> entries_; // a deque: entries never move, so a view() stays valid while referenced
     std::vector<std::uint32_t> free_;
-    tsl::robin_set<std::uint32_t, Hash, Equal, std::allocator<std::uint32_t>, true> index_{16, Hash{&entries_},
-                                                                                              Equal{&entries_}};
+    // Prime sizes at a 0.8 load factor: this table grows with the number of distinct values.
+    tsl::robin_set<std::uint32_t, Hash, Equal, std::allocator<std::uint32_t>, true, tsl::rh::prime_growth_policy>
+        index_{16, Hash{&entries_}, Equal{&entries_}};
 };
 
 } // namespace wsgw
