@@ -1,5 +1,6 @@
 #include "control_api.h"
 
+#include "listener.h"
 #include "metrics.h"
 #include "utf8.h"
 
@@ -292,6 +293,13 @@ bool ControlApi::start(std::string *error) {
     // httplib wants the bare address; the config may carry IPv6 in brackets.
     std::string host = d.opt.addr.host.empty() ? "0.0.0.0" : d.opt.addr.host;
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    // httplib sets SO_REUSEPORT: make sure nobody (another wsgwd) listens there already.
+    std::string probeError;
+    if (openListener(d.opt.addr.host, d.opt.addr.port, &probeError, /*probe=*/true) < 0) {
+        if (error)
+            *error = "cannot listen on " + d.opt.addr.toString() + " for the control API: " + probeError;
+        return false;
+    }
     if (!s.bind_to_port(host, d.opt.addr.port)) {
         if (error) *error = "cannot listen on " + d.opt.addr.toString() + " for the control API (address in use?)";
         return false;

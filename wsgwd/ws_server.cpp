@@ -1,5 +1,6 @@
 #include "ws_server.h"
 
+#include "listener.h"
 #include "utf8.h"
 
 #include <libwebsockets.h>
@@ -71,61 +72,6 @@ std::string peerAddress(int fd) {
         return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
     }
     return "unknown";
-}
-
-// A listening socket for one shard. Every shard binds the same address with SO_REUSEPORT, so
-// the kernel spreads new connections over them. ("" and "::" mean every interface, IPv4 and
-// IPv6; an IPv4 address listens on IPv4 only.) libwebsockets 4.1 cannot do this itself with one
-// service thread per context, so the shard adopts the socket and accepts on it.
-//
-// With `probe`, the socket only binds without SO_REUSEPORT and is closed again: that fails if
-// anyone listens there already, even another wsgwd (which would otherwise share the port and
-// silently take half the connections).
-int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe = false) {
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (host.empty() || host == "::") {
-        auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_addr = in6addr_any;
-        a->sin6_port = htons(port);
-        len = sizeof *a;
-    } else if (in_addr a4{}; inet_pton(AF_INET, host.c_str(), &a4) == 1) {
-        auto *a = reinterpret_cast<sockaddr_in *>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_addr = a4;
-        a->sin_port = htons(port);
-        len = sizeof *a;
-    } else if (in6_addr a6{}; inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
-        auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_addr = a6;
-        a->sin6_port = htons(port);
-        len = sizeof *a;
-    } else {
-        *error = "'" + host + "' is not an IP address";
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *error = std::string("socket: ") + std::strerror(errno);
-        return -1;
-    }
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (!probe) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (ss.ss_family == AF_INET6 && (host.empty() || host == "::"))
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero); // dual-stack
-    if (bind(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0 || (!probe && listen(fd, 4096) != 0)) {
-        *error = std::string(std::strerror(errno));
-        ::close(fd);
-        return -1;
-    }
-    if (probe) {
-        ::close(fd);
-        return 0;
-    }
-    return fd;
 }
 
 } // namespace
@@ -250,8 +196,10 @@ public:
 
         if (pingDue) {
             pingDue = false;
-            unsigned char buf[LWS_PRE + 1];
-            if (lws_write(wsi_, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0) return -1;
+            // Not empty: lws 4.1 reports a pong to us only when it carries a payload.
+            unsigned char buf[LWS_PRE + 4] = {};
+            std::memcpy(buf + LWS_PRE, "wsgw", 4);
+            if (lws_write(wsi_, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0) return -1;
             if (queueSize() > 0 || closing_) requestWrite();
             return 0;
         }

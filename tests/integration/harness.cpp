@@ -104,10 +104,14 @@ std::unique_ptr<Daemon> Daemon::start(const std::string &extra, std::vector<std:
 }
 
 Daemon::Daemon(const std::string &configYaml, std::vector<std::string> args, std::uint16_t healthPort) {
-    std::string config = dir_.file("config.yml");
-    writeFile(config, configYaml);
     std::string exe = wsgwdPath();
-    std::vector<std::string> argv{exe, "--config", config};
+    std::vector<std::string> argv{exe};
+    if (!configYaml.empty()) {
+        std::string config = dir_.file("config.yml");
+        writeFile(config, configYaml);
+        argv.push_back("--config");
+        argv.push_back(config);
+    }
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<char *> cargv;
     for (auto &a : argv) cargv.push_back(a.data());

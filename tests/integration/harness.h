@@ -56,7 +56,7 @@ std::string wsgwdPath();
 /// A running wsgwd. The destructor kills it (SIGKILL) if it is still running.
 class Daemon {
 public:
-    /// Starts wsgwd with `--config <dir>/config.yml` plus `args`. With a `healthPort`, waits
+    /// Starts wsgwd with `--config <dir>/config.yml` (none if `configYaml` is empty) plus `args`. With a `healthPort`, waits
     /// until GET /healthz answers there (throws, with wsgwd's stderr, if not within 10 s).
     Daemon(const std::string &configYaml, std::vector<std::string> args = {}, std::uint16_t healthPort = 0);
     /// testConfig() on fresh ports plus `extra`, started and healthy; the ports are in wsPort
