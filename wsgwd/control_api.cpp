@@ -256,9 +256,12 @@ bool ControlApi::start(std::string *error) {
     Impl &d = *impl_;
     httplib::Server &s = d.server;
     s.set_payload_max_length(d.opt.maxBodyBytes);
-    s.set_read_timeout(10, 0);
-    s.set_write_timeout(10, 0);
-    s.set_keep_alive_timeout(30);
+    // httplib's workers finish an idle keep-alive wait or a slow read before stop() returns,
+    // so these bound how long a shutdown can wait for backends' connections.
+    s.set_read_timeout(5, 0);
+    s.set_write_timeout(5, 0);
+    s.set_keep_alive_timeout(2);
+    s.set_keep_alive_max_count(1000);
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;

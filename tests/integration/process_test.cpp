@@ -4,6 +4,7 @@
 #include "ws_client.h"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
 #include <csignal>
 #include <memory>
@@ -103,4 +104,16 @@ TEST_CASE("SIGTERM and SIGINT: clients get 1001, events are flushed, exit 0") {
         CHECK(closes == 10);
         CHECK(d->err().find("wsgwd stopped") != std::string::npos);
     }
+}
+
+TEST_CASE("SIGTERM is prompt even while a backend holds an idle keep-alive connection") {
+    auto d = Daemon::start();
+    httplib::Client backend("127.0.0.1", d->controlPort);
+    backend.set_keep_alive(true);
+    auto r = backend.Get("/status");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK(d->stop(SIGTERM, 10000ms) == 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < 4000ms);
 }
