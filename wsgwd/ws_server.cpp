@@ -1,6 +1,7 @@
 #include "ws_server.h"
 
 #include "listener.h"
+#include "socket_stats.h"
 #include "utf8.h"
 
 #include <libwebsockets.h>
@@ -217,6 +218,7 @@ public:
 
     // LWS_CALLBACK_RECEIVE: a piece of a message. Returns -1 to close (after lws_close_reason).
     int onReceive(const void *in, std::size_t len) {
+        if (rxDiscard_) return -1;
         touch();
         if (!rxActive_) {
             rxActive_ = true;
@@ -283,6 +285,15 @@ public:
 
     bool isClosing() const { return closing_; }
 
+    // Whether the kernel received bytes for this connection since the last call: traffic lws
+    // does not report to us (a client's pings) still proves the client alive.
+    bool receivedSinceLastCheck() {
+        auto bytes = tcpBytesReceived(lws_get_socket_fd(wsi_));
+        if (!bytes || *bytes == rxBytesSeen_) return false;
+        rxBytesSeen_ = *bytes;
+        return true;
+    }
+
     // Intrusive idle list links and state, owned by the shard's sweep.
     WsConnection *prev = nullptr;
     WsConnection *next = nullptr;
@@ -317,12 +328,21 @@ private:
         lws_callback_on_writable(wsi_);
     }
 
+    // Closes at once for a protocol violation (oversize, invalid UTF-8). Returning -1 from
+    // RECEIVE closes right away with the reason set here, except while lws is still handing
+    // out the inflated pieces of a compressed frame, where it ignores the -1: then the close
+    // frame goes out from the next WRITEABLE, and the kill timeout covers a peer that never
+    // lets us write. Whatever else the client sends meanwhile is dropped.
     int closeNow(std::uint16_t code, const std::string &reason) {
         closing_ = true;
+        rxDiscard_ = true;
         clearQueue();
-        std::string r = reason.substr(0, 123);
-        lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(r.data()),
-                         r.size());
+        closeCode_ = code;
+        closeReason_ = reason.substr(0, 123);
+        lws_close_reason(wsi_, static_cast<lws_close_status>(code),
+                         reinterpret_cast<unsigned char *>(closeReason_.data()), closeReason_.size());
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
+        requestWrite();
         return -1;
     }
 
@@ -374,6 +394,7 @@ private:
     bool writeRequested_ = false;
     bool rxActive_ = false;
     bool rxBinary_ = false;
+    bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
     std::vector<MessagePtr> queue_;
@@ -381,6 +402,7 @@ private:
     std::size_t queuedBytes_ = 0;
     MessagePtr inflight_;
     std::string rx_;
+    std::uint64_t rxBytesSeen_ = 0;
 };
 
 struct SessionStorage {
@@ -403,6 +425,11 @@ void sweep(lws_sorted_usec_list_t *sul) {
         WsConnection *next = c->next;
         std::int64_t silent = now - c->lastActivityMs;
         if (silent < idle / 2) break; // the rest are more recent
+        if (c->receivedSinceLastCheck()) {
+            c->touch(); // moves it to the tail; `next` is still the right place to go on
+            c = next;
+            continue;
+        }
         if (silent >= idle) {
             c->unlinkIdle(); // once is enough
             s.counters.idleCloses.add();

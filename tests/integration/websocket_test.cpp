@@ -267,3 +267,25 @@ TEST_CASE("a slow consumer is closed with 1008 once its outbound queue is full")
     auto m = httpGet(d->controlPort, "/metrics").body;
     CHECK(m.find("wsgw_slow_consumer_closes_total 1") != std::string::npos);
 }
+
+TEST_CASE("compressed messages that break a limit near their end still close (1009, 1007)") {
+    // lws hands out an inflated frame in pieces and ignores a close request made on one of the
+    // last pieces; wsgwd must close anyway, not leave the connection half dead.
+    auto d = Daemon::start(); // /connect: 64 KiB
+    ConnectOptions opts;
+    opts.deflate.enabled = true;
+    WsClient big;
+    REQUIRE(big.connect("127.0.0.1", d->wsPort, "/connect", opts).ok());
+    REQUIRE(big.sendText(std::string(64 * 1024 + 1, 'a')));
+    auto closed = big.waitClosed(3000ms);
+    CHECK(closed.code == 1009);
+    CHECK(closed.tcpClosed);
+
+    WsClient bad;
+    REQUIRE(bad.connect("127.0.0.1", d->wsPort, "/connect", opts).ok());
+    REQUIRE(bad.sendText(std::string(5000, 'a') + "\x80" + std::string(100, 'b')));
+    auto closedBad = bad.waitClosed(3000ms);
+    CHECK(closedBad.code == 1007);
+    CHECK(countEvents(*d, "message") == 0);
+    CHECK(eventually([&] { return countEvents(*d, "close") == 2; }));
+}

@@ -1,9 +1,6 @@
 'use strict';
 // idle_timeout_s (5 s in run.sh's config): a quiet client is pinged at half the timeout and closed
 // with 1001 "idle timeout" at the timeout, unless it shows signs of life.
-//
-// Tests marked `todo` run and assert like the others but show wsgwd bugs that are known and not
-// fixed yet; the runner reports them as TODO instead of failing the suite.
 
 const { describe, it: test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -32,9 +29,6 @@ describe('idle timeout', { concurrency: true }, () => {
     'a client that answers pings (as every client does) is not closed as idle',
     {
       timeout: IDLE_TIMEOUT_MS + 15000,
-      todo:
-        "wsgwd bug: the client's pong to wsgwd's empty ping does not count as activity (an empty pong apparently never " +
-        'reaches its LWS_CALLBACK_RECEIVE_PONG handler; a pong with a payload does), so every client that sends no data is closed after idle_timeout_s',
     },
     async () => {
       const c = await connect(EP.compressed); // `ws` answers pings by default (autoPong)
@@ -54,7 +48,6 @@ describe('idle timeout', { concurrency: true }, () => {
     'a client that sends pings is not closed as idle',
     {
       timeout: IDLE_TIMEOUT_MS + 15000,
-      todo: "wsgwd bug: a client's pings do not count as activity for idle_timeout_s",
     },
     async () => {
       const c = await connect(EP.plain, { autoPong: false });

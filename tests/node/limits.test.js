@@ -1,10 +1,6 @@
 'use strict';
 // What makes wsgwd close a connection: an oversize message (1009) and a text message that is not
 // UTF-8 (1007). (Silence past idle_timeout_s: idle.test.js.)
-//
-// Tests marked `todo` run and assert like the others but show wsgwd bugs that are known and not
-// fixed yet; the runner reports them as TODO instead of failing the suite. Each says what it
-// expects; once wsgwd is fixed they pass and the `todo` mark should go.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -79,9 +75,6 @@ test(
   'a compressed message that inflates to just past the limit is closed with 1009',
   {
     ...T,
-    todo:
-      'wsgwd bug: a permessage-deflate message of LIMIT+1 .. LIMIT+~3000 bytes inflated is neither closed (1009) ' +
-      'nor published; the connection stays open as a zombie that /send no longer reaches',
   },
   async () => {
     const c = await connect(EP.compressed, { perMessageDeflate: { threshold: 0 } });
@@ -126,9 +119,6 @@ test(
   'a longer compressed text message that is not valid UTF-8 is closed with 1007',
   {
     ...T,
-    todo:
-      'wsgwd bug: a permessage-deflate text message over ~2 KB inflated with invalid UTF-8 is neither closed (1007) ' +
-      'nor published; the connection stays open as a zombie that /send no longer reaches',
   },
   async () => {
     const c = await connect(EP.compressed, { perMessageDeflate: { threshold: 0 } });
