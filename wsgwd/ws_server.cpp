@@ -498,6 +498,10 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             ShardState &s = shardOf(wsi);
             const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
             if (!e || !e->compression) return 1; // refuse the extension
+            // lws 4.1 accepts server_max_window_bits without echoing it (the client must then
+            // fail the connection) and, on a vhost with no listen port of its own, deflates with
+            // the client's window size: decline compression for such offers instead.
+            if (headerValue(wsi, WSI_TOKEN_EXTENSIONS).find("server_max_window_bits") != std::string::npos) return 1;
             if (session && in && std::strcmp(static_cast<const char *>(in), "permessage-deflate") == 0)
                 session->compressed = true;
             return 0;

@@ -162,6 +162,15 @@ TEST_CASE("compression: negotiated where enabled, large messages intact both way
     REQUIRE(ev);
     CHECK((*ev)["message"] == up);
 
+    // An offer that limits the server's window is declined (lws 4.1 cannot honour it): the
+    // connection goes on uncompressed.
+    ConnectOptions limited = opts;
+    limited.deflate.serverMaxWindowBits = 10;
+    WsClient small;
+    auto hs3 = small.connect("127.0.0.1", d->wsPort, "/connect", limited);
+    REQUIRE_MESSAGE(hs3.ok(), hs3.error);
+    CHECK_FALSE(hs3.deflate.has_value());
+
     // The /raw endpoint does not negotiate it, and its frames go out uncompressed.
     WsClient raw;
     auto hs2 = raw.connect("127.0.0.1", d->wsPort, "/raw", opts);
