@@ -198,20 +198,22 @@ std::optional<nlohmann::json> Daemon::waitEvent(const std::function<bool(const n
     return found;
 }
 
-HttpResult httpRequest(std::uint16_t port, const std::string &method, const std::string &target,
-                       const std::string &body, const std::string &contentType) {
+namespace {
+
+HttpResult send(std::uint16_t port, const std::string &method, const std::string &target, const std::string &body,
+                const std::string &contentType, const httplib::Headers &headers) {
     httplib::Client client("127.0.0.1", port);
     client.set_connection_timeout(2, 0);
     client.set_read_timeout(15, 0);
     httplib::Result r(nullptr, httplib::Error::Unknown);
     if (method == "GET")
-        r = client.Get(target.c_str());
+        r = client.Get(target.c_str(), headers);
     else if (method == "POST")
-        r = client.Post(target.c_str(), body, contentType.c_str());
+        r = client.Post(target.c_str(), headers, body, contentType.c_str());
     else if (method == "PUT")
-        r = client.Put(target.c_str(), body, contentType.c_str());
+        r = client.Put(target.c_str(), headers, body, contentType.c_str());
     else if (method == "DELETE")
-        r = client.Delete(target.c_str());
+        r = client.Delete(target.c_str(), headers);
     HttpResult out;
     if (!r) {
         out.error = httplib::to_string(r.error());
@@ -224,21 +226,17 @@ HttpResult httpRequest(std::uint16_t port, const std::string &method, const std:
     return out;
 }
 
+} // namespace
+
+HttpResult httpRequest(std::uint16_t port, const std::string &method, const std::string &target,
+                       const std::string &body, const std::string &contentType) {
+    return send(port, method, target, body, contentType, {});
+}
+
 HttpResult httpGet(std::uint16_t port, const std::string &target, const std::string &accept) {
-    if (accept.empty()) return httpRequest(port, "GET", target);
-    httplib::Client client("127.0.0.1", port);
-    client.set_connection_timeout(2, 0);
-    client.set_read_timeout(15, 0);
-    auto r = client.Get(target.c_str(), httplib::Headers{{"Accept", accept}});
-    HttpResult out;
-    if (!r) {
-        out.error = httplib::to_string(r.error());
-        return out;
-    }
-    out.status = r->status;
-    out.body = r->body;
-    out.contentType = r->get_header_value("Content-Type");
-    return out;
+    httplib::Headers headers;
+    if (!accept.empty()) headers.emplace("Accept", accept);
+    return send(port, "GET", target, "", "", headers);
 }
 
 HttpResult httpPost(std::uint16_t port, const std::string &target, const std::string &body,
