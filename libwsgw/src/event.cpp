@@ -36,6 +36,8 @@ std::string_view actionName(EventAction action) noexcept {
         return "close";
     case EventAction::Message:
         return "message";
+    case EventAction::TagsChanged:
+        return "tags";
     }
     return "unknown";
 }
@@ -141,7 +143,9 @@ std::size_t Event::footprint() const noexcept {
     for (const auto &[k, v] : tags) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : context) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : vars) n += 64 + k.size() + v.size();
-    return n;
+    for (const auto &[k, v] : allTags) n += 64 + k.size() + v.size();
+    for (const auto &[k, v] : changes) n += 64 + k.size() + v.size();
+    return n + remoteAddress.capacity();
 }
 
 Event Event::make(EventAction action, ConnectionId connection, std::string_view endpoint, const TagLookup &tagOf,

@@ -164,7 +164,12 @@ Event::TagLookup lookupIn(const Registry &registry, ConnectionId id) {
 bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) {
     Registry &reg = impl_->registry;
     if (!reg.add(conn, tags)) return false;
-    hub_.events().publish(Event::make(EventAction::Open, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec));
+    Event e = Event::make(EventAction::Open, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
+    if (spec.connectionDetails) {
+        e.allTags = reg.tags(conn.id());
+        e.remoteAddress = conn.remoteAddress();
+    }
+    hub_.events().publish(std::move(e));
     return true;
 }
 
@@ -313,7 +318,18 @@ void Hub::setTags(Selector sel, TagList changes, CountCallback done) {
     forEachShard(
         [sel = std::move(sel), changes = std::move(changes)](Shard &s) {
             Registry &reg = s.registry();
-            return reg.match(sel, [&](Connection &c) { reg.setTags(c.id(), changes); });
+            EventBus &events = s.hub().events();
+            const bool mirrored = events.wants(EventAction::TagsChanged);
+            return reg.match(sel, [&](Connection &c) {
+                reg.setTags(c.id(), changes);
+                if (!mirrored) return;
+                Event e;
+                e.action = EventAction::TagsChanged;
+                e.connection = c.id();
+                e.endpoint = std::string(c.endpoint());
+                e.changes = changes;
+                events.publish(std::move(e));
+            });
         },
         std::move(done));
 }

@@ -1,6 +1,7 @@
 #include <wsgw/sink.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -17,21 +18,33 @@ struct Queued {
     std::size_t bytes;
 };
 
-// One sink with its backlog and thread. All fields but `sink` and `thread` are guarded by the
-// bus mutex.
+// One sink with its backlog and thread. All fields but `sink`, `acceptMask` and `thread` are
+// guarded by the bus mutex.
 struct SinkSlot {
     std::unique_ptr<EventSink> sink;
     std::string name;
     SinkOptions options;
+    unsigned acceptMask = 0; // bit per EventAction
     std::deque<Queued> queue;
     std::size_t bytes = 0;
     std::uint64_t published = 0;
     std::uint64_t dropped = 0;
     std::uint64_t failures = 0;
-    bool connected = true;
+    bool connected = false;
+    bool pausing = false; // PauseReading: over the bound, not yet down to half
+    std::string lastError;
     std::condition_variable wake;
     std::thread thread;
+
+    bool full(std::size_t extraBytes) const {
+        return queue.size() >= options.maxBacklogEvents || bytes + extraBytes > options.maxBacklogBytes;
+    }
+    bool drainedToHalf() const {
+        return queue.size() <= options.maxBacklogEvents / 2 && bytes <= options.maxBacklogBytes / 2;
+    }
 };
+
+constexpr unsigned bit(EventAction a) { return 1u << static_cast<unsigned>(a); }
 
 class LogSink final : public EventSink {
 public:
@@ -69,17 +82,89 @@ struct EventBus::Impl {
     bool started = false;
     bool stopping = false;
     std::chrono::steady_clock::time_point deadline;
+    std::atomic<unsigned> wanted{0};
+    std::atomic<bool> paused{false};
+    StateListener stateListener;
+    std::function<void(bool)> backpressureListener;
 
     void run(SinkSlot &slot);
+
+    // Recomputes `paused` from the sinks (mutex held); returns whether it changed.
+    bool updatePaused() {
+        bool any = false;
+        for (auto &s : sinks) any = any || s->pausing;
+        return paused.exchange(any) != any;
+    }
+
+    // Records a state change and tells the listener (mutex held on entry and exit; released
+    // around the call so the listener may read stats()).
+    void setState(SinkSlot &slot, bool connected, const std::string &error, std::unique_lock<std::mutex> &lock) {
+        bool changed = slot.connected != connected || (!connected && slot.lastError != error);
+        slot.connected = connected;
+        slot.lastError = connected ? std::string() : error;
+        if (!changed || !stateListener) return;
+        lock.unlock();
+        stateListener(slot.name, connected, error);
+        lock.lock();
+    }
+
+    // Waits for the back-off, or until stop's deadline when stopping.
+    void backOff(SinkSlot &slot, std::chrono::milliseconds &backoff, std::unique_lock<std::mutex> &lock) {
+        auto until = std::chrono::steady_clock::now() + backoff;
+        if (stopping) until = std::min(until, deadline);
+        slot.wake.wait_until(lock, until, [&] { return stopping && std::chrono::steady_clock::now() >= deadline; });
+        backoff = std::min(backoff * 2, slot.options.maxBackoff);
+    }
 };
 
 void EventBus::Impl::run(SinkSlot &slot) {
     std::vector<EventPtr> batch;
     std::chrono::milliseconds backoff = slot.options.minBackoff;
+    bool connected = false;
     std::unique_lock lock(mu);
     for (;;) {
-        slot.wake.wait(lock, [&] { return !slot.queue.empty() || stopping; });
         if (stopping && (slot.queue.empty() || std::chrono::steady_clock::now() >= deadline)) return;
+
+        if (!connected) {
+            lock.unlock();
+            bool ok = false;
+            try {
+                ok = slot.sink->connect();
+            } catch (...) {
+            }
+            std::string error = ok ? std::string() : slot.sink->lastError();
+            lock.lock();
+            if (!ok) {
+                ++slot.failures;
+                setState(slot, false, error.empty() ? "cannot connect" : error, lock);
+                backOff(slot, backoff, lock);
+                continue;
+            }
+            connected = true;
+            backoff = slot.options.minBackoff;
+            setState(slot, true, "", lock);
+        }
+
+        if (slot.queue.empty()) {
+            bool woke = slot.wake.wait_for(lock, slot.options.idleInterval,
+                                           [&] { return !slot.queue.empty() || stopping; });
+            if (woke) continue;
+            lock.unlock();
+            bool ok = false;
+            try {
+                ok = slot.sink->idle();
+            } catch (...) {
+            }
+            if (!ok) slot.sink->onFailure();
+            std::string error = ok ? std::string() : slot.sink->lastError();
+            lock.lock();
+            if (!ok) {
+                connected = false;
+                ++slot.failures;
+                setState(slot, false, error.empty() ? "connection lost" : error, lock);
+            }
+            continue;
+        }
 
         batch.clear();
         std::size_t n = std::min(slot.queue.size(), std::max<std::size_t>(slot.options.maxBatch, 1));
@@ -92,7 +177,11 @@ void EventBus::Impl::run(SinkSlot &slot) {
             acked = 0; // a sink must not throw; treat it as a failed delivery and retry
         }
         bool failed = acked < batch.size();
-        if (failed) slot.sink->onFailure();
+        std::string error;
+        if (failed) {
+            slot.sink->onFailure();
+            error = slot.sink->lastError();
+        }
         lock.lock();
 
         if (acked > 0) {
@@ -103,19 +192,23 @@ void EventBus::Impl::run(SinkSlot &slot) {
                 slot.queue.pop_front();
             }
             slot.published += acked;
+            if (slot.pausing && slot.drainedToHalf()) {
+                slot.pausing = false;
+                if (updatePaused() && backpressureListener) {
+                    lock.unlock();
+                    backpressureListener(false);
+                    lock.lock();
+                }
+            }
         }
         if (!failed) {
-            slot.connected = true;
             backoff = slot.options.minBackoff;
             continue;
         }
         ++slot.failures;
-        slot.connected = false;
-        // Back off, but never past the flush deadline once stopping.
-        auto until = std::chrono::steady_clock::now() + backoff;
-        if (stopping) until = std::min(until, deadline);
-        slot.wake.wait_until(lock, until, [&] { return stopping && std::chrono::steady_clock::now() >= deadline; });
-        backoff = std::min(backoff * 2, slot.options.maxBackoff);
+        connected = false;
+        setState(slot, false, error.empty() ? "publish failed" : error, lock);
+        backOff(slot, backoff, lock);
     }
 }
 
@@ -127,6 +220,9 @@ std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions optio
     std::lock_guard lock(impl_->mu);
     auto slot = std::make_unique<SinkSlot>();
     slot->name = sink->name();
+    for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message, EventAction::TagsChanged})
+        if (sink->accepts(a)) slot->acceptMask |= bit(a);
+    impl_->wanted.fetch_or(slot->acceptMask);
     slot->sink = std::move(sink);
     slot->options = options;
     impl_->sinks.push_back(std::move(slot));
@@ -148,34 +244,70 @@ void EventBus::start() {
     }
 }
 
+void EventBus::onStateChange(StateListener listener) {
+    std::lock_guard lock(impl_->mu);
+    impl_->stateListener = std::move(listener);
+}
+
+void EventBus::onBackpressure(std::function<void(bool)> listener) {
+    std::lock_guard lock(impl_->mu);
+    impl_->backpressureListener = std::move(listener);
+}
+
+bool EventBus::wants(EventAction action) const noexcept { return (impl_->wanted.load() & bit(action)) != 0; }
+
+bool EventBus::paused() const noexcept { return impl_->paused.load(std::memory_order_relaxed); }
+
 std::uint64_t EventBus::publish(Event &&event) {
     auto shared = std::make_shared<Event>(std::move(event));
     std::size_t bytes = shared->footprint();
+    const unsigned action = bit(shared->action);
     Impl &d = *impl_;
     std::unique_lock lock(d.mu);
     if (d.stopping) return 0;
     shared->id = ++d.lastId;
     EventPtr ptr = std::move(shared);
+    bool pauseNow = false;
     for (auto &slot : d.sinks) {
         SinkSlot &s = *slot;
-        const SinkOptions &o = s.options;
-        auto full = [&] { return s.queue.size() >= o.maxBacklogEvents || s.bytes + bytes > o.maxBacklogBytes; };
-        if (full()) {
-            if (o.overflow == OverflowPolicy::DropNewest || s.queue.empty()) {
+        if (!(s.acceptMask & action)) continue;
+        if (s.full(bytes)) {
+            switch (s.options.overflow) {
+            case OverflowPolicy::PauseReading:
+                // Keep it: the transport stops reading instead, so the overshoot is bounded by
+                // what is already in flight.
+                if (!s.pausing) {
+                    s.pausing = true;
+                    pauseNow = d.updatePaused() || pauseNow;
+                }
+                break;
+            case OverflowPolicy::DropNewest:
                 ++s.dropped;
                 continue;
-            }
-            while (!s.queue.empty() && full()) {
-                s.bytes -= s.queue.front().bytes;
-                s.queue.pop_front();
-                ++s.dropped;
+            case OverflowPolicy::DropOldest:
+                if (s.queue.empty()) {
+                    ++s.dropped;
+                    continue;
+                }
+                while (!s.queue.empty() && s.full(bytes)) {
+                    s.bytes -= s.queue.front().bytes;
+                    s.queue.pop_front();
+                    ++s.dropped;
+                }
+                break;
             }
         }
         s.queue.push_back(Queued{ptr, bytes});
         s.bytes += bytes;
         if (s.queue.size() == 1) s.wake.notify_one();
     }
-    return ptr->id;
+    std::uint64_t id = ptr->id;
+    if (pauseNow && d.backpressureListener) {
+        auto listener = d.backpressureListener;
+        lock.unlock();
+        listener(true);
+    }
+    return id;
 }
 
 std::size_t EventBus::stop(std::chrono::milliseconds flushFor) {
@@ -206,9 +338,11 @@ std::vector<SinkStats> EventBus::stats() const {
         s.published = slot->published;
         s.dropped = slot->dropped;
         s.failures = slot->failures;
+        s.rejected = slot->sink->rejected();
         s.backlog = slot->queue.size();
         s.backlogBytes = slot->bytes;
         s.connected = slot->connected;
+        s.lastError = slot->lastError;
         out.push_back(std::move(s));
     }
     return out;

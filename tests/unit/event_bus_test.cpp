@@ -215,3 +215,146 @@ TEST_CASE("base64") {
     CHECK(base64Encode("foo") == "Zm9v");
     CHECK(base64Encode("foobar") == "Zm9vYmFy");
 }
+
+namespace {
+// A sink whose connect() fails a given number of times; records idle() calls and what it got.
+struct Connecting final : EventSink {
+    struct State {
+        std::mutex mu;
+        int refuseConnects = 0;
+        int connects = 0;
+        int idles = 0;
+        bool idleBreaks = false;
+        std::vector<EventAction> got;
+    };
+    explicit Connecting(State &s, bool mirror = false) : state(s), mirror_(mirror) {}
+    std::string name() const override { return "connecting"; }
+    bool accepts(EventAction a) const override { return mirror_ ? a != EventAction::Message : EventSink::accepts(a); }
+    bool connect() override {
+        std::lock_guard lock(state.mu);
+        ++state.connects;
+        return state.refuseConnects-- <= 0;
+    }
+    std::string lastError() const override { return "refused for the test"; }
+    bool idle() override {
+        std::lock_guard lock(state.mu);
+        ++state.idles;
+        if (state.idleBreaks) {
+            state.idleBreaks = false;
+            return false;
+        }
+        return true;
+    }
+    std::size_t publish(const std::vector<EventPtr> &batch) override {
+        std::lock_guard lock(state.mu);
+        for (auto &e : batch) state.got.push_back(e->action);
+        return batch.size();
+    }
+    State &state;
+    bool mirror_;
+};
+} // namespace
+
+TEST_CASE("connect() is retried with back-off; state changes are reported once each") {
+    EventBus bus;
+    Connecting::State s;
+    s.refuseConnects = 3;
+    bus.addSink(std::make_unique<Connecting>(s), SinkOptions{.minBackoff = 1ms, .maxBackoff = 5ms, .idleInterval = 10ms});
+    std::mutex mu;
+    std::vector<std::pair<bool, std::string>> changes;
+    bus.onStateChange([&](const std::string &sink, bool up, const std::string &error) {
+        CHECK(sink == "connecting");
+        std::lock_guard lock(mu);
+        changes.emplace_back(up, error);
+    });
+    CHECK_FALSE(bus.ready()); // not connected before the first connect()
+    bus.start();
+    bus.publish(makeEvent());
+    REQUIRE(waitFor([&] { return bus.stats()[0].published == 1; }));
+    CHECK(bus.ready());
+    {
+        std::lock_guard lock(s.mu);
+        CHECK(s.connects == 4);
+    }
+    // Three refusals report "down" once (same error), then "up" once.
+    {
+        std::lock_guard lock(mu);
+        REQUIRE(changes.size() == 2);
+        CHECK(changes[0] == std::pair<bool, std::string>{false, "refused for the test"});
+        CHECK(changes[1].first);
+    }
+    CHECK(bus.stats()[0].failures == 3);
+
+    // Idle: idle() runs; when it reports a broken connection, connect() runs again.
+    REQUIRE(waitFor([&] {
+        std::lock_guard lock(s.mu);
+        return s.idles >= 2;
+    }));
+    {
+        std::lock_guard lock(s.mu);
+        s.idleBreaks = true;
+    }
+    REQUIRE(waitFor([&] {
+        std::lock_guard lock(s.mu);
+        return s.connects == 5;
+    }));
+    REQUIRE(waitFor([&] { return bus.ready(); }));
+    bus.stop(100ms);
+}
+
+TEST_CASE("sinks get only the actions they accept; wants() tells producers") {
+    EventBus plain;
+    Connecting::State a;
+    plain.addSink(std::make_unique<Connecting>(a));
+    CHECK(plain.wants(EventAction::Message));
+    CHECK_FALSE(plain.wants(EventAction::TagsChanged));
+
+    EventBus bus;
+    Connecting::State stream, mirror;
+    bus.addSink(std::make_unique<Connecting>(stream));
+    bus.addSink(std::make_unique<Connecting>(mirror, true));
+    CHECK(bus.wants(EventAction::TagsChanged));
+    bus.start();
+    for (EventAction act : {EventAction::Open, EventAction::Message, EventAction::TagsChanged, EventAction::Close}) {
+        Event e = makeEvent();
+        e.action = act;
+        bus.publish(std::move(e));
+    }
+    bus.stop(2000ms);
+    CHECK(stream.got == std::vector<EventAction>{EventAction::Open, EventAction::Message, EventAction::Close});
+    CHECK(mirror.got == std::vector<EventAction>{EventAction::Open, EventAction::TagsChanged, EventAction::Close});
+}
+
+TEST_CASE("pause-reading keeps every event, pauses over the bound and resumes at half") {
+    EventBus bus;
+    Flaky::State s;
+    s.up = false;
+    bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.maxBacklogEvents = 10,
+                                                        .overflow = OverflowPolicy::PauseReading,
+                                                        .maxBatch = 2,
+                                                        .minBackoff = 1ms,
+                                                        .maxBackoff = 2ms});
+    std::mutex mu;
+    std::vector<bool> signals;
+    bus.onBackpressure([&](bool paused) {
+        std::lock_guard lock(mu);
+        signals.push_back(paused);
+    });
+    bus.start();
+    for (int i = 0; i < 10; ++i) bus.publish(makeEvent());
+    CHECK_FALSE(bus.paused());
+    for (int i = 0; i < 5; ++i) bus.publish(makeEvent()); // over the bound: kept, and paused
+    CHECK(bus.paused());
+    CHECK(bus.stats()[0].backlog == 15);
+    CHECK(bus.stats()[0].dropped == 0);
+    {
+        std::lock_guard lock(s.mu);
+        s.up = true;
+    }
+    REQUIRE(waitFor([&] { return !bus.paused(); }));
+    REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
+    bus.stop(1000ms);
+    CHECK(s.delivered.size() == 15);
+    std::lock_guard lock(mu);
+    CHECK(signals == std::vector<bool>{true, false});
+}

@@ -282,3 +282,62 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
         CHECK(events[i]->connection == c.id());
     }
 }
+
+TEST_CASE("tag changes become TagsChanged events only when a sink wants them; open can carry details") {
+    struct Mirror final : EventSink {
+        std::mutex *mu;
+        std::vector<EventPtr> *out;
+        std::string name() const override { return "mirror"; }
+        bool accepts(EventAction) const override { return true; }
+        std::size_t publish(const std::vector<EventPtr> &batch) override {
+            std::lock_guard lock(*mu);
+            out->insert(out->end(), batch.begin(), batch.end());
+            return batch.size();
+        }
+    };
+    std::mutex mu;
+    std::vector<EventPtr> events;
+    Hub hub({.shards = 2, .ownThreads = true});
+    auto sink = std::make_unique<Mirror>();
+    sink->mu = &mu;
+    sink->out = &events;
+    hub.events().addSink(std::move(sink));
+    hub.start();
+    EventSpec spec;
+    spec.connectionDetails = true;
+    FakeConnection a, b;
+    onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}, {"x", "y"}}, spec)); });
+    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(b, {{"g", "1"}}, spec)); });
+    CHECK(hub.setTags(sel("g=1"), {{"x", ""}, {"z", "2"}}).get().value == 2);
+    hub.stop(2000ms);
+    REQUIRE(events.size() == 4);
+    std::map<ConnectionId, const Event *> opens, changes;
+    for (auto &e : events) (e->action == EventAction::Open ? opens : changes)[e->connection] = e.get();
+    CHECK(opens[a.id()]->allTags == Tags{{"g", "1"}, {"x", "y"}});
+    CHECK(opens[a.id()]->remoteAddress == "127.0.0.1:40000");
+    CHECK(changes[b.id()]->action == EventAction::TagsChanged);
+    CHECK(changes[b.id()]->changes == TagList{{"x", ""}, {"z", "2"}});
+
+    // Without a sink that wants them, no TagsChanged events are built.
+    Hub quiet({.shards = 1, .ownThreads = true});
+    std::vector<EventPtr> none;
+    struct Stream final : EventSink {
+        std::vector<EventPtr> *out;
+        std::string name() const override { return "stream"; }
+        std::size_t publish(const std::vector<EventPtr> &batch) override {
+            out->insert(out->end(), batch.begin(), batch.end());
+            return batch.size();
+        }
+    };
+    auto stream = std::make_unique<Stream>();
+    stream->out = &none;
+    quiet.events().addSink(std::move(stream));
+    quiet.start();
+    FakeConnection c;
+    onShard(quiet.shard(0), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, EventSpec{})); });
+    CHECK(quiet.setTags(sel("g=1"), {{"k", "v"}}).get().value == 1);
+    CHECK(quiet.events().lastEventId() == 1); // only the open
+    quiet.stop(2000ms);
+    CHECK(none.size() == 1);
+    CHECK(none[0]->allTags.empty()); // no connectionDetails asked
+}

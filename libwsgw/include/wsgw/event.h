@@ -18,7 +18,9 @@
 namespace wsgw {
 
 /// What happened to a connection. The names on the wire are "open", "close" and "message".
-enum class EventAction : std::uint8_t { Open, Close, Message };
+/// TagsChanged ("tags") is for sinks that mirror connection state; the event streams of the
+/// compatibility contract never carry it (see EventSink::accepts).
+enum class EventAction : std::uint8_t { Open, Close, Message, TagsChanged };
 WSGW_EXPORT std::string_view actionName(EventAction action) noexcept;
 
 /// Variables extracted from a message's JSON body: name -> value. Strings keep their text;
@@ -65,6 +67,9 @@ struct EventSpec {
     std::vector<std::string> contextTags;
     /// Variables extracted from message bodies (json_extract_vars).
     JsonExtractor json;
+    /// Open events also carry every tag and the peer's address (Event::allTags,
+    /// Event::remoteAddress), for sinks that mirror connection state.
+    bool connectionDetails = false;
 };
 
 /// One open/close/message event. Immutable once published; shared by every sink.
@@ -79,6 +84,9 @@ struct WSGW_EXPORT Event {
     Opcode type = Opcode::Text; ///< Message only
     std::string message;        ///< Message only: the payload, byte for byte
     Vars vars;                  ///< Message only: the extracted variables
+    Tags allTags;               ///< Open with EventSpec::connectionDetails: every tag
+    std::string remoteAddress;  ///< Open with EventSpec::connectionDetails: "ip:port"
+    TagList changes;            ///< TagsChanged: what was set (an empty value: deleted), in order
 
     /// A tag for templates: from `tags`, then `context`; nullptr if absent.
     const std::string *findTag(std::string_view key) const noexcept;

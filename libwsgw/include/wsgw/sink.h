@@ -7,16 +7,18 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace wsgw {
 
-/// Where events go. A sink is driven by its own thread inside EventBus: it is handed batches in
-/// event order and says how many it delivered.
+/// Where events go. A sink is driven by its own thread inside EventBus: it is connected, handed
+/// batches in event order, and says how many it delivered.
 ///
-/// Thread-bound to its sink thread (EventBus calls it from that thread only), except name().
+/// Thread-bound to its sink thread (EventBus calls it from that thread only), except name(),
+/// accepts() and rejected(), which must be thread-safe.
 class WSGW_EXPORT EventSink {
 public:
     virtual ~EventSink();
@@ -24,24 +26,44 @@ public:
     /// A short name for logs and metrics ("log", "redis", ...).
     virtual std::string name() const = 0;
 
+    /// Which events the sink takes. Default: open, close and message (the event streams of the
+    /// compatibility contract); a mirror of connection state also takes TagsChanged.
+    virtual bool accepts(EventAction action) const { return action != EventAction::TagsChanged; }
+
+    /// Makes the sink ready to publish: called first, and again after a failed publish once the
+    /// back-off has passed, until it returns true. Returns false (with lastError() set) while
+    /// the destination cannot be reached. Default: true (nothing to connect).
+    virtual bool connect() { return true; }
+
     /// Delivers `batch` (in order, never empty) and returns how many leading events were
     /// delivered and acknowledged by the destination: all, some, or none. Events not
-    /// acknowledged are offered again, after a back-off, starting with the first of them, so
-    /// delivery is at-least-once. Must not throw; an error is reported by acknowledging fewer.
+    /// acknowledged are offered again, after a back-off and connect(), starting with the first
+    /// of them, so delivery is at-least-once. An event the destination refuses for good (not a
+    /// connection problem) counts as handled: acknowledge it and count it in rejected().
+    /// Must not throw; an error is reported by acknowledging fewer.
     virtual std::size_t publish(const std::vector<EventPtr> &batch) = 0;
 
     /// Called on the sink thread after a failed publish, before the back-off; a sink may drop a
     /// broken connection here. Default: nothing.
     virtual void onFailure() {}
 
-    /// Why the last publish failed, for the log ("connection refused"); empty if unknown.
+    /// Called on the sink thread while connected and idle, about every SinkOptions::idleInterval
+    /// (heartbeats, refreshing a TTL). Returns false if it found the connection broken.
+    virtual bool idle() { return true; }
+
+    /// Why the last connect or publish failed, for the log ("connection refused").
     virtual std::string lastError() const { return {}; }
+
+    /// Events the destination refused for good so far (thread-safe).
+    virtual std::uint64_t rejected() const { return 0; }
 };
 
 /// What a sink does when its backlog is full.
 enum class OverflowPolicy {
-    DropOldest, ///< discard the oldest queued event to make room (counted)
-    DropNewest, ///< discard the new event (counted)
+    DropOldest,   ///< discard the oldest queued event to make room (counted)
+    DropNewest,   ///< discard the new event (counted)
+    PauseReading, ///< keep every event and ask the transport to stop reading from clients
+                  ///< (EventBus::paused) until the backlog is down to half its bound
 };
 
 /// Per-sink bounds and pacing.
@@ -52,20 +74,24 @@ struct SinkOptions {
     std::size_t maxBatch = 512;                  ///< events per publish call
     std::chrono::milliseconds minBackoff{100};   ///< first retry delay after a failure
     std::chrono::milliseconds maxBackoff{10'000}; ///< the delay doubles up to this
+    std::chrono::milliseconds idleInterval{1000}; ///< how often idle() runs while nothing is sent
 };
 
 /// A sink's counters. Read with EventBus::stats().
 struct SinkStats {
     std::string name;
-    std::uint64_t published = 0; ///< events acknowledged
+    std::uint64_t published = 0; ///< events acknowledged (including rejected ones)
     std::uint64_t dropped = 0;   ///< events discarded by the overflow policy
-    std::uint64_t failures = 0;  ///< publish calls that did not deliver everything
+    std::uint64_t rejected = 0;  ///< events the destination refused for good
+    std::uint64_t failures = 0;  ///< failed connects and publish calls that did not deliver everything
     std::size_t backlog = 0;     ///< events waiting (including the batch in flight)
     std::size_t backlogBytes = 0;
-    bool connected = true;       ///< false from a failed publish until the next full success
+    bool connected = false;      ///< connected and its last publish delivered everything
+    std::string lastError;       ///< why it is not connected, if it is not
 };
 
-/// Fans every published event out to every sink, each with its own bounded backlog and thread.
+/// Fans every published event out to every sink that accepts it, each sink with its own
+/// bounded backlog and thread.
 ///
 /// Thread-safe. publish() never blocks on a destination: a slow or unreachable sink fills its
 /// own backlog and then applies its overflow policy, while the other sinks carry on.
@@ -80,19 +106,37 @@ public:
     std::size_t addSink(std::unique_ptr<EventSink> sink, SinkOptions options = {});
     std::size_t sinkCount() const;
 
+    /// Called on a sink's thread each time it connects or goes down (not per event), with its
+    /// name, the new state and, when down, why. Set before start().
+    using StateListener = std::function<void(const std::string &sink, bool connected, const std::string &error)>;
+    void onStateChange(StateListener listener);
+
+    /// Called when reading from clients should pause (true) or may resume (false), on the
+    /// thread that crossed the threshold. Only sinks with OverflowPolicy::PauseReading pause.
+    /// Set before start().
+    void onBackpressure(std::function<void(bool paused)> listener);
+
     /// Starts one thread per sink.
     void start();
 
-    /// Assigns the next event id, queues the event for every sink, and returns that id.
-    /// With no sinks the event is counted and discarded. After stop() events are discarded.
+    /// Whether any sink takes events with this action (cheap; fixed once started). Lets
+    /// producers skip building events nobody wants.
+    bool wants(EventAction action) const noexcept;
+
+    /// Assigns the next event id, queues the event for every sink that accepts it, and returns
+    /// that id. With no sinks the event is counted and discarded. After stop() events are
+    /// discarded (0 is returned).
     std::uint64_t publish(Event &&event);
+
+    /// True while a PauseReading sink's backlog is over its bound and not yet down to half.
+    bool paused() const noexcept;
 
     /// Stops accepting events, lets every sink deliver its backlog for up to `flushFor`, then
     /// stops the threads. Returns the number of events that were left undelivered.
     std::size_t stop(std::chrono::milliseconds flushFor);
 
     std::vector<SinkStats> stats() const;
-    /// True when every sink is connected (its last publish delivered everything).
+    /// True when every sink is connected.
     bool ready() const;
     /// Id of the last event published (0 before the first).
     std::uint64_t lastEventId() const;
