@@ -498,6 +498,8 @@ struct ConfigError {
 constexpr std::size_t kMaxSizeKb = 1024 * 1024; // 1 GiB
 constexpr unsigned kMaxThreads = 256;
 constexpr unsigned kMaxIdleTimeoutS = 86400;
+constexpr std::uint64_t kMaxEvents = 1'000'000'000;
+constexpr std::uint64_t kMaxBacklogMb = 1024 * 1024;
 
 struct Entry {
     std::string key;
@@ -701,7 +703,9 @@ public:
                                          {"listen_addr", "control_addr", "internal_endpoint_access_whitelist",
                                           "connection_redis_sync", "stream_redis", "stream_amqp",
                                           "max_message_size_kb", "endpoints", "prometheus", "threads",
-                                          "idle_timeout_s", "max_outbound_kb", "event_log", "log_level"})) {
+                                          "idle_timeout_s", "max_outbound_kb", "event_log", "log_level", "node_id",
+                                          "backlog_max_events", "backlog_max_mb", "backlog_overflow",
+                                          "shutdown_flush_s"})) {
             const std::string &k = e.key;
             if (k == "listen_addr") {
                 config_.listen = hostPort(e, k);
@@ -738,6 +742,20 @@ public:
                                                    : Config::EventLog::Auto;
             } else if (k == "log_level") {
                 config_.logLevel = w_.choice(e, k, {"trace", "debug", "info", "warn", "error", "off"});
+            } else if (k == "node_id") {
+                config_.nodeId = w_.nonEmpty(e, k, "a name for this node, e.g. gw-1");
+                if (config_.nodeId.find_first_of(" \t\r\n{}") != std::string::npos)
+                    w_.fail(e.value.Mark(), k + ": must not contain spaces or braces, got '" + config_.nodeId + "'");
+            } else if (k == "backlog_max_events") {
+                config_.backlogMaxEvents = static_cast<std::size_t>(w_.number(e, k, 1, kMaxEvents));
+            } else if (k == "backlog_max_mb") {
+                config_.backlogMaxMb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxBacklogMb));
+            } else if (k == "backlog_overflow") {
+                config_.backlogOverflow = w_.choice(e, k, {"drop_oldest", "pause_reading"}) == "pause_reading"
+                                              ? Config::BacklogOverflow::PauseReading
+                                              : Config::BacklogOverflow::DropOldest;
+            } else if (k == "shutdown_flush_s") {
+                config_.shutdownFlushS = static_cast<unsigned>(w_.number(e, k, 0, kMaxIdleTimeoutS));
             }
         }
         if (!endpoints) noEndpoints(YAML::Mark::null_mark());
@@ -814,10 +832,12 @@ private:
         if (node.IsNull()) return;
         StreamRedisConfig out;
         bool hasAddr = false;
-        for (const Entry &s : w_.entries(node, k, {"addr", "stream_name"})) {
+        for (const Entry &s : w_.entries(node, k, {"addr", "stream_name", "stream_maxlen"})) {
             if (s.key == "addr") {
                 out.addr = redisAddress(s, k + ".addr");
                 hasAddr = true;
+            } else if (s.key == "stream_maxlen") {
+                out.streamMaxLen = static_cast<std::size_t>(w_.number(s, k + ".stream_maxlen", 0, kMaxEvents));
             } else {
                 out.streamName = templ(s, k + ".stream_name", false).source();
             }

@@ -128,6 +128,7 @@ struct StreamRedisConfig {
     RedisAddress addr;
     /// A wsgw::Template source (validated): "{tag.NAME}" and "{json.VAR}" placeholders.
     std::string streamName = "connectionevents";
+    std::size_t streamMaxLen = 0; ///< stream_maxlen: XADD MAXLEN ~ this; 0 = unbounded
 };
 
 /// stream_amqp: publish events as persistent JSON messages.
@@ -147,6 +148,11 @@ struct Config {
         Stderr,
         None,
     };
+    /// What a sink does when its backlog is full.
+    enum class BacklogOverflow {
+        DropOldest,   ///< drop_oldest: discard the oldest queued events (counted)
+        PauseReading, ///< pause_reading: stop reading from clients until the backlog drains
+    };
 
     std::string file;                        ///< the name it was loaded from
     HostPort listen{"0.0.0.0", 5000};        ///< listen_addr: WebSocket clients
@@ -165,6 +171,11 @@ struct Config {
     std::size_t maxOutboundKb = 4096;    ///< max_outbound_kb: per-connection send queue bound
     EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none
     std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
+    std::string nodeId;                  ///< node_id: this node's name; "" = hostname:listen port
+    std::size_t backlogMaxEvents = 1'000'000; ///< backlog_max_events: per sink, while it is slow or down
+    std::size_t backlogMaxMb = 256;      ///< backlog_max_mb: and their approximate memory
+    BacklogOverflow backlogOverflow = BacklogOverflow::DropOldest; ///< backlog_overflow
+    unsigned shutdownFlushS = 5;         ///< shutdown_flush_s: how long a stop waits for sinks to flush
 
     /// eventLog with Auto resolved.
     EventLog effectiveEventLog() const;

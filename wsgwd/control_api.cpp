@@ -233,7 +233,7 @@ struct ControlApi::Impl {
             return;
         }
         res.status = 200;
-        res.set_content(ctx.metrics.render(ctx.hub.events().stats()), "text/plain; version=0.0.4; charset=utf-8");
+        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused()), "text/plain; version=0.0.4; charset=utf-8");
     }
 
     void healthz(const httplib::Request &, httplib::Response &res) { reply(res, 200, "ok"); }

@@ -60,6 +60,7 @@ std::optional<std::string> resolveHost(const std::string &host, std::string *err
 }
 
 std::string nodeName(const Config &c) {
+    if (!c.nodeId.empty()) return c.nodeId;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     return std::string(host) + ":" + std::to_string(c.listen.port);
@@ -120,12 +121,18 @@ bool Gateway::start(std::string *error) {
     d.hub = std::make_unique<Hub>(hubOptions);
 
     std::string node = nodeName(c);
+    SinkOptions sinkOptions;
+    sinkOptions.maxBacklogEvents = c.backlogMaxEvents;
+    sinkOptions.maxBacklogBytes = c.backlogMaxMb << 20;
+    sinkOptions.overflow = c.backlogOverflow == Config::BacklogOverflow::PauseReading ? OverflowPolicy::PauseReading
+                                                                                       : OverflowPolicy::DropOldest;
+    EventBus &events = d.hub->events();
     switch (c.effectiveEventLog()) {
     case Config::EventLog::Stdout:
-        d.hub->events().addSink(makeLogSink(stdout, node));
+        events.addSink(makeLogSink(stdout, node), sinkOptions);
         break;
     case Config::EventLog::Stderr:
-        d.hub->events().addSink(makeLogSink(stderr, node));
+        events.addSink(makeLogSink(stderr, node), sinkOptions);
         break;
     case Config::EventLog::None:
     case Config::EventLog::Auto:
@@ -160,6 +167,24 @@ bool Gateway::start(std::string *error) {
     }
     d.metrics = std::make_unique<Metrics>(shards, paths);
     d.ws = std::make_unique<WsServer>(*d.hub, *d.metrics, std::move(ws));
+
+    // Sinks report each change of state once; an outage is one warning, not one per event.
+    events.onStateChange([](const std::string &sink, bool connected, const std::string &why) {
+        if (connected)
+            spdlog::info("event sink '{}' connected", sink);
+        else
+            spdlog::warn("event sink '{}' is down: {} (events are kept in its backlog and retried)", sink, why);
+    });
+    WsServer *wsForResume = d.ws.get();
+    events.onBackpressure([wsForResume](bool paused) {
+        if (paused) {
+            spdlog::warn("event backlog full: pausing reading from clients until it drains (backlog_overflow: "
+                         "pause_reading)");
+        } else {
+            spdlog::info("event backlog drained: reading from clients again");
+            wsForResume->resumeReading();
+        }
+    });
 
     WsServer *wsServer = d.ws.get();
     Hub *hub = d.hub.get();

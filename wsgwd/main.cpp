@@ -92,6 +92,7 @@ int main(int argc, char **argv) {
                  static_cast<unsigned long long>(files), wsgw::daemon::shardCount(*config),
                  std::thread::hardware_concurrency());
 
+    const auto flushFor = std::chrono::seconds(config->shutdownFlushS);
     wsgw::daemon::Gateway gateway(std::move(*config));
     if (!gateway.start(&error)) {
         spdlog::error("{}", error);
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
     std::signal(SIGTERM, SIG_DFL);
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
 
-    gateway.stop(std::chrono::seconds(3), std::chrono::seconds(5));
+    gateway.stop(std::chrono::seconds(3), flushFor);
     spdlog::info("wsgwd stopped");
     return kOk;
 }

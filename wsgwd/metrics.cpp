@@ -76,7 +76,7 @@ void Metrics::observeCommand(std::string_view command, double seconds) {
 
 void Metrics::countBusy() { impl_->busy.Add({}).Increment(); }
 
-std::string Metrics::render(const std::vector<SinkStats> &sinks) const {
+std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused) const {
     auto sum = [&](auto field) {
         double total = 0;
         for (const auto &s : shards_) total += static_cast<double>(((*s).*field).get());
@@ -145,8 +145,16 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks) const {
             addSample(backlogBytes, static_cast<double>(s.backlogBytes), l);
             addSample(up, s.connected ? 1 : 0, l);
         }
-        for (MetricFamily *f : {&published, &dropped, &failures, &backlog, &backlogBytes, &up})
+        MetricFamily rejected =
+            family("wsgw_events_rejected_total", "Events a sink's destination refused for good", MetricType::Counter);
+        for (const SinkStats &s : sinks) addSample(rejected, static_cast<double>(s.rejected), {{"sink", s.name}});
+        for (MetricFamily *f : {&published, &dropped, &failures, &backlog, &backlogBytes, &up, &rejected})
             out.push_back(std::move(*f));
+        MetricFamily paused = family("wsgw_reading_paused",
+                                     "1 while reading from clients is paused because an event backlog is full",
+                                     MetricType::Gauge);
+        addSample(paused, readingPaused ? 1 : 0);
+        out.push_back(std::move(paused));
     }
 
     for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));

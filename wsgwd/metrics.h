@@ -68,8 +68,9 @@ public:
     /// Counts a control request refused for being busy (503).
     void countBusy();
 
-    /// The Prometheus text exposition of everything, including the event sinks' state.
-    std::string render(const std::vector<SinkStats> &sinks) const;
+    /// The Prometheus text exposition of everything, including the event sinks' state and
+    /// whether reading from clients is paused for backpressure.
+    std::string render(const std::vector<SinkStats> &sinks, bool readingPaused) const;
 
 private:
     struct Impl;

@@ -140,6 +140,9 @@ struct ShardState {
     bool acceptErrorLogged = false;
 
     std::string coalesce; // scratch for coalesced raw writes
+
+    // Connections that stopped reading while the event sinks were backed up (pause_reading).
+    std::vector<ConnectionId> pausedReading;
 };
 
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
@@ -235,6 +238,7 @@ public:
         if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
 
         rxActive_ = false;
+        if (shard_.shard.hub().events().paused()) pauseReading();
         if (!rxBinary_ && !isValidUtf8(rx_)) {
             shard_.counters.invalidUtf8Closes.add();
             return closeNow(close_code::kInvalidPayload, "text message is not valid UTF-8");
@@ -284,6 +288,20 @@ public:
     }
 
     bool isClosing() const { return closing_; }
+
+    // Stops reading from this client until resumeReading(): its messages wait in the kernel and
+    // then in the client, instead of overflowing the event backlog.
+    void pauseReading() {
+        if (rxPaused_) return;
+        rxPaused_ = true;
+        lws_rx_flow_control(wsi_, 0);
+        shard_.pausedReading.push_back(id());
+    }
+    void resumeReading() {
+        if (!rxPaused_) return;
+        rxPaused_ = false;
+        lws_rx_flow_control(wsi_, 1);
+    }
 
     // Whether the kernel received bytes for this connection since the last call: traffic lws
     // does not report to us (a client's pings) still proves the client alive.
@@ -395,6 +413,7 @@ private:
     bool rxActive_ = false;
     bool rxBinary_ = false;
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
+    bool rxPaused_ = false;  // reading stopped for event backpressure
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
     std::vector<MessagePtr> queue_;
@@ -755,6 +774,18 @@ bool WsServer::start(std::string *error) {
     }
     d.running.store(true);
     return true;
+}
+
+void WsServer::resumeReading() {
+    for (auto &ptr : impl_->shards) {
+        ShardState *s = ptr.get();
+        // If the inbox is full, the next resume (or the next message) catches up.
+        (void)s->shard.post([s](Shard &shard) {
+            for (ConnectionId id : s->pausedReading)
+                if (Connection *c = shard.registry().find(id)) static_cast<WsConnection *>(c)->resumeReading();
+            s->pausedReading.clear();
+        });
+    }
 }
 
 void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace) {

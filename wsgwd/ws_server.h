@@ -62,6 +62,11 @@ public:
     /// Connections open now, over all shards.
     std::size_t connections() const noexcept;
 
+    /// Thread-safe: lets every connection paused for event backpressure read again. While the
+    /// hub's EventBus::paused() is true, a connection that sends stops being read (TCP then
+    /// slows the client down) until this is called.
+    void resumeReading();
+
     /// Headroom messages should be created with (libwebsockets' LWS_PRE), so that compressed
     /// connections can write them without a copy.
     static std::size_t messageHeadroom() noexcept;

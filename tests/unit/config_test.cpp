@@ -837,3 +837,30 @@ TEST_CASE("HostPort::parse") {
     CHECK(bad("[127.0.0.1]:5000") == "'127.0.0.1' is not an IPv6 address");
     CHECK(bad("bad host:5000") == "invalid host 'bad host'");
 }
+
+TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, stream_maxlen") {
+    Config d = parseOk(kEndpoint);
+    CHECK(d.nodeId.empty());
+    CHECK(d.backlogMaxEvents == 1000000);
+    CHECK(d.backlogMaxMb == 256);
+    CHECK(d.backlogOverflow == Config::BacklogOverflow::DropOldest);
+    CHECK(d.shutdownFlushS == 5);
+
+    Config c = parseOk(std::string(kEndpoint) +
+                       "node_id: gw-1\nbacklog_max_events: 5000\nbacklog_max_mb: 64\nbacklog_overflow: pause_reading\n"
+                       "shutdown_flush_s: 0\nstream_redis: {addr: 'redis://127.0.0.1:6379', stream_maxlen: 100000}\n");
+    CHECK(c.nodeId == "gw-1");
+    CHECK(c.backlogMaxEvents == 5000);
+    CHECK(c.backlogMaxMb == 64);
+    CHECK(c.backlogOverflow == Config::BacklogOverflow::PauseReading);
+    CHECK(c.shutdownFlushS == 0);
+    REQUIRE(c.streamRedis);
+    CHECK(c.streamRedis->streamMaxLen == 100000);
+
+    CHECK(errorOf(std::string(kEndpoint) + "backlog_overflow: drop_newest\n") ==
+          "t.yml:3:19: backlog_overflow: unknown value 'drop_newest': use one of drop_oldest, pause_reading");
+    CHECK(errorOf(std::string(kEndpoint) + "backlog_max_events: 0\n") ==
+          "t.yml:3:21: backlog_max_events: must be at least 1, got 0");
+    CHECK(errorOf(std::string(kEndpoint) + "node_id: 'a b'\n") ==
+          "t.yml:3:10: node_id: must not contain spaces or braces, got 'a b'");
+}
