@@ -155,7 +155,7 @@ log_level: debug
     CHECK(b.streamIncludeTags.empty());
     CHECK(b.maxMessageSizeKb == 2048); // the global value, given after the endpoints
     CHECK(b.jsonExtractVars.empty());
-    CHECK(b.compression);
+    CHECK_FALSE(b.compression); // off unless asked for
     CHECK(b.line == 29);
     CHECK(c.findEndpoint("/connect/v2") == &b);
     CHECK(c.findEndpoint("/nope") == nullptr);
@@ -183,7 +183,7 @@ TEST_CASE("absent keys take their defaults") {
     REQUIRE(c.endpoints.size() == 1);
     CHECK(c.endpoints[0].path == "/connect");
     CHECK(c.endpoints[0].maxMessageSizeKb == 1024);
-    CHECK(c.endpoints[0].compression);
+    CHECK_FALSE(c.endpoints[0].compression);
     CHECK(c.endpoints[0].line == 2);
     CHECK(c.prometheusEnabled);
     CHECK(c.threads == 0);
