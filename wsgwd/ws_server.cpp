@@ -317,6 +317,8 @@ public:
         shard_.counters.inflateStalls.add();
         rxDiscard_ = true;
         close(close_code::kInternalError, "compressed message could not be completed; please reconnect");
+        // lws is stuck on this connection's input; it may not get to write the close frame.
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, 1);
     }
 
     // Stops reading from this client until resumeReading(): its messages wait in the kernel and

@@ -869,3 +869,9 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
     CHECK(errorOf(std::string(kEndpoint) + "node_id: 'a b'\n") ==
           "t.yml:3:10: node_id: must not contain spaces or braces, got 'a b'");
 }
+
+TEST_CASE("a document starting with ',' is an error, not an endless loop (yaml-cpp 0.7)") {
+    CHECK(errorOf(",") == "t.yml:1:1: invalid YAML: a document cannot start with ','");
+    CHECK(errorOf(" ,]") == "t.yml:1:2: invalid YAML: a document cannot start with ','");
+    CHECK(errorOf("a: 1\n---\n,") == "t.yml:3:1: invalid YAML: a document cannot start with ','");
+}
