@@ -74,7 +74,7 @@ bool RedisClient::connect() {
     if (!ctx_) return fail("cannot connect to Redis at " + where() + ": out of memory");
     if (ctx_->err) return fail("cannot connect to Redis at " + where() + ": " + ctx_->errstr);
     redisSetTimeout(ctx_, toTimeval(endpoint_.commandTimeout));
-    redisEnableKeepAlive(ctx_);
+    if (endpoint_.unixPath.empty()) redisEnableKeepAlive(ctx_); // not on unix sockets: it fails there
 
     Reply reply;
     auto login = [&](const std::vector<std::string_view> &args, const char *what) {

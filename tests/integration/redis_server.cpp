@@ -29,7 +29,8 @@ void RedisServer::start() {
     std::string portText = std::to_string(port_);
     std::vector<std::string> args{"/usr/bin/redis-server", "--port", portText, "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no", "--dir", dir_.path(),
-                                  "--logfile", dir_.file("redis.log"), "--daemonize", "no"};
+                                  "--logfile", dir_.file("redis.log"), "--daemonize", "no",
+                                  "--unixsocket", unixSocket(), "--unixsocketperm", "700"};
     std::vector<char *> argv;
     for (auto &a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

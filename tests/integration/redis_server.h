@@ -26,6 +26,8 @@ public:
     RedisServer &operator=(const RedisServer &) = delete;
 
     std::uint16_t port() const { return port_; }
+    /// The server also listens on this unix socket.
+    std::string unixSocket() const { return dir_.file("redis.sock"); }
     std::string url(int db = 0) const { return "redis://127.0.0.1:" + std::to_string(port_) + "/" + std::to_string(db); }
 
     void pause();   ///< SIGSTOP: connections stay up, nothing is answered

@@ -88,6 +88,27 @@ TEST_CASE("stream entries carry every field; binary payloads are byte-exact") {
     CHECK(d->out().empty());
 }
 
+TEST_CASE("a unix socket address with a database, a password and a client name") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    RedisProbe probe(redis.port());
+    REQUIRE(probe.command({"CONFIG", "SET", "requirepass", "s3cret:@"}) == "OK");
+    REQUIRE(probe.command({"AUTH", "s3cret:@"}) == "OK");
+    auto d = Daemon::start("stream_redis: {addr: 'unix://:s3cret%3A%40@" + redis.unixSocket() +
+                           "?db=3&client_name=wsgw-stream', stream_name: ux}\n" +
+                           "connection_redis_sync: {addr: 'redis://:wrong@127.0.0.1:" + std::to_string(redis.port()) +
+                           "/0'}\n");
+    // The stream logs in over the unix socket, with the percent-decoded password, in db 3.
+    auto ws = connect(*d);
+    REQUIRE(probe.command({"SELECT", "3"}) == "OK");
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "ux"}) == "1"; }));
+    CHECK(probe.command({"CLIENT", "LIST"}).find("name=wsgw-stream") != std::string::npos);
+    // A wrong password is an outage with a clear reason, retried with back-off.
+    CHECK_MESSAGE(eventually([&] { return d->err().find("event sink 'redis-mirror' is down: AUTH refused") != std::string::npos; }),
+                  d->err());
+    CHECK(httpGet(d->controlPort, "/readyz").body.find("redis-mirror") != std::string::npos);
+}
+
 TEST_CASE("stream names from tags and JSON variables, with defaults and the missing marker") {
     SKIP_WITHOUT_REDIS();
     RedisServer redis;
