@@ -502,6 +502,8 @@ constexpr unsigned kMaxThreads = 256;
 constexpr unsigned kMaxIdleTimeoutS = 86400;
 constexpr std::uint64_t kMaxEvents = 1'000'000'000;
 constexpr std::uint64_t kMaxTimeoutMs = 600'000;
+constexpr std::uint64_t kMaxConnections = 10'000'000;
+constexpr std::uint64_t kMaxLifetimeS = 365ull * 86400;
 constexpr std::uint64_t kMaxBacklogMb = 1024 * 1024;
 
 struct Entry {
@@ -701,14 +703,18 @@ public:
         if (!root.IsMap())
             w_.fail(root.Mark(), "expected settings as 'key: value' lines at the top level, got " +
                                      std::string(kindName(root)));
-        std::optional<Entry> endpoints, listen, control;
+        std::optional<Entry> endpoints, listen, control, token;
         for (const Entry &e : w_.entries(root, "",
                                          {"listen_addr", "control_addr", "internal_endpoint_access_whitelist",
                                           "connection_redis_sync", "stream_redis", "stream_amqp",
                                           "max_message_size_kb", "endpoints", "prometheus", "threads",
                                           "idle_timeout_s", "max_outbound_kb", "event_log", "log_level", "node_id",
                                           "backlog_max_events", "backlog_max_mb", "backlog_overflow",
-                                          "shutdown_flush_s"})) {
+                                          "shutdown_flush_s", "max_connections", "rate_limit", "slow_consumer",
+                                          "max_connection_lifetime_s", "max_tags_per_connection",
+                                          "max_tag_key_len", "max_tag_value_len", "max_body_kb",
+                                          "control_timeout_s", "control_token", "control_token_file", "tls",
+                                          "control_tls", "drain_s"})) {
             const std::string &k = e.key;
             if (k == "listen_addr") {
                 config_.listen = hostPort(e, k);
@@ -736,7 +742,8 @@ public:
             } else if (k == "idle_timeout_s") {
                 config_.idleTimeoutS = static_cast<unsigned>(w_.number(e, k, 0, kMaxIdleTimeoutS));
             } else if (k == "max_outbound_kb") {
-                config_.maxOutboundKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
+                // The first spelling of slow_consumer.max_outbound_kb; kept working.
+                config_.slowConsumer.maxOutboundKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
             } else if (k == "event_log") {
                 std::string v = w_.choice(e, k, {"auto", "stdout", "stderr", "none"});
                 config_.eventLog = v == "stdout"   ? Config::EventLog::Stdout
@@ -759,10 +766,43 @@ public:
                                               : Config::BacklogOverflow::DropOldest;
             } else if (k == "shutdown_flush_s") {
                 config_.shutdownFlushS = static_cast<unsigned>(w_.number(e, k, 0, kMaxIdleTimeoutS));
+            } else if (k == "max_connections") {
+                config_.maxConnections = static_cast<unsigned>(w_.number(e, k, 0, kMaxConnections));
+            } else if (k == "rate_limit") {
+                config_.rateLimit = rateLimit(e, k);
+            } else if (k == "slow_consumer") {
+                config_.slowConsumer = slowConsumer(e, k, config_.slowConsumer);
+            } else if (k == "max_connection_lifetime_s") {
+                config_.maxConnectionLifetimeS = static_cast<unsigned>(w_.number(e, k, 0, kMaxLifetimeS));
+            } else if (k == "max_tags_per_connection") {
+                config_.maxTagsPerConnection = static_cast<unsigned>(w_.number(e, k, 1, 100000));
+            } else if (k == "max_tag_key_len") {
+                config_.maxTagKeyLen = static_cast<unsigned>(w_.number(e, k, 1, 1 << 20));
+            } else if (k == "max_tag_value_len") {
+                config_.maxTagValueLen = static_cast<unsigned>(w_.number(e, k, 1, 1 << 20));
+            } else if (k == "max_body_kb") {
+                config_.maxBodyKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
+            } else if (k == "control_timeout_s") {
+                config_.controlTimeoutS = static_cast<unsigned>(w_.number(e, k, 1, 3600));
+            } else if (k == "control_token") {
+                if (token) w_.fail(e.keyNode.Mark(), "give control_token or control_token_file, not both");
+                config_.controlToken = w_.nonEmpty(e, k, "a secret string");
+                token = e;
+            } else if (k == "control_token_file") {
+                if (token) w_.fail(e.keyNode.Mark(), "give control_token or control_token_file, not both");
+                config_.controlToken = tokenFile(e, k);
+                token = e;
+            } else if (k == "tls") {
+                config_.tls = tlsFiles(e, k);
+            } else if (k == "control_tls") {
+                config_.controlTls = tlsFiles(e, k);
+            } else if (k == "drain_s") {
+                config_.drainS = static_cast<unsigned>(w_.number(e, k, 0, 3600));
             }
         }
         if (!endpoints) noEndpoints(YAML::Mark::null_mark());
         parseEndpoints(*endpoints);
+        resolveInherited();
         if (config_.controlAllow.empty()) {
             config_.controlAllow.push_back(*Cidr::parse("127.0.0.1/8"));
             config_.controlAllow.push_back(*Cidr::parse("::1/128"));
@@ -905,9 +945,11 @@ private:
             ep.line = item.Mark().line + 1;
             ep.maxMessageSizeKb = 0;
             std::optional<Entry> path;
+            bool ownRateLimit = false, ownSlowConsumer = false;
             for (const Entry &s : w_.entries(item, name,
-                                             {"path", "set_tags", "stream_include_tags",
-                                              "max_message_size_kb", "json_extract_vars", "compression"})) {
+                                             {"path", "set_tags", "stream_include_tags", "max_message_size_kb",
+                                              "json_extract_vars", "compression", "max_connections",
+                                              "allowed_origins", "rate_limit", "slow_consumer"})) {
                 std::string field = name + "." + s.key;
                 if (s.key == "path") {
                     ep.path = w_.nonEmpty(s, field, "a URL path such as /connect");
@@ -939,10 +981,29 @@ private:
                     ep.maxMessageSizeKb = static_cast<std::size_t>(w_.number(s, field, 1, kMaxSizeKb));
                 } else if (s.key == "json_extract_vars") {
                     jsonVars(s, field, ep);
+                } else if (s.key == "max_connections") {
+                    ep.maxConnections = static_cast<unsigned>(w_.number(s, field, 0, kMaxConnections));
+                } else if (s.key == "allowed_origins") {
+                    std::size_t j = 0;
+                    for (const YAML::Node &o : w_.list(s, field, "a list of origins, e.g. [https://app.example]")) {
+                        std::string originField = field + "[" + std::to_string(j++) + "]";
+                        std::string origin = w_.scalarNode(o, originField, "an origin such as https://app.example");
+                        if (origin.empty() || origin.find("://") == std::string::npos || origin.back() == '/')
+                            w_.fail(o.Mark(), originField + ": expected SCHEME://HOST[:PORT] with no path, got '" +
+                                                  origin + "'");
+                        ep.allowedOrigins.push_back(lower(origin));
+                    }
+                } else if (s.key == "rate_limit") {
+                    ep.rateLimit = rateLimit(s, field);
+                    ownRateLimit = true;
+                } else if (s.key == "slow_consumer") {
+                    ep.slowConsumer = slowConsumer(s, field, SlowConsumer{});
+                    ownSlowConsumer = true;
                 } else {
                     ep.compression = w_.boolean(s, field);
                 }
             }
+            inherited_.push_back({!ownRateLimit, !ownSlowConsumer});
             if (!path) w_.fail(item.Mark(), name + ": missing 'path', e.g. 'path: /connect'");
             for (std::size_t j = 0; j < config_.endpoints.size(); ++j)
                 if (config_.endpoints[j].path == ep.path)
@@ -953,6 +1014,84 @@ private:
         }
         for (auto &ep : config_.endpoints)
             if (ep.maxMessageSizeKb == 0) ep.maxMessageSizeKb = config_.maxMessageSizeKb;
+    }
+
+    // Endpoints without their own rate_limit / slow_consumer take the global ones, which may
+    // come later in the file.
+    void resolveInherited() {
+        for (std::size_t i = 0; i < config_.endpoints.size(); ++i) {
+            if (inherited_[i].first) config_.endpoints[i].rateLimit = config_.rateLimit;
+            if (inherited_[i].second) config_.endpoints[i].slowConsumer = config_.slowConsumer;
+        }
+    }
+
+    RateLimit rateLimit(const Entry &e, const std::string &name) const {
+        RateLimit r;
+        bool hasRate = false;
+        for (const Entry &f : w_.entries(w_.map(e, name, "a map with max_messages_per_s, burst and policy"), name,
+                                         {"max_messages_per_s", "burst", "policy"})) {
+            std::string field = name + "." + f.key;
+            if (f.key == "max_messages_per_s") {
+                r.perSecond = static_cast<unsigned>(w_.number(f, field, 0, 1'000'000));
+                hasRate = true;
+            } else if (f.key == "burst") {
+                r.burst = static_cast<unsigned>(w_.number(f, field, 1, 1'000'000));
+            } else {
+                r.policy = w_.choice(f, field, {"close", "drop"}) == "drop" ? RateLimit::Policy::Drop
+                                                                            : RateLimit::Policy::Close;
+            }
+        }
+        if (!hasRate && !e.value.IsNull())
+            missing(e, "max_messages_per_s", "'max_messages_per_s: 50' (0 turns the limit off)");
+        if (r.burst == 0) r.burst = std::max(1u, r.perSecond);
+        return r;
+    }
+
+    SlowConsumer slowConsumer(const Entry &e, const std::string &name, SlowConsumer base) const {
+        SlowConsumer c = base;
+        for (const Entry &f : w_.entries(w_.map(e, name, "a map with max_outbound_kb and policy"), name,
+                                         {"max_outbound_kb", "policy"})) {
+            std::string field = name + "." + f.key;
+            if (f.key == "max_outbound_kb") {
+                c.maxOutboundKb = static_cast<std::size_t>(w_.number(f, field, 1, kMaxSizeKb));
+            } else {
+                std::string p = w_.choice(f, field, {"close", "drop_newest", "drop_oldest"});
+                c.policy = p == "drop_newest"   ? SlowConsumer::Policy::DropNewest
+                           : p == "drop_oldest" ? SlowConsumer::Policy::DropOldest
+                                                : SlowConsumer::Policy::Close;
+            }
+        }
+        return c;
+    }
+
+    TlsFiles tlsFiles(const Entry &e, const std::string &name) const {
+        TlsFiles t;
+        for (const Entry &f : w_.entries(w_.map(e, name, "a map with cert and key (PEM files)"), name, {"cert", "key"})) {
+            std::string field = name + "." + f.key;
+            std::string path = w_.nonEmpty(f, field, "the path of a PEM file");
+            if (std::FILE *fp = std::fopen(path.c_str(), "rb"))
+                std::fclose(fp);
+            else
+                w_.fail(f.value.Mark(), field + ": cannot read '" + path + "': " + std::strerror(errno));
+            (f.key == "cert" ? t.cert : t.key) = path;
+        }
+        if (t.cert.empty()) missing(e, "cert", "'cert: /etc/wsgw/tls.crt'");
+        if (t.key.empty()) missing(e, "key", "'key: /etc/wsgw/tls.key'");
+        return t;
+    }
+
+    std::string tokenFile(const Entry &e, const std::string &name) const {
+        std::string path = w_.nonEmpty(e, name, "the path of a file holding the token");
+        std::FILE *fp = std::fopen(path.c_str(), "rb");
+        if (!fp) w_.fail(e.value.Mark(), name + ": cannot read '" + path + "': " + std::strerror(errno));
+        std::string token;
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, fp)) > 0 && token.size() < 65536) token.append(buf, n);
+        std::fclose(fp);
+        while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+        if (token.empty()) w_.fail(e.value.Mark(), name + ": '" + path + "' is empty");
+        return token;
     }
 
     void jsonVars(const Entry &s, const std::string &field, EndpointConfig &ep) const {
@@ -990,6 +1129,7 @@ private:
 
     Walker w_;
     Config &config_;
+    std::vector<std::pair<bool, bool>> inherited_; // per endpoint: takes the global rate_limit, slow_consumer
 };
 
 std::string position(const std::string &file, const YAML::Mark &mark) {

@@ -105,6 +105,35 @@ struct AmqpAddress {
     [[nodiscard]] static std::optional<AmqpAddress> parse(std::string_view url, std::string *error = nullptr);
 };
 
+/// An inbound rate limit per connection: a token bucket of `burst` messages refilled at
+/// `perSecond`. perSecond 0: no limit.
+struct RateLimit {
+    enum class Policy {
+        Close, ///< close: close the connection with 1008
+        Drop,  ///< drop: discard the message (counted)
+    };
+    unsigned perSecond = 0; ///< max_messages_per_s
+    unsigned burst = 0;     ///< burst; 0 = perSecond
+    Policy policy = Policy::Close;
+};
+
+/// What happens to a client that does not read fast enough.
+struct SlowConsumer {
+    enum class Policy {
+        Close,      ///< close: close the connection with 1008 (counted)
+        DropNewest, ///< drop_newest: discard messages that do not fit (counted)
+        DropOldest, ///< drop_oldest: discard the oldest queued messages to make room (counted)
+    };
+    std::size_t maxOutboundKb = 4096; ///< max_outbound_kb: queued for one client beyond this: policy
+    Policy policy = Policy::Close;
+};
+
+/// A certificate and its private key, PEM files.
+struct TlsFiles {
+    std::string cert;
+    std::string key;
+};
+
 /// One WebSocket endpoint (endpoints[]).
 struct EndpointConfig {
     std::string path;                           ///< starts with '/'; unique among endpoints
@@ -114,6 +143,10 @@ struct EndpointConfig {
     /// json_extract_vars: variable name -> dotted path, in the order written. Valid for
     /// wsgw::JsonExtractor::create.
     std::vector<std::pair<std::string, std::string>> jsonExtractVars;
+    unsigned maxConnections = 0;             ///< max_connections: 0 = only the global limit
+    std::vector<std::string> allowedOrigins; ///< allowed_origins: empty = any (and no Origin)
+    RateLimit rateLimit;       ///< rate_limit, else the global one
+    SlowConsumer slowConsumer; ///< slow_consumer, else the global one
     /// compression: offer permessage-deflate. Off by default: libwebsockets 4.1.6 can stall
     /// inflating a client's compressed messages (see ws_server.cpp); the original had it on.
     bool compression = false;
@@ -172,7 +205,6 @@ struct Config {
     bool prometheusEnabled = true;       ///< prometheus.enabled: serve /metrics
     unsigned threads = 0;                ///< threads: shards; 0 = one per CPU
     unsigned idleTimeoutS = 60;          ///< idle_timeout_s: close silent connections; 0 = never
-    std::size_t maxOutboundKb = 4096;    ///< max_outbound_kb: per-connection send queue bound
     EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none
     std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
     std::string nodeId;                  ///< node_id: this node's name; "" = hostname:listen port
@@ -180,6 +212,20 @@ struct Config {
     std::size_t backlogMaxMb = 256;      ///< backlog_max_mb: and their approximate memory
     BacklogOverflow backlogOverflow = BacklogOverflow::DropOldest; ///< backlog_overflow
     unsigned shutdownFlushS = 5;         ///< shutdown_flush_s: how long a stop waits for sinks to flush
+
+    unsigned maxConnections = 0;         ///< max_connections: 0 = unlimited (the open-file limit)
+    RateLimit rateLimit;                 ///< rate_limit: the default of every endpoint
+    SlowConsumer slowConsumer;           ///< slow_consumer (max_outbound_kb is its old spelling)
+    unsigned maxConnectionLifetimeS = 0; ///< max_connection_lifetime_s: 0 = none; else ±10% jitter, close 1012
+    unsigned maxTagsPerConnection = 64;  ///< max_tags_per_connection
+    unsigned maxTagKeyLen = 128;         ///< max_tag_key_len
+    unsigned maxTagValueLen = 1024;      ///< max_tag_value_len
+    std::size_t maxBodyKb = 0;           ///< max_body_kb: control API bodies; 0 = max_message_size_kb
+    unsigned controlTimeoutS = 10;       ///< control_timeout_s: read/write and command timeouts
+    std::string controlToken;            ///< control_token or control_token_file: bearer token, "" = none
+    std::optional<TlsFiles> tls;         ///< tls: serve wss:// on listen_addr
+    std::optional<TlsFiles> controlTls;  ///< control_tls: serve the control API over HTTPS
+    unsigned drainS = 10;                ///< drain_s: SIGTERM spreads the closes (1012) over this long
 
     /// eventLog with Auto resolved.
     EventLog effectiveEventLog() const;

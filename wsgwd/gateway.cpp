@@ -187,7 +187,8 @@ bool Gateway::start(std::string *error) {
     ws.host = *host;
     ws.port = c.listen.port;
     ws.idleTimeout = std::chrono::seconds(c.idleTimeoutS);
-    ws.maxOutboundBytes = c.maxOutboundKb * 1024;
+    ws.maxConnections = c.maxConnections;
+    ws.maxLifetime = std::chrono::seconds(c.maxConnectionLifetimeS);
     const std::vector<std::string> contextTags = templateTags(c);
     for (const EndpointConfig &e : c.endpoints) {
         WsEndpoint ep;
@@ -195,6 +196,15 @@ bool Gateway::start(std::string *error) {
         ep.setTags = e.setTags;
         ep.maxMessageBytes = e.maxMessageSizeKb * 1024;
         ep.compression = e.compression;
+        ep.maxConnections = e.maxConnections;
+        ep.allowedOrigins = e.allowedOrigins;
+        ep.ratePerSecond = e.rateLimit.perSecond;
+        ep.rateBurst = e.rateLimit.burst;
+        ep.rateDropInsteadOfClose = e.rateLimit.policy == RateLimit::Policy::Drop;
+        ep.maxOutboundBytes = e.slowConsumer.maxOutboundKb * 1024;
+        ep.slowConsumer = e.slowConsumer.policy == SlowConsumer::Policy::DropNewest ? WsEndpoint::SlowConsumerPolicy::DropNewest
+                          : e.slowConsumer.policy == SlowConsumer::Policy::DropOldest ? WsEndpoint::SlowConsumerPolicy::DropOldest
+                                                                                      : WsEndpoint::SlowConsumerPolicy::Close;
         ep.events.includeTags = e.streamIncludeTags;
         for (const std::string &t : contextTags)
             if (std::find(e.streamIncludeTags.begin(), e.streamIncludeTags.end(), t) == e.streamIncludeTags.end())

@@ -35,6 +35,28 @@ void addSample(MetricFamily &f, double value, std::vector<ClientMetric::Label> l
 
 } // namespace
 
+const char *refusalName(Refusal r) noexcept {
+    switch (r) {
+    case Refusal::NotFound:
+        return "not_found";
+    case Refusal::BadRequest:
+        return "bad_request";
+    case Refusal::Version:
+        return "version";
+    case Refusal::Origin:
+        return "origin";
+    case Refusal::Capacity:
+        return "capacity";
+    case Refusal::Draining:
+        return "draining";
+    case Refusal::NotWebSocket:
+        return "not_websocket";
+    case Refusal::Count:
+        break;
+    }
+    return "other";
+}
+
 struct Metrics::Impl {
     std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
     prometheus::Family<prometheus::Histogram> &commands =
@@ -111,8 +133,23 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             &ShardCounters::oversizeCloses);
     counter("wsgw_invalid_utf8_closes_total", "Connections closed (1007) for a text message that is not UTF-8",
             &ShardCounters::invalidUtf8Closes);
-    counter("wsgw_upgrades_refused_total", "WebSocket upgrades refused (unknown path, bad request)",
-            &ShardCounters::upgradesRefused);
+    counter("wsgw_rate_limit_drops_total", "Client messages discarded by rate_limit (policy drop)",
+            &ShardCounters::rateLimitDrops);
+    counter("wsgw_rate_limit_closes_total", "Connections closed (1008) by rate_limit (policy close)",
+            &ShardCounters::rateLimitCloses);
+    counter("wsgw_lifetime_closes_total", "Connections closed (1012) at max_connection_lifetime_s",
+            &ShardCounters::lifetimeCloses);
+    {
+        MetricFamily f = family("wsgw_upgrades_refused_total",
+                                "WebSocket upgrades and plain HTTP requests refused on the WebSocket port, by reason",
+                                MetricType::Counter);
+        for (std::size_t r = 0; r < static_cast<std::size_t>(Refusal::Count); ++r) {
+            double total = 0;
+            for (const auto &sc : shards_) total += static_cast<double>(sc->upgradesRefused[r].get());
+            addSample(f, total, {{"reason", refusalName(static_cast<Refusal>(r))}});
+        }
+        out.push_back(std::move(f));
+    }
     counter("wsgw_inflate_stalls_total",
             "Connections closed (1011) because a compressed message stalled in libwebsockets' permessage-deflate",
             &ShardCounters::inflateStalls);

@@ -32,6 +32,10 @@ private:
     std::atomic<std::int64_t> v_{0};
 };
 
+/// Why an upgrade (or a plain HTTP request on the WebSocket port) was refused.
+enum class Refusal : std::size_t { NotFound, BadRequest, Version, Origin, Capacity, Draining, NotWebSocket, Count };
+const char *refusalName(Refusal r) noexcept;
+
 /// What one shard counts. Written by that shard's thread only.
 struct ShardCounters {
     explicit ShardCounters(std::size_t endpoints) : endpointConnections(endpoints) {}
@@ -47,7 +51,10 @@ struct ShardCounters {
     ShardCounter idleCloses;
     ShardCounter oversizeCloses;     ///< 1009
     ShardCounter invalidUtf8Closes;  ///< 1007
-    ShardCounter upgradesRefused;    ///< unknown path and the like
+    ShardCounter upgradesRefused[static_cast<std::size_t>(Refusal::Count)]; ///< by reason
+    ShardCounter rateLimitDrops;     ///< client messages discarded by rate_limit policy drop
+    ShardCounter rateLimitCloses;    ///< connections closed (1008) by rate_limit policy close
+    ShardCounter lifetimeCloses;     ///< connections closed (1012) at max_connection_lifetime_s
     ShardCounter inflateStalls;      ///< 1011: a compressed message stuck in libwebsockets
     std::vector<ShardGauge> endpointConnections;
 };

@@ -13,8 +13,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <strings.h>
 
 #include <algorithm>
+#include <queue>
+#include <random>
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -151,6 +154,10 @@ struct ShardState {
     std::vector<ConnectionId> pausedReading;
     // Compressed connections with a message in progress, for the inflate stall watchdog.
     std::vector<ConnectionId> partialCompressed;
+    // max_connection_lifetime_s: when each connection is due, earliest first.
+    using Due = std::pair<std::int64_t, ConnectionId>;
+    std::priority_queue<Due, std::vector<Due>, std::greater<>> lifetimes;
+    std::minstd_rand jitter{std::random_device{}()};
 };
 
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
@@ -172,13 +179,27 @@ public:
             return SendStatus::Closed;
         }
         std::size_t bytes = msg->frame().size();
-        if (queuedBytes_ + bytes > shard_.server.options.maxOutboundBytes && queuedBytes_ > 0) {
-            // A consumer this far behind would hold memory for everyone: cut it off.
-            shard_.counters.framesDropped.add(queueSize() + 1);
-            shard_.counters.slowConsumerCloses.add();
-            clearQueue();
-            close(close_code::kPolicyViolation, "slow consumer: outbound queue full");
-            return SendStatus::Dropped;
+        const WsEndpoint &e = ep();
+        if (queuedBytes_ + bytes > e.maxOutboundBytes && queuedBytes_ > 0) {
+            switch (e.slowConsumer) {
+            case WsEndpoint::SlowConsumerPolicy::DropNewest:
+                shard_.counters.framesDropped.add();
+                return SendStatus::Dropped;
+            case WsEndpoint::SlowConsumerPolicy::DropOldest:
+                // Keep the newest; never the frame being written (it is no longer queued).
+                while (queueSize() > 0 && queuedBytes_ + bytes > e.maxOutboundBytes) {
+                    pop();
+                    shard_.counters.framesDropped.add();
+                }
+                break;
+            case WsEndpoint::SlowConsumerPolicy::Close:
+                // A consumer this far behind would hold memory for everyone: cut it off.
+                shard_.counters.framesDropped.add(queueSize() + 1);
+                shard_.counters.slowConsumerCloses.add();
+                clearQueue();
+                close(close_code::kPolicyViolation, "slow consumer: outbound queue full");
+                return SendStatus::Dropped;
+            }
         }
         queue_.push_back(msg);
         queuedBytes_ += bytes;
@@ -250,6 +271,15 @@ public:
         if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
 
         rxActive_ = false;
+        if (e.ratePerSecond > 0 && !takeToken(e)) {
+            if (e.rateDropInsteadOfClose) {
+                shard_.counters.rateLimitDrops.add();
+                return 0;
+            }
+            shard_.counters.rateLimitCloses.add();
+            return closeNow(close_code::kPolicyViolation,
+                            "rate limit exceeded: at most " + std::to_string(e.ratePerSecond) + " messages per second");
+        }
         if (shard_.shard.hub().events().paused()) pauseReading();
         if (!rxBinary_ && !isValidUtf8(rx_)) {
             shard_.counters.invalidUtf8Closes.add();
@@ -300,6 +330,20 @@ public:
     }
 
     bool isClosing() const { return closing_; }
+
+    // The inbound token bucket: refilled at ratePerSecond up to rateBurst; false when empty.
+    bool takeToken(const WsEndpoint &e) {
+        std::int64_t now = nowMs();
+        if (tokensAtMs_ == 0) {
+            tokens_ = static_cast<double>(e.rateBurst);
+        } else {
+            tokens_ = std::min<double>(e.rateBurst, tokens_ + (now - tokensAtMs_) * e.ratePerSecond / 1000.0);
+        }
+        tokensAtMs_ = now;
+        if (tokens_ < 1.0) return false;
+        tokens_ -= 1.0;
+        return true;
+    }
 
     // For the inflate stall watchdog: whether a message is still in progress; drops the watch
     // when it is not.
@@ -458,6 +502,8 @@ private:
     MessagePtr inflight_;
     std::string rx_;
     std::uint64_t rxBytesSeen_ = 0;
+    double tokens_ = 0;           // rate limit bucket
+    std::int64_t tokensAtMs_ = 0; // its last refill; 0 before the first message
 };
 
 struct SessionStorage {
@@ -489,6 +535,16 @@ void sweep(lws_sorted_usec_list_t *sul) {
         }
         if (now - c->lastActivityMs >= kInflateStallMs && !c->receivedSinceLastCheck()) c->closeStalled();
         ++i;
+    }
+
+    // max_connection_lifetime_s: 1012 so clients reconnect, likely elsewhere.
+    while (!s.lifetimes.empty() && s.lifetimes.top().first <= now) {
+        ConnectionId id = s.lifetimes.top().second;
+        s.lifetimes.pop();
+        auto *c = static_cast<WsConnection *>(s.shard.registry().find(id));
+        if (!c || c->isClosing()) continue;
+        s.counters.lifetimeCloses.add();
+        c->close(close_code::kServiceRestart, "connection lifetime reached; please reconnect");
     }
 
     for (WsConnection *c = idle > 0 ? s.idleHead : nullptr; c;) {
@@ -528,19 +584,92 @@ void enlargeInflateBuffer(lws *wsi) {
     proto->rx_buffer_size = saved;
 }
 
-int refuse(lws *wsi, unsigned status, const char *message) {
-    shardOf(wsi).counters.upgradesRefused.add();
+int refuse(lws *wsi, Refusal why, unsigned status, const char *message) {
+    shardOf(wsi).counters.upgradesRefused[static_cast<std::size_t>(why)].add();
     if (lws_return_http_status(wsi, status, message)) return -1;
     return 1; // >0 from CONFIRM_UPGRADE: we answered; lws completes the transaction
 }
+
+// 426 with the version we speak: lws_return_http_status cannot add a header.
+int refuseVersion(lws *wsi) {
+    shardOf(wsi).counters.upgradesRefused[static_cast<std::size_t>(Refusal::Version)].add();
+    static constexpr char kBody[] = "unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455)\n";
+    unsigned char buf[LWS_PRE + 512];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    if (lws_add_http_header_status(wsi, 426, &p, end) ||
+        lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char *>("sec-websocket-version:"),
+                                    reinterpret_cast<const unsigned char *>("13"), 2, &p, end) ||
+        lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char *>("content-type:"),
+                                    reinterpret_cast<const unsigned char *>("text/plain"), 10, &p, end) ||
+        lws_add_http_header_content_length(wsi, sizeof kBody - 1, &p, end) || lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    if (lws_write(wsi, start, static_cast<std::size_t>(p - start), LWS_WRITE_HTTP_HEADERS) < 0) return -1;
+    unsigned char body[LWS_PRE + sizeof kBody];
+    std::memcpy(body + LWS_PRE, kBody, sizeof kBody - 1);
+    if (lws_write(wsi, body + LWS_PRE, sizeof kBody - 1, LWS_WRITE_HTTP_FINAL) < 0) return -1;
+    return 1;
+}
+
+// Whether a comma-separated header value has `token` (case-insensitive).
+bool hasToken(const std::string &value, std::string_view token) {
+    std::size_t start = 0;
+    while (start <= value.size()) {
+        std::size_t end = value.find(',', start);
+        if (end == std::string::npos) end = value.size();
+        std::string_view item(value.data() + start, end - start);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (item.size() == token.size() &&
+            std::equal(item.begin(), item.end(), token.begin(),
+                       [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; }))
+            return true;
+        start = end + 1;
+    }
+    return false;
+}
+
+// RFC 6455 4.1: the key is 16 random bytes, base64: 22 characters and "==".
+bool validKey(const std::string &key) {
+    if (key.size() != 24 || key.compare(22, 2, "==") != 0) return false;
+    return std::all_of(key.begin(), key.begin() + 22, [](unsigned char c) {
+        return std::isalnum(c) || c == '+' || c == '/';
+    });
+}
+
+std::size_t endpointConnections(const WsServer::Impl &server, std::size_t index);
+std::size_t totalConnections(const WsServer::Impl &server);
 
 // LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last look at an upgrade request before lws takes it.
 int confirmUpgrade(lws *wsi) {
     ShardState &s = shardOf(wsi);
     std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
-    if (!s.server.endpointFor(path, nullptr)) return refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint here");
+    std::size_t index = 0;
+    const WsEndpoint *e = s.server.endpointFor(path, &index);
+    if (path.empty()) return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "a WebSocket upgrade is a GET");
+    if (!e) return refuse(wsi, Refusal::NotFound, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint here");
     if (s.draining.load(std::memory_order_relaxed))
-        return refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+        return refuse(wsi, Refusal::Draining, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+
+    // What lws would accept or drop silently gets a clear answer (RFC 6455 4.2.1).
+    if (!hasToken(headerValue(wsi, WSI_TOKEN_CONNECTION), "upgrade"))
+        return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "missing 'Connection: Upgrade'");
+    if (!validKey(headerValue(wsi, WSI_TOKEN_KEY)))
+        return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST,
+                      "missing or malformed Sec-WebSocket-Key (16 bytes, base64)");
+    if (headerValue(wsi, WSI_TOKEN_VERSION) != "13") return refuseVersion(wsi);
+
+    // A browser sends Origin; only the listed ones may connect. Other clients send none.
+    if (!e->allowedOrigins.empty()) {
+        std::string origin = headerValue(wsi, WSI_TOKEN_ORIGIN);
+        std::transform(origin.begin(), origin.end(), origin.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (!origin.empty() &&
+            std::find(e->allowedOrigins.begin(), e->allowedOrigins.end(), origin) == e->allowedOrigins.end())
+            return refuse(wsi, Refusal::Origin, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+    }
+    const WsServerOptions &o = s.server.options;
+    if ((o.maxConnections && totalConnections(s.server) >= o.maxConnections) ||
+        (e->maxConnections && endpointConnections(s.server, index) >= e->maxConnections))
+        return refuse(wsi, Refusal::Capacity, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections; retry later");
 
     // lws accepts only subprotocols it has a protocol entry for. The original gateway accepted
     // any; so the spare entry takes the name of the first one the client offers, and lws binds
@@ -552,7 +681,7 @@ int confirmUpgrade(lws *wsi) {
         while (!first.empty() && (first.front() == ' ' || first.front() == '\t')) first.remove_prefix(1);
         while (!first.empty() && (first.back() == ' ' || first.back() == '\t')) first.remove_suffix(1);
         if (first.empty() || first.size() >= sizeof s.echoedProtocol)
-            return refuse(wsi, HTTP_STATUS_BAD_REQUEST, "invalid Sec-WebSocket-Protocol");
+            return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "invalid Sec-WebSocket-Protocol");
         std::memcpy(s.echoedProtocol, first.data(), first.size());
         s.echoedProtocol[first.size()] = '\0';
     }
@@ -566,18 +695,24 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_HTTP: {
             // A plain HTTP request on the WebSocket port: nothing but upgrades is served here.
             ShardState &s = shardOf(wsi);
-            std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
-            s.counters.upgradesRefused.add();
+            char *uri = nullptr;
+            int uriLen = 0;
+            int method = lws_http_get_uri_and_method(wsi, &uri, &uriLen);
+            std::string path = uri && uriLen > 0 ? std::string(uri, static_cast<std::size_t>(uriLen)) : std::string();
             bool known = s.server.endpointFor(path, nullptr) != nullptr;
-            if (lws_return_http_status(wsi, known ? 426 : HTTP_STATUS_NOT_FOUND,
-                                       known ? "this endpoint speaks WebSocket only" : "not found"))
+            s.counters.upgradesRefused[static_cast<std::size_t>(known ? Refusal::NotWebSocket : Refusal::NotFound)].add();
+            unsigned status = !known ? unsigned(HTTP_STATUS_NOT_FOUND) : method == LWSHUMETH_GET ? 426u : 405u;
+            if (lws_return_http_status(wsi, status,
+                                       !known ? "not found"
+                                       : status == 426 ? "this endpoint speaks WebSocket only: send a GET with Upgrade: websocket"
+                                                       : "a WebSocket upgrade is a GET"))
                 return -1;
             return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
 
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-            if (!in || std::strcmp(static_cast<const char *>(in), "websocket") != 0)
-                return refuse(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades are served");
+            if (!in || strcasecmp(static_cast<const char *>(in), "websocket") != 0)
+                return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades are served");
             return confirmUpgrade(wsi);
 
         case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
@@ -605,6 +740,12 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             }
             session->live = true;
             conn->linkIdle();
+            if (auto life = s.server.options.maxLifetime.count(); life > 0) {
+                // Spread ±10% so connections made together do not all leave together.
+                std::int64_t ms = life * 1000;
+                std::uniform_int_distribution<std::int64_t> spread(-ms / 10, ms / 10);
+                s.lifetimes.emplace(nowMs() + ms + spread(s.jitter), conn->id());
+            }
             if (session->compressed) enlargeInflateBuffer(wsi);
             s.connections.fetch_add(1, std::memory_order_relaxed);
             s.counters.connectionsOpened.add();
@@ -699,6 +840,18 @@ const lws_extension kExtensions[] = {
     {"permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate; client_max_window_bits"},
     {nullptr, nullptr, nullptr},
 };
+
+std::size_t endpointConnections(const WsServer::Impl &server, std::size_t index) {
+    std::size_t n = 0;
+    for (const auto &sh : server.shards) n += static_cast<std::size_t>(std::max<std::int64_t>(0, sh->counters.endpointConnections[index].get()));
+    return n;
+}
+
+std::size_t totalConnections(const WsServer::Impl &server) {
+    std::size_t n = 0;
+    for (const auto &sh : server.shards) n += sh->connections.load(std::memory_order_relaxed);
+    return n;
+}
 
 // Ends every shard's service thread, then destroys its context on this thread: whatever
 // connections are left close there (their CLOSED callbacks run here, the shard thread being gone).

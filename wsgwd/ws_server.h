@@ -22,7 +22,18 @@ struct WsEndpoint {
     TagList setTags;             ///< tags every new connection starts with
     EventSpec events;            ///< what its events carry
     std::size_t maxMessageBytes = 1024 * 1024; ///< a larger client message closes with 1009
-    bool compression = true;     ///< offer permessage-deflate
+    bool compression = false;    ///< offer permessage-deflate
+    std::size_t maxConnections = 0;          ///< 0: only the global limit; beyond it: 503
+    std::vector<std::string> allowedOrigins; ///< lower case; empty: any. Requests without Origin pass.
+
+    /// Inbound messages per second per connection (token bucket); 0: unlimited.
+    unsigned ratePerSecond = 0;
+    unsigned rateBurst = 1;
+    bool rateDropInsteadOfClose = false; ///< drop the message instead of closing (1008)
+
+    /// What is queued for a client beyond this applies the slow-consumer policy.
+    std::size_t maxOutboundBytes = 4u << 20;
+    enum class SlowConsumerPolicy { Close, DropNewest, DropOldest } slowConsumer = SlowConsumerPolicy::Close;
 };
 
 struct WsServerOptions {
@@ -30,7 +41,8 @@ struct WsServerOptions {
     std::uint16_t port = 5000;
     std::vector<WsEndpoint> endpoints;
     std::chrono::seconds idleTimeout{60};     ///< no frame for this long: closed (a ping goes out at half)
-    std::size_t maxOutboundBytes = 4u << 20;  ///< queued for one client beyond this: closed with 1008
+    std::size_t maxConnections = 0;           ///< 0: unlimited; beyond it upgrades get 503
+    std::chrono::seconds maxLifetime{0};      ///< 0: none; else closed (1012) after this ±10%
 };
 
 /// The WebSocket side of wsgwd: one libwebsockets context per hub shard, each on its own thread,

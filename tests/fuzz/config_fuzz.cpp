@@ -134,7 +134,7 @@ void checkConfig(const Config &config) {
 
     FUZZ_CHECK(config.maxMessageSizeKb >= 1 && config.maxMessageSizeKb <= 1024 * 1024,
                "max_message_size_kb out of range");
-    FUZZ_CHECK(config.maxOutboundKb >= 1 && config.maxOutboundKb <= 1024 * 1024,
+    FUZZ_CHECK(config.slowConsumer.maxOutboundKb >= 1 && config.slowConsumer.maxOutboundKb <= 1024 * 1024,
                "max_outbound_kb out of range");
     FUZZ_CHECK(config.threads <= 256, "threads out of range");
     FUZZ_CHECK(config.idleTimeoutS <= 86400, "idle_timeout_s out of range");

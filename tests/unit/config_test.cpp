@@ -163,7 +163,7 @@ log_level: debug
     CHECK_FALSE(c.prometheusEnabled);
     CHECK(c.threads == 4);
     CHECK(c.idleTimeoutS == 0);
-    CHECK(c.maxOutboundKb == 512);
+    CHECK(c.slowConsumer.maxOutboundKb == 512);
     CHECK(c.eventLog == Config::EventLog::Stderr);
     CHECK(c.effectiveEventLog() == Config::EventLog::Stderr);
     CHECK(c.logLevel == "debug");
@@ -188,7 +188,7 @@ TEST_CASE("absent keys take their defaults") {
     CHECK(c.prometheusEnabled);
     CHECK(c.threads == 0);
     CHECK(c.idleTimeoutS == 60);
-    CHECK(c.maxOutboundKb == 4096);
+    CHECK(c.slowConsumer.maxOutboundKb == 4096);
     CHECK(c.eventLog == Config::EventLog::Auto);
     CHECK(c.effectiveEventLog() == Config::EventLog::Stdout);
     CHECK(c.logLevel == "info");
