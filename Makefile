@@ -7,7 +7,7 @@ DESTDIR    ?=
 MESON_ARGS ?=
 TEST_ARGS  ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench bench-amqp install clean
 
 all: build
 
@@ -48,6 +48,10 @@ test-tsan: bootstrap
 bench: bootstrap build
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
+
+# Events/s into a private RabbitMQ node through the AMQP sink with publisher confirms.
+bench-amqp: bootstrap build
+	$(BUILD)/bench/amqp_bench --events 100000
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

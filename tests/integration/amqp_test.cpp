@@ -77,6 +77,15 @@ std::size_t count(const std::string &haystack, const std::string &needle) {
     return n;
 }
 
+// The line of `text` that contains `needle` (without the newline), or "".
+std::string lineWith(const std::string &text, const std::string &needle) {
+    std::size_t at = text.find(needle);
+    if (at == std::string::npos) return {};
+    std::size_t begin = text.rfind('\n', at);
+    begin = begin == std::string::npos ? 0 : begin + 1;
+    return text.substr(begin, text.find('\n', at) - begin);
+}
+
 std::vector<json> bodies(const std::vector<Delivery> &ds) {
     std::vector<json> out;
     for (auto &m : ds) out.push_back(json::parse(m.body));
@@ -229,7 +238,7 @@ TEST_CASE("a broker restart while clients send loses no event; backlogs stay wit
     CHECK(*ids.begin() == 1);
     CHECK(*ids.rbegin() == expected);
     CHECK(metric(*b, "wsgw_event_backlog{sink=\"amqp\"}") <= 20);
-    MESSAGE(a->err().substr(a->err().find("event sink 'amqp' is down")));
+    MESSAGE(lineWith(a->err(), "is down"));
     MESSAGE("sent " << sentA.load() << " messages through the restart; " << got.size() << " deliveries for "
                     << expected << " events");
     admin.deleteQueue("t2-all");
@@ -261,8 +270,8 @@ TEST_CASE("wrong credentials or no broker: one clear log line, WebSockets keep w
     CHECK(metric(*gone, "wsgw_event_backlog{sink=\"amqp\"}") == 3);
     CHECK(count(bad->err(), "is down") == 1);
     CHECK(count(gone->err(), "is down") == 1);
-    MESSAGE(bad->err().substr(bad->err().find("event sink")));
-    MESSAGE(gone->err().substr(gone->err().find("event sink")));
+    MESSAGE(lineWith(bad->err(), "is down"));
+    MESSAGE(lineWith(gone->err(), "is down"));
     CHECK(metric(*gone, "wsgw_event_publish_failures_total{sink=\"amqp\"}") >= 3);
     CHECK(bad->running());
     CHECK(gone->running());
@@ -271,7 +280,8 @@ TEST_CASE("wrong credentials or no broker: one clear log line, WebSockets keep w
 TEST_CASE("an exchange of another type: the channel error is logged and retried until it is fixed") {
     AmqpClient admin(broker().port());
     admin.declareExchange("t4", "direct");
-    auto d = Daemon::start(amqpConfig(broker().url(), "t4", "t4-all"));
+    // The stdout event log as a second sink: it carries on while the AMQP sink is down.
+    auto d = Daemon::start(amqpConfig(broker().url(), "t4", "t4-all") + "event_log: stdout\n");
     CHECK(eventually([&] {
         return d->err().find("declaring exchange 't4' (durable, topic): the broker refused: 406 PRECONDITION_FAILED - "
                              "inequivalent arg 'type'") != std::string::npos;
@@ -280,6 +290,8 @@ TEST_CASE("an exchange of another type: the channel error is logged and retried 
     auto ws = connect(*d, "/connect");
     REQUIRE(ws->sendText("waits for the fix"));
     closeClient(*ws);
+    CHECK(d->waitEvent([](const json &e) { return e["action"] == "close"; }));
+    CHECK(metric(*d, "wsgw_event_backlog{sink=\"amqp\"}") == 3);
 
     admin.deleteExchange("t4");
     CHECK(eventually([&] { return ready(*d); }, 15000ms));
@@ -298,6 +310,16 @@ TEST_CASE("heartbeats notice a broker that stopped answering") {
     CHECK(noticed);
     CHECK(d->err().find("no heartbeat from the broker") != std::string::npos);
     CHECK(eventually([&] { return ready(*d); }, 25000ms));
+}
+
+TEST_CASE("a stream_amqp URL option that is not a number stops wsgwd with exit code 2") {
+    Daemon bad(testConfig(freePort(), freePort(), amqpConfig("amqp://127.0.0.1/?heartbeat=soon", "x", "")),
+               {"--check-config"});
+    CHECK(bad.wait(10000ms) == 2);
+    CHECK(bad.err().find("stream_amqp.addr: heartbeat='soon': use seconds, 0 to 65535") != std::string::npos);
+    Daemon good(testConfig(freePort(), freePort(), amqpConfig("amqp://127.0.0.1/?heartbeat=5&channel_max=9", "x", "")),
+                {"--check-config"});
+    CHECK(good.wait(10000ms) == 0);
 }
 
 int main(int argc, char **argv) {
