@@ -61,6 +61,18 @@ std::optional<std::string> resolveHost(const std::string &host, std::string *err
     return std::string(buf);
 }
 
+RedisEndpoint redisEndpoint(const RedisAddress &a) {
+    RedisEndpoint e;
+    e.host = a.host;
+    e.port = a.port;
+    e.unixPath = a.unixPath;
+    e.db = a.db;
+    e.user = a.user;
+    e.password = a.password;
+    e.clientName = a.clientName;
+    return e;
+}
+
 std::string nodeName(const Config &c) {
     if (!c.nodeId.empty()) return c.nodeId;
     char host[256] = "localhost";
@@ -120,9 +132,10 @@ std::optional<AmqpSinkOptions> amqpOptions(const StreamAmqpConfig &a, const std:
 } // namespace
 
 std::string unavailableFeature(const Config &c) {
-    if (c.streamRedis || c.connectionRedisSync)
-        return c.file + ": stream_redis and connection_redis_sync are not available in this build yet: remove them "
-                        "(events go to the stdout log by default)";
+    for (const RedisAddress *a : {c.streamRedis ? &c.streamRedis->addr : nullptr,
+                                  c.connectionRedisSync ? &c.connectionRedisSync->addr : nullptr})
+        if (a && a->tls)
+            return c.file + ": " + a->url + ": rediss:// (TLS) is not supported: this build's hiredis (0.14) has no TLS";
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
@@ -172,6 +185,12 @@ bool Gateway::start(std::string *error) {
     hubOptions.shards = shards;
     hubOptions.inboxCapacity = 4096;
     hubOptions.ownThreads = false;
+    // Ids keep increasing across restarts of a node (unless it averaged a million events a
+    // second over its whole run), so consumers can de-duplicate by (node, event_id).
+    hubOptions.firstEventId = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                              std::chrono::system_clock::now().time_since_epoch())
+                                                              .count()) *
+                              1000;
     d.hub = std::make_unique<Hub>(hubOptions);
 
     std::string node = nodeName(c);
@@ -192,11 +211,31 @@ bool Gateway::start(std::string *error) {
     case Config::EventLog::Auto:
         break;
     }
+    if (c.streamRedis) {
+        RedisStreamOptions o;
+        o.redis = redisEndpoint(c.streamRedis->addr);
+        o.streamName = c.streamRedis->streamName;
+        o.maxLen = c.streamRedis->streamMaxLen;
+        o.node = node;
+        std::string why;
+        auto sink = makeRedisStreamSink(std::move(o), &why);
+        if (!sink) return fail("stream_redis: " + why);
+        events.addSink(std::move(sink), sinkOptions);
+    }
+    if (c.connectionRedisSync) {
+        RedisMirrorOptions o;
+        o.redis = redisEndpoint(c.connectionRedisSync->addr);
+        o.node = node;
+        std::string why;
+        auto sink = makeRedisMirrorSink(std::move(o), &why);
+        if (!sink) return fail("connection_redis_sync: " + why);
+        events.addSink(std::move(sink), sinkOptions);
+    }
     if (c.streamAmqp) {
         std::string why;
         auto options = amqpOptions(*c.streamAmqp, node, &why);
         std::unique_ptr<EventSink> sink = options ? makeAmqpSink(std::move(*options), &why) : nullptr;
-        if (!sink) return fail(c.file + ": stream_amqp: " + why);
+        if (!sink) return fail("stream_amqp: " + why);
         events.addSink(std::move(sink), sinkOptions);
     }
 
@@ -223,6 +262,7 @@ bool Gateway::start(std::string *error) {
         auto json = JsonExtractor::create(e.jsonExtractVars, &jsonError);
         if (!json) return fail(c.file + ":" + std::to_string(e.line) + ": " + jsonError); // validated at load
         ep.events.json = std::move(*json);
+        ep.events.connectionDetails = c.connectionRedisSync.has_value(); // the mirror writes every tag and addr
         ws.endpoints.push_back(std::move(ep));
         paths.push_back(e.path);
     }

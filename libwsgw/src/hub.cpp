@@ -220,6 +220,8 @@ bool Shard::post(std::function<void(Shard &)> fn) {
 }
 
 struct Hub::Impl {
+    explicit Impl(std::uint64_t firstEventId) : events(firstEventId) {}
+
     HubOptions options;
     std::vector<std::unique_ptr<Shard>> shards;
     EventBus events;
@@ -250,7 +252,7 @@ struct Hub::Impl {
     }
 };
 
-Hub::Hub(HubOptions options) : impl_(std::make_unique<Impl>()) {
+Hub::Hub(HubOptions options) : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(options.firstEventId, 1))) {
     if (options.shards == 0) options.shards = 1;
     impl_->options = options;
     for (std::size_t i = 0; i < options.shards; ++i)

@@ -78,7 +78,8 @@ public:
 struct EventBus::Impl {
     mutable std::mutex mu;
     std::vector<std::unique_ptr<SinkSlot>> sinks;
-    std::uint64_t lastId = 0;
+    std::uint64_t lastId = 0;       // the last event id handed out (open/close/message)
+    std::uint64_t lastSequence = 0; // every event, for the queues' ordering
     bool started = false;
     bool stopping = false;
     std::chrono::steady_clock::time_point deadline;
@@ -186,8 +187,8 @@ void EventBus::Impl::run(SinkSlot &slot) {
 
         if (acked > 0) {
             // Overflow may have dropped some of the batch from the queue meanwhile; pop by id.
-            std::uint64_t last = batch[acked - 1]->id;
-            while (!slot.queue.empty() && slot.queue.front().event->id <= last) {
+            std::uint64_t last = batch[acked - 1]->sequence;
+            while (!slot.queue.empty() && slot.queue.front().event->sequence <= last) {
                 slot.bytes -= slot.queue.front().bytes;
                 slot.queue.pop_front();
             }
@@ -212,7 +213,7 @@ void EventBus::Impl::run(SinkSlot &slot) {
     }
 }
 
-EventBus::EventBus() : impl_(std::make_unique<Impl>()) {}
+EventBus::EventBus(std::uint64_t firstId) : impl_(std::make_unique<Impl>()) { impl_->lastId = firstId - 1; }
 
 EventBus::~EventBus() { stop(std::chrono::milliseconds(0)); }
 
@@ -265,7 +266,9 @@ std::uint64_t EventBus::publish(Event &&event) {
     Impl &d = *impl_;
     std::unique_lock lock(d.mu);
     if (d.stopping) return 0;
-    shared->id = ++d.lastId;
+    shared->sequence = ++d.lastSequence;
+    // Ids count the events of the streams only, so a stream consumer sees no gaps.
+    if (shared->action != EventAction::TagsChanged) shared->id = ++d.lastId;
     EventPtr ptr = std::move(shared);
     bool pauseNow = false;
     for (auto &slot : d.sinks) {
@@ -301,7 +304,7 @@ std::uint64_t EventBus::publish(Event &&event) {
         s.bytes += bytes;
         if (s.queue.size() == 1) s.wake.notify_one();
     }
-    std::uint64_t id = ptr->id;
+    std::uint64_t id = ptr->id ? ptr->id : ptr->sequence;
     if (pauseNow && d.backpressureListener) {
         auto listener = d.backpressureListener;
         lock.unlock();

@@ -50,11 +50,11 @@ TEST_CASE("a bad config stops the start with exit code 2 and the position") {
     CHECK(missing.err().find("/nonexistent/wsgw.yml: cannot read") != std::string::npos);
 }
 
-TEST_CASE("sinks that are not built yet are refused clearly") {
+TEST_CASE("a Redis URL this build cannot serve (rediss://) is refused clearly") {
     std::uint16_t ws = freePort(), ctl = freePort();
-    Daemon redis(testConfig(ws, ctl, "stream_redis: {addr: 'redis://127.0.0.1:1'}\n"));
+    Daemon redis(testConfig(ws, ctl, "stream_redis: {addr: 'rediss://127.0.0.1:1'}\n"));
     CHECK(runToExit(redis) == 2);
-    CHECK(redis.err().find("not available in this build yet") != std::string::npos);
+    CHECK(redis.err().find("rediss:// (TLS) is not supported") != std::string::npos);
 }
 
 TEST_CASE("a port in use: exit code 1 and a clear message, even when the holder is another wsgwd") {

@@ -82,6 +82,17 @@ TEST_CASE("events get increasing ids and reach every sink in order") {
     CHECK(bus.lastEventId() == 1000);
 }
 
+TEST_CASE("ids can start anywhere; tag changes get a sequence but no id") {
+    EventBus bus(5000);
+    CHECK(bus.lastEventId() == 4999);
+    CHECK(bus.publish(makeEvent()) == 5000);
+    Event tags = makeEvent();
+    tags.action = EventAction::TagsChanged;
+    bus.publish(std::move(tags));
+    CHECK(bus.publish(makeEvent()) == 5001);
+    CHECK(bus.lastEventId() == 5001);
+}
+
 TEST_CASE("an outage keeps events in the backlog and retries; nothing is lost") {
     EventBus bus;
     Flaky::State s;

@@ -317,6 +317,11 @@ TEST_CASE("tag changes become TagsChanged events only when a sink wants them; op
     CHECK(opens[a.id()]->remoteAddress == "127.0.0.1:40000");
     CHECK(changes[b.id()]->action == EventAction::TagsChanged);
     CHECK(changes[b.id()]->changes == TagList{{"x", ""}, {"z", "2"}});
+    // Tag changes take no event id, so the streams' ids stay without gaps.
+    CHECK(changes[b.id()]->id == 0);
+    CHECK(changes[b.id()]->sequence > 0);
+    std::set<std::uint64_t> openIds{opens[a.id()]->id, opens[b.id()]->id};
+    CHECK(openIds == std::set<std::uint64_t>{1, 2});
 
     // Without a sink that wants them, no TagsChanged events are built.
     Hub quiet({.shards = 1, .ownThreads = true});

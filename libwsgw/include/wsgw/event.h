@@ -74,7 +74,11 @@ struct EventSpec {
 
 /// One open/close/message event. Immutable once published; shared by every sink.
 struct WSGW_EXPORT Event {
-    std::uint64_t id = 0; ///< set by EventBus::publish: increases by one per event, from 1
+    /// Set by EventBus::publish: increases by one per open/close/message event (the event_id of
+    /// the streams, without gaps); 0 for TagsChanged, which only mirrors see.
+    std::uint64_t id = 0;
+    /// Set by EventBus::publish: increases by one per event of any kind (queue order).
+    std::uint64_t sequence = 0;
     EventAction action = EventAction::Open;
     ConnectionId connection;
     std::string endpoint;

@@ -103,6 +103,9 @@ struct HubOptions {
     /// tests and simulations). false: the transport runs each shard's loop, sets its wake-up and
     /// calls Shard::drain().
     bool ownThreads = false;
+    /// The id of the first event (Event::id). wsgwd starts each run at its start time in
+    /// milliseconds times 1000, so ids keep increasing across restarts of a node.
+    std::uint64_t firstEventId = 1;
 };
 
 /// The shards and the commands that reach them. Commands (send, setTags, close, status, tree)

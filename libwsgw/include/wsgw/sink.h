@@ -98,7 +98,8 @@ struct SinkStats {
 /// own backlog and then applies its overflow policy, while the other sinks carry on.
 class WSGW_EXPORT EventBus {
 public:
-    EventBus();
+    /// `firstId` is the id of the first event (see Event::id).
+    explicit EventBus(std::uint64_t firstId = 1);
     ~EventBus(); ///< stop(0) if still running
     EventBus(const EventBus &) = delete;
     EventBus &operator=(const EventBus &) = delete;
@@ -124,9 +125,9 @@ public:
     /// producers skip building events nobody wants.
     bool wants(EventAction action) const noexcept;
 
-    /// Assigns the next event id, queues the event for every sink that accepts it, and returns
-    /// that id. With no sinks the event is counted and discarded. After stop() events are
-    /// discarded (0 is returned).
+    /// Assigns the next event id (for TagsChanged: only a sequence number), queues the event for
+    /// every sink that accepts it, and returns the id. With no sinks the event is counted and
+    /// discarded. After stop() events are discarded (0 is returned).
     std::uint64_t publish(Event &&event);
 
     /// True while a PauseReading sink's backlog is over its bound and not yet down to half.
@@ -139,7 +140,7 @@ public:
     std::vector<SinkStats> stats() const;
     /// True when every sink is connected.
     bool ready() const;
-    /// Id of the last event published (0 before the first).
+    /// Id of the last open/close/message event published (firstId - 1 before the first).
     std::uint64_t lastEventId() const;
 
 private:
@@ -153,6 +154,54 @@ WSGW_EXPORT std::unique_ptr<EventSink> makeLogSink(std::FILE *out, std::string n
 
 /// Accepts and discards everything; for benchmarks.
 WSGW_EXPORT std::unique_ptr<EventSink> makeNullSink();
+
+/// Where a Redis server is and how to log in. Value type.
+struct RedisEndpoint {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 6379;
+    std::string unixPath; ///< non-empty: connect to this unix socket instead of host:port
+    int db = 0;           ///< SELECT
+    std::string user;     ///< with a password: AUTH user password (Redis 6 ACL)
+    std::string password; ///< non-empty: AUTH
+    std::string clientName; ///< non-empty: CLIENT SETNAME
+    std::chrono::milliseconds connectTimeout{2000};
+    std::chrono::milliseconds commandTimeout{5000}; ///< a reply slower than this counts as an outage
+};
+
+/// Events as Redis Stream entries (XADD), one stream per rendered name.
+struct RedisStreamOptions {
+    RedisEndpoint redis;
+    /// A Template: "connectionevents", "events.{tag.group}.{json.command:none}".
+    std::string streamName = "connectionevents";
+    /// 0: unbounded; else XADD MAXLEN ~ maxLen (Redis trims in whole nodes, so a stream may
+    /// hold somewhat more).
+    std::size_t maxLen = 0;
+    /// This node's name, written in every entry's `node` field.
+    std::string node;
+};
+
+/// A mirror of connection state in Redis, as the original's connection_redis_sync: hash
+/// `connection:<id>` (fields addr, node, endpoint) and hash `connection:<id>:tags`; a deleted
+/// tag is HDEL'd; both keys go when the connection closes. The node's connection ids are kept in
+/// the set `wsgw:node:<node>:connections`, whose TTL is refreshed every `heartbeat`; the first
+/// connect of a process removes whatever an earlier run of the same node left behind.
+/// Its events need EventSpec::connectionDetails on the endpoints.
+struct RedisMirrorOptions {
+    RedisEndpoint redis;
+    std::string node;
+    std::chrono::seconds heartbeat{10};
+    std::chrono::seconds ttl{60};
+};
+
+/// The Redis sinks. Return nullptr with a message in `*error` for an invalid stream name, or
+/// when libwsgw was built without Redis support.
+///
+/// Stream entries have the fields connection, action, tags (form-encoded), and for messages
+/// type (text|binary) and message (the payload, byte for byte), then event_id and node. XADDs
+/// are pipelined, a batch per round trip; an entry counts as delivered once Redis answered it.
+/// An entry Redis refuses (e.g. the key holds another type) is counted in rejected().
+WSGW_EXPORT std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions options, std::string *error = nullptr);
+WSGW_EXPORT std::unique_ptr<EventSink> makeRedisMirrorSink(RedisMirrorOptions options, std::string *error = nullptr);
 
 /// Where and how the AMQP sink publishes (wsgwd's stream_amqp). Value type.
 struct AmqpSinkOptions {

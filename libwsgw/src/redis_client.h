@@ -1,0 +1,60 @@
+#pragma once
+
+#include <wsgw/sink.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct redisContext;
+
+namespace wsgw {
+
+/// A blocking Redis connection (hiredis) with timeouts, for a sink's own thread. Commands are
+/// pipelined: append() any number, then read() one reply each, in order.
+///
+/// Thread-compatible.
+class RedisClient {
+public:
+    struct Reply {
+        enum class Kind { Ok, Error, Integer, String, Array, Nil } kind = Kind::Ok;
+        std::string text;  ///< status, error or string reply
+        long long integer = 0;
+        std::vector<std::string> elements; ///< an array of strings (SMEMBERS and the like)
+    };
+
+    explicit RedisClient(RedisEndpoint endpoint);
+    ~RedisClient();
+    RedisClient(const RedisClient &) = delete;
+    RedisClient &operator=(const RedisClient &) = delete;
+
+    /// Connects, then AUTH, SELECT and CLIENT SETNAME as configured. False with error() set
+    /// when the server cannot be reached or refuses the login.
+    bool connect();
+    bool connected() const noexcept { return ctx_ != nullptr; }
+    void disconnect() noexcept;
+
+    /// Queues a command (arguments are binary-safe).
+    void append(const std::vector<std::string_view> &args);
+    /// The next reply; false (and disconnected, with error() set) on a connection error or
+    /// timeout. An error reply is a Reply of kind Error, not a failure.
+    bool read(Reply &reply);
+    /// append() + read().
+    bool command(const std::vector<std::string_view> &args, Reply &reply);
+
+    const std::string &error() const noexcept { return error_; }
+    /// "host:port" or the unix socket path, for messages.
+    std::string where() const;
+
+private:
+    bool fail(std::string message);
+
+    RedisEndpoint endpoint_;
+    redisContext *ctx_ = nullptr;
+    std::string error_;
+    std::vector<const char *> argv_;
+    std::vector<std::size_t> argl_;
+};
+
+} // namespace wsgw
