@@ -499,6 +499,7 @@ constexpr std::size_t kMaxSizeKb = 1024 * 1024; // 1 GiB
 constexpr unsigned kMaxThreads = 256;
 constexpr unsigned kMaxIdleTimeoutS = 86400;
 constexpr std::uint64_t kMaxEvents = 1'000'000'000;
+constexpr std::uint64_t kMaxTimeoutMs = 600'000;
 constexpr std::uint64_t kMaxBacklogMb = 1024 * 1024;
 
 struct Entry {
@@ -821,9 +822,15 @@ private:
         const YAML::Node &node = w_.map(e, k, "a map with 'addr'");
         if (node.IsNull()) return; // present but empty: not configured
         std::optional<RedisAddress> addr;
-        for (const Entry &s : w_.entries(node, k, {"addr"})) addr = redisAddress(s, k + ".addr");
+        unsigned timeoutMs = 5000;
+        for (const Entry &s : w_.entries(node, k, {"addr", "timeout_ms"})) {
+            if (s.key == "addr")
+                addr = redisAddress(s, k + ".addr");
+            else
+                timeoutMs = static_cast<unsigned>(w_.number(s, k + ".timeout_ms", 10, kMaxTimeoutMs));
+        }
         if (!addr) missing(e, "addr", "'addr: redis://localhost:6379/0'");
-        config_.connectionRedisSync = RedisSyncConfig{*addr};
+        config_.connectionRedisSync = RedisSyncConfig{*addr, timeoutMs};
     }
 
     void streamRedis(const Entry &e) {
@@ -832,10 +839,12 @@ private:
         if (node.IsNull()) return;
         StreamRedisConfig out;
         bool hasAddr = false;
-        for (const Entry &s : w_.entries(node, k, {"addr", "stream_name", "stream_maxlen"})) {
+        for (const Entry &s : w_.entries(node, k, {"addr", "stream_name", "stream_maxlen", "timeout_ms"})) {
             if (s.key == "addr") {
                 out.addr = redisAddress(s, k + ".addr");
                 hasAddr = true;
+            } else if (s.key == "timeout_ms") {
+                out.timeoutMs = static_cast<unsigned>(w_.number(s, k + ".timeout_ms", 10, kMaxTimeoutMs));
             } else if (s.key == "stream_maxlen") {
                 out.streamMaxLen = static_cast<std::size_t>(w_.number(s, k + ".stream_maxlen", 0, kMaxEvents));
             } else {

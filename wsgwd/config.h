@@ -121,6 +121,7 @@ struct EndpointConfig {
 /// connection_redis_sync: mirror every connection and its tags into Redis hashes.
 struct RedisSyncConfig {
     RedisAddress addr;
+    unsigned timeoutMs = 5000; ///< timeout_ms: a reply slower than this counts as an outage
 };
 
 /// stream_redis: publish events with XADD.
@@ -129,6 +130,7 @@ struct StreamRedisConfig {
     /// A wsgw::Template source (validated): "{tag.NAME}" and "{json.VAR}" placeholders.
     std::string streamName = "connectionevents";
     std::size_t streamMaxLen = 0; ///< stream_maxlen: XADD MAXLEN ~ this; 0 = unbounded
+    unsigned timeoutMs = 5000;    ///< timeout_ms: a reply slower than this counts as an outage
 };
 
 /// stream_amqp: publish events as persistent JSON messages.

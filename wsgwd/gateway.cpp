@@ -61,8 +61,10 @@ std::optional<std::string> resolveHost(const std::string &host, std::string *err
     return std::string(buf);
 }
 
-RedisEndpoint redisEndpoint(const RedisAddress &a) {
+RedisEndpoint redisEndpoint(const RedisAddress &a, unsigned timeoutMs) {
     RedisEndpoint e;
+    e.commandTimeout = std::chrono::milliseconds(timeoutMs);
+    e.connectTimeout = std::min(e.commandTimeout, std::chrono::milliseconds(2000));
     e.host = a.host;
     e.port = a.port;
     e.unixPath = a.unixPath;
@@ -213,7 +215,7 @@ bool Gateway::start(std::string *error) {
     }
     if (c.streamRedis) {
         RedisStreamOptions o;
-        o.redis = redisEndpoint(c.streamRedis->addr);
+        o.redis = redisEndpoint(c.streamRedis->addr, c.streamRedis->timeoutMs);
         o.streamName = c.streamRedis->streamName;
         o.maxLen = c.streamRedis->streamMaxLen;
         o.node = node;
@@ -224,7 +226,7 @@ bool Gateway::start(std::string *error) {
     }
     if (c.connectionRedisSync) {
         RedisMirrorOptions o;
-        o.redis = redisEndpoint(c.connectionRedisSync->addr);
+        o.redis = redisEndpoint(c.connectionRedisSync->addr, c.connectionRedisSync->timeoutMs);
         o.node = node;
         std::string why;
         auto sink = makeRedisMirrorSink(std::move(o), &why);

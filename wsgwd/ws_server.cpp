@@ -294,12 +294,14 @@ public:
     void pauseReading() {
         if (rxPaused_) return;
         rxPaused_ = true;
+        spdlog::debug("connection {}: reading paused (event backlog full)", id().toString());
         lws_rx_flow_control(wsi_, 0);
         shard_.pausedReading.push_back(id());
     }
     void resumeReading() {
         if (!rxPaused_) return;
         rxPaused_ = false;
+        spdlog::debug("connection {}: reading resumed", id().toString());
         lws_rx_flow_control(wsi_, 1);
     }
 

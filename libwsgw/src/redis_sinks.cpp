@@ -137,8 +137,10 @@ private:
                 client_.append(args);
                 ++n;
             }
+            // The set may be new: give it its TTL at once, not at the next heartbeat.
             client_.append({"SADD", nodeSet_, id});
-            return n;
+            client_.append({"EXPIRE", nodeSet_, ttl_});
+            return n + 1;
         }
         case EventAction::TagsChanged: {
             std::vector<std::string_view> set{"HSET", tagsHash}, del{"HDEL", tagsHash};

@@ -6,27 +6,29 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { EP, LIMIT, connect, count, events, resolveIds, sleep, statusJson, until } = require('./lib/gw');
 
-const T = { timeout: 20000 };
+const T = { timeout: 30000 };
 
 // After a protocol error the connection must be gone: closed with `code`, no message event for
 // what broke the rules, the close event logged, and no longer in /status.
 async function assertClosedFor(c, code) {
-  const info = await c.closeInfo(5000);
+  const info = await c.closeInfo(10000);
   assert.equal(info.code, code, `close code (reason: ${info.reason})`);
   await events.find((e) => e.connection === c.id && e.action === 'close', 5000, 'close event');
   assert.equal(events.all((e) => e.connection === c.id && e.action === 'message').length, 0, 'the bad message was published');
   await until(async () => !(await statusJson()).connections.some((x) => x.id === c.id), 5000, 'gone from /status');
 }
 
-// Fails, saying what state the connection is in, if it is still open 1.5 s after a bad message.
+// Fails, saying what state the connection is in, if it is still open 5 s after a bad message
+// (a multi-megabyte compressed message takes a while on a loaded 2-core machine; a connection
+// left half dead stays open forever).
 async function assertClosedSoon(c) {
-  const closed = await Promise.race([c.closed, sleep(1500).then(() => null)]);
+  const closed = await Promise.race([c.closed, sleep(5000).then(() => null)]);
   if (closed) return;
   const listed = (await statusJson()).connections.some((x) => x.id === c.id);
   const n = await count('send', `id=${c.id}`, 'are you there?');
   await sleep(200);
   assert.fail(
-    `still open 1.5 s after the bad message: in /status: ${listed}; /send?id= to it counts ${n}; ` +
+    `still open 5 s after the bad message: in /status: ${listed}; /send?id= to it counts ${n}; ` +
       `messages received: ${c.messages.length}; its message event published: ` +
       `${events.all((e) => e.connection === c.id && e.action === 'message').length > 0}`,
   );

@@ -848,7 +848,8 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
 
     Config c = parseOk(std::string(kEndpoint) +
                        "node_id: gw-1\nbacklog_max_events: 5000\nbacklog_max_mb: 64\nbacklog_overflow: pause_reading\n"
-                       "shutdown_flush_s: 0\nstream_redis: {addr: 'redis://127.0.0.1:6379', stream_maxlen: 100000}\n");
+                       "shutdown_flush_s: 0\nstream_redis: {addr: 'redis://127.0.0.1:6379', stream_maxlen: 100000, "
+                       "timeout_ms: 250}\nconnection_redis_sync: {addr: 'redis://127.0.0.1:6379', timeout_ms: 50}\n");
     CHECK(c.nodeId == "gw-1");
     CHECK(c.backlogMaxEvents == 5000);
     CHECK(c.backlogMaxMb == 64);
@@ -856,6 +857,10 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
     CHECK(c.shutdownFlushS == 0);
     REQUIRE(c.streamRedis);
     CHECK(c.streamRedis->streamMaxLen == 100000);
+    CHECK(c.streamRedis->timeoutMs == 250);
+    REQUIRE(c.connectionRedisSync);
+    CHECK(c.connectionRedisSync->timeoutMs == 50);
+    CHECK(d.streamRedis == std::nullopt);
 
     CHECK(errorOf(std::string(kEndpoint) + "backlog_overflow: drop_newest\n") ==
           "t.yml:3:19: backlog_overflow: unknown value 'drop_newest': use one of drop_oldest, pause_reading");

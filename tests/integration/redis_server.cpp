@@ -1,0 +1,151 @@
+#include "redis_server.h"
+
+#include <hiredis/hiredis.h>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <stdexcept>
+#include <thread>
+
+extern char **environ;
+
+namespace wsgw::itest {
+
+bool haveRedisServer() { return access("/usr/bin/redis-server", X_OK) == 0; }
+
+RedisServer::RedisServer(std::uint16_t port) : port_(port ? port : freePort()) { start(); }
+
+RedisServer::~RedisServer() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGCONT);
+        kill();
+    }
+}
+
+void RedisServer::start() {
+    std::string portText = std::to_string(port_);
+    std::vector<std::string> args{"/usr/bin/redis-server", "--port", portText, "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", dir_.path(),
+                                  "--logfile", dir_.file("redis.log"), "--daemonize", "no"};
+    std::vector<char *> argv;
+    for (auto &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
+        throw std::runtime_error("cannot start redis-server");
+    pid_ = pid;
+    bool up = eventually(
+        [&] {
+            redisContext *c = redisConnect("127.0.0.1", port_);
+            bool ok = c && !c->err;
+            if (ok) {
+                auto *r = static_cast<redisReply *>(redisCommand(c, "PING"));
+                ok = r && r->type == REDIS_REPLY_STATUS;
+                if (r) freeReplyObject(r);
+            }
+            if (c) redisFree(c);
+            return ok;
+        },
+        10000ms);
+    if (!up) throw std::runtime_error("redis-server did not answer on port " + portText);
+}
+
+void RedisServer::pause() { ::kill(pid_, SIGSTOP); }
+void RedisServer::resume() { ::kill(pid_, SIGCONT); }
+
+void RedisServer::kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int st;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+}
+
+RedisProbe::RedisProbe(std::uint16_t port) {
+    ctx_ = redisConnect("127.0.0.1", port);
+    if (!ctx_ || ctx_->err) throw std::runtime_error("cannot connect to the test redis");
+}
+
+RedisProbe::~RedisProbe() {
+    if (ctx_) redisFree(ctx_);
+}
+
+namespace {
+redisReply *run(redisContext *c, const std::vector<std::string> &args) {
+    std::vector<const char *> argv;
+    std::vector<std::size_t> lens;
+    for (auto &a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    return static_cast<redisReply *>(redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()));
+}
+} // namespace
+
+std::string RedisProbe::command(const std::vector<std::string> &args) {
+    redisReply *r = run(ctx_, args);
+    if (!r) throw std::runtime_error("redis probe: connection lost");
+    std::string out;
+    switch (r->type) {
+    case REDIS_REPLY_INTEGER:
+        out = std::to_string(r->integer);
+        break;
+    case REDIS_REPLY_NIL:
+        out = "(nil)";
+        break;
+    case REDIS_REPLY_ERROR:
+        out = "ERR:" + std::string(r->str, r->len);
+        break;
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        out.assign(r->str, r->len);
+        break;
+    default:
+        out = "(array)";
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+std::vector<std::string> RedisProbe::list(const std::vector<std::string> &args) {
+    redisReply *r = run(ctx_, args);
+    if (!r) throw std::runtime_error("redis probe: connection lost");
+    std::vector<std::string> out;
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (std::size_t i = 0; i < r->elements; ++i)
+            if (r->element[i]->type == REDIS_REPLY_STRING) out.emplace_back(r->element[i]->str, r->element[i]->len);
+    freeReplyObject(r);
+    return out;
+}
+
+std::map<std::string, std::string> RedisProbe::hash(const std::string &key) {
+    auto flat = list({"HGETALL", key});
+    std::map<std::string, std::string> out;
+    for (std::size_t i = 0; i + 1 < flat.size(); i += 2) out[flat[i]] = flat[i + 1];
+    return out;
+}
+
+std::vector<std::map<std::string, std::string>> RedisProbe::stream(const std::string &key) {
+    redisReply *r = run(ctx_, {"XRANGE", key, "-", "+"});
+    if (!r) throw std::runtime_error("redis probe: connection lost");
+    std::vector<std::map<std::string, std::string>> out;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (std::size_t i = 0; i < r->elements; ++i) {
+            redisReply *entry = r->element[i];
+            if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+            redisReply *fields = entry->element[1];
+            std::map<std::string, std::string> m;
+            for (std::size_t j = 0; j + 1 < fields->elements; j += 2)
+                m[std::string(fields->element[j]->str, fields->element[j]->len)] =
+                    std::string(fields->element[j + 1]->str, fields->element[j + 1]->len);
+            out.push_back(std::move(m));
+        }
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+} // namespace wsgw::itest

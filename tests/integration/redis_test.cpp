@@ -1,0 +1,338 @@
+// The Redis sinks against a real redis-server: stream entries, templated names, the connection
+// mirror, outages (a stopped and a restarted server), bounded backlogs and their policies.
+#include "harness.h"
+#include "redis_server.h"
+
+#include "ws_client.h"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <memory>
+#include <regex>
+#include <set>
+#include <thread>
+
+using namespace wsgw::itest;
+using wsgw::test::ConnectOptions;
+using wsgw::test::WsClient;
+
+namespace {
+
+std::unique_ptr<WsClient> connect(Daemon &d, const std::string &path = "/connect") {
+    auto ws = std::make_unique<WsClient>();
+    auto hs = ws->connect("127.0.0.1", d.wsPort, path);
+    REQUIRE_MESSAGE(hs.ok(), hs.error);
+    return ws;
+}
+
+// The value of a metric line "name{labels} value" (or "name value"), or -1.
+double metric(Daemon &d, const std::string &name) {
+    std::string body = httpGet(d.controlPort, "/metrics").body;
+    auto at = body.find("\n" + name + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(body.substr(at + name.size() + 2));
+}
+
+std::string idOf(Daemon &d, std::size_t nth = 0) {
+    std::string id;
+    REQUIRE(eventually([&] {
+        auto st = nlohmann::json::parse(httpGet(d.controlPort, "/status", "application/json").body);
+        if (st["connections"].size() <= nth) return false;
+        id = st["connections"][nth]["id"];
+        return true;
+    }));
+    return id;
+}
+
+#define SKIP_WITHOUT_REDIS()                                                                                           \
+    if (!haveRedisServer()) {                                                                                          \
+        MESSAGE("redis-server is not installed (scripts/bootstrap installs it): skipped");                             \
+        return;                                                                                                        \
+    }
+
+} // namespace
+
+TEST_CASE("stream entries carry every field; binary payloads are byte-exact") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("node_id: gw-test\nstream_redis: {addr: '" + redis.url() + "'}\n");
+    RedisProbe probe(redis.port());
+    CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
+
+    auto ws = connect(*d);
+    std::string id = idOf(*d);
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "user=ann&secret=x").body == "1");
+    REQUIRE(ws->sendText("hello"));
+    std::string bytes("\x00\x01\xfe\xff\r\n", 6);
+    REQUIRE(ws->sendBinary(bytes));
+    REQUIRE(ws->sendClose(1000));
+    ws->waitClosed(2000ms);
+
+    std::vector<std::map<std::string, std::string>> entries;
+    REQUIRE(eventually([&] { return (entries = probe.stream("connectionevents")).size() == 4; }));
+    CHECK(entries[0] == std::map<std::string, std::string>{{"connection", id}, {"action", "open"},
+                                                           {"tags", "group=default"}, {"event_id", entries[0]["event_id"]},
+                                                           {"node", "gw-test"}});
+    CHECK(entries[1]["action"] == "message");
+    CHECK(entries[1]["type"] == "text");
+    CHECK(entries[1]["message"] == "hello");
+    CHECK(entries[1]["tags"] == "group=default&user=ann"); // stream_include_tags only
+    CHECK(entries[2]["type"] == "binary");
+    CHECK(entries[2]["message"] == bytes);
+    CHECK(entries[3]["action"] == "close");
+    CHECK(entries[3].count("message") == 0);
+    for (std::size_t i = 1; i < entries.size(); ++i)
+        CHECK(std::stoull(entries[i]["event_id"]) == std::stoull(entries[i - 1]["event_id"]) + 1);
+    // The stdout log is off once a stream is configured (event_log: auto).
+    CHECK(d->out().empty());
+}
+
+TEST_CASE("stream names from tags and JSON variables, with defaults and the missing marker") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url(2) + "', stream_name: 'ev.{tag.room:lobby}.{json.command}'}\n");
+    RedisProbe probe(redis.port());
+    REQUIRE(probe.command({"SELECT", "2"}) == "OK");
+    auto ws = connect(*d, "/json");
+    REQUIRE(ws->sendText(R"({"data":{"command":"join"}})"));
+    REQUIRE(ws->sendText("not json"));
+    REQUIRE(ws->sendText(R"({"data":{"other":1}})"));
+    std::string id = idOf(*d);
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "room=r1").body == "1");
+    REQUIRE(ws->sendText(R"({"data":{"command":"leave"}})"));
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "ev.r1.leave"}) == "1"; }));
+    CHECK(probe.command({"XLEN", "ev.lobby.join"}) == "1");
+    CHECK(probe.command({"XLEN", "ev.lobby._"}) == "3"); // open, "not json", no command
+    auto entries = probe.stream("ev.r1.leave");
+    CHECK(entries[0]["tags"] == "room=r1");
+}
+
+TEST_CASE("stream_maxlen bounds a stream") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "', stream_maxlen: 10}\n");
+    RedisProbe probe(redis.port());
+    auto ws = connect(*d, "/raw");
+    for (int i = 0; i < 600; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 601; }));
+    long len = std::stol(probe.command({"XLEN", "connectionevents"}));
+    CHECK(len < 601);
+    CHECK(len <= 10 + 200); // "~": Redis trims whole nodes of up to 100 entries
+    auto entries = probe.stream("connectionevents");
+    CHECK(entries.back()["message"] == "m599");
+}
+
+TEST_CASE("the mirror: keys appear, follow tag changes and deletes, and vanish on close") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("node_id: mirror-1\nconnection_redis_sync: {addr: '" + redis.url() + "'}\n");
+    RedisProbe probe(redis.port());
+    auto ws = connect(*d);
+    std::string id = idOf(*d);
+    std::map<std::string, std::string> conn;
+    REQUIRE(eventually([&] { return !(conn = probe.hash("connection:" + id)).empty(); }));
+    CHECK(std::regex_match(conn["addr"], std::regex("127\\.0\\.0\\.1:[0-9]+")));
+    CHECK(conn["node"] == "mirror-1");
+    CHECK(conn["endpoint"] == "/connect");
+    CHECK(probe.hash("connection:" + id + ":tags") == std::map<std::string, std::string>{{"group", "default"}});
+    CHECK(probe.list({"SMEMBERS", "wsgw:node:mirror-1:connections"}) == std::vector<std::string>{id});
+    CHECK(std::stol(probe.command({"TTL", "wsgw:node:mirror-1:connections"})) > 0);
+
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "role=admin&user=u1").body == "1");
+    REQUIRE(eventually([&] { return probe.hash("connection:" + id + ":tags").size() == 3; }));
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "role=&user=u2").body == "1");
+    REQUIRE(eventually([&] {
+        return probe.hash("connection:" + id + ":tags") ==
+               std::map<std::string, std::string>{{"group", "default"}, {"user", "u2"}};
+    }));
+
+    REQUIRE(ws->sendClose(1000));
+    ws->waitClosed(2000ms);
+    REQUIRE(eventually([&] { return probe.command({"EXISTS", "connection:" + id, "connection:" + id + ":tags"}) == "0"; }));
+    CHECK(probe.command({"SCARD", "wsgw:node:mirror-1:connections"}) == "0");
+    // The mirror alone: stdout still has the event log (no stream configured).
+    CHECK(d->out().find("\"action\":\"open\"") != std::string::npos);
+}
+
+TEST_CASE("keys left by an earlier run of the same node are removed at start, others are not") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    RedisProbe probe(redis.port());
+    for (const char *ghost : {"g1", "g2"}) {
+        probe.command({"HSET", std::string("connection:") + ghost, "addr", "10.0.0.1:1"});
+        probe.command({"HSET", std::string("connection:") + ghost + ":tags", "group", "x"});
+        probe.command({"SADD", "wsgw:node:crashy:connections", ghost});
+    }
+    probe.command({"HSET", "connection:other", "addr", "10.0.0.2:2"});
+    probe.command({"SADD", "wsgw:node:someone-else:connections", "other"});
+    auto d = Daemon::start("node_id: crashy\nconnection_redis_sync: {addr: '" + redis.url() + "'}\n");
+    REQUIRE(eventually([&] { return probe.command({"EXISTS", "connection:g1", "connection:g2:tags"}) == "0"; }));
+    CHECK(probe.command({"EXISTS", "connection:g1:tags", "connection:g2"}) == "0");
+    CHECK(probe.command({"EXISTS", "connection:other"}) == "1");
+    CHECK(probe.command({"SCARD", "wsgw:node:someone-else:connections"}) == "1");
+}
+
+TEST_CASE("an outage (Redis stopped) loses nothing: every event arrives once Redis answers again") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
+    RedisProbe probe(redis.port());
+    auto ws = connect(*d, "/raw");
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "1"; }));
+    constexpr int kMessages = 300;
+    for (int i = 0; i < kMessages; ++i) {
+        if (i == 100) redis.pause();
+        if (i == 200) {
+            // Stopped for a while: wsgwd notices (no reply within its timeout) and keeps events.
+            std::this_thread::sleep_for(1500ms);
+            CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") >= 100);
+            redis.resume();
+        }
+        REQUIRE(ws->sendText("m" + std::to_string(i)));
+        std::this_thread::sleep_for(2ms);
+    }
+    std::set<std::string> got;
+    std::map<std::string, int> seen;
+    REQUIRE(eventually(
+        [&] {
+            seen.clear();
+            for (auto &e : probe.stream("connectionevents"))
+                if (e["action"] == "message") ++seen[e["message"]];
+            return seen.size() == kMessages;
+        },
+        20000ms));
+    int duplicates = 0;
+    for (auto &[m, n] : seen) duplicates += n - 1;
+    MESSAGE("duplicates after the outage (at-least-once): " << duplicates);
+    CHECK(duplicates <= 512); // at most one retried batch
+    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
+    CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
+}
+
+TEST_CASE("a stop longer than timeout_ms: wsgwd reconnects, retries, loses nothing (duplicates counted)") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "', timeout_ms: 300}\n");
+    RedisProbe probe(redis.port());
+    auto ws = connect(*d, "/raw");
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "1"; }));
+    redis.pause();
+    for (int i = 0; i < 100; ++i) {
+        REQUIRE(ws->sendText("p" + std::to_string(i)));
+        std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(eventually([&] { return d->err().find("event sink 'redis' is down") != std::string::npos; }));
+    CHECK(httpGet(d->controlPort, "/readyz").status == 503);
+    redis.resume();
+    std::map<std::string, int> seen;
+    REQUIRE(eventually(
+        [&] {
+            seen.clear();
+            for (auto &e : probe.stream("connectionevents"))
+                if (e["action"] == "message") ++seen[e["message"]];
+            return seen.size() == 100;
+        },
+        20000ms));
+    int duplicates = 0;
+    for (auto &[m, n] : seen) duplicates += n - 1;
+    MESSAGE("duplicates after a timed-out outage (at-least-once): " << duplicates);
+    CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
+}
+
+TEST_CASE("a restarted Redis (same port) gets the events sent while it was down") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
+    auto ws = connect(*d, "/raw");
+    {
+        RedisProbe probe(redis.port());
+        REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "1"; }));
+    }
+    redis.kill();
+    for (int i = 0; i < 50; ++i) REQUIRE(ws->sendText("while-down-" + std::to_string(i)));
+    REQUIRE(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 503; }));
+    CHECK(httpGet(d->controlPort, "/readyz").body.find("event sink 'redis' is not connected") != std::string::npos);
+    redis.start();
+    RedisProbe probe(redis.port());
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "50"; }, 20000ms));
+    auto entries = probe.stream("connectionevents");
+    for (int i = 0; i < 50; ++i) CHECK(entries[static_cast<std::size_t>(i)]["message"] == "while-down-" + std::to_string(i));
+}
+
+TEST_CASE("a tiny backlog with drop_oldest: memory stays bounded, the newest survive, drops are counted") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("backlog_max_events: 20\nstream_redis: {addr: '" + redis.url() + "'}\n");
+    auto ws = connect(*d, "/raw");
+    // The open event must be in the old server before it goes (with its data).
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
+    redis.kill();
+    for (int i = 0; i < 100; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") >= 80; }));
+    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") <= 20);
+    redis.start();
+    RedisProbe probe(redis.port());
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "20"; }, 20000ms));
+    auto entries = probe.stream("connectionevents");
+    CHECK(entries.back()["message"] == "m99");
+    CHECK(entries.front()["message"] == "m80");
+}
+
+TEST_CASE("pause_reading: nothing is dropped; clients are not read while the backlog is full") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("backlog_max_events: 20\nbacklog_overflow: pause_reading\nstream_redis: {addr: '" +
+                           redis.url() + "'}\n");
+    auto ws = connect(*d, "/raw");
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
+    redis.kill();
+    for (int i = 0; i < 100; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_reading_paused") == 1; }));
+    // Reading stopped: the backlog stays near its bound, the rest waits in the socket.
+    std::this_thread::sleep_for(300ms);
+    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") <= 40);
+    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
+    redis.start();
+    RedisProbe probe(redis.port());
+    REQUIRE_MESSAGE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "100"; }, 20000ms),
+                    "XLEN " << probe.command({"XLEN", "connectionevents"}) << "; wsgwd's log:\n" << d->err());
+    CHECK(metric(*d, "wsgw_reading_paused") == 0);
+    auto entries = probe.stream("connectionevents");
+    for (int i = 0; i < 100; ++i) CHECK(entries[static_cast<std::size_t>(i)]["message"] == "m" + std::to_string(i));
+}
+
+TEST_CASE("Redis unreachable at start: wsgwd serves WebSockets; /readyz says why until Redis is up") {
+    SKIP_WITHOUT_REDIS();
+    std::uint16_t port = freePort();
+    auto d = Daemon::start("stream_redis: {addr: 'redis://127.0.0.1:" + std::to_string(port) + "'}\n");
+    auto ready = httpGet(d->controlPort, "/readyz");
+    CHECK(ready.status == 503);
+    CHECK(ready.body.find("not ready: event sink 'redis' is not connected") == 0);
+    auto ws = connect(*d);
+    REQUIRE(ws->sendText("early"));
+    REQUIRE(httpPost(d->controlPort, "/send?group=default", "served").body == "1");
+    CHECK(ws->receive(2000ms).data == "served");
+    CHECK(eventually([&] { return d->err().find("event sink 'redis' is down: cannot connect to Redis") != std::string::npos; }));
+    RedisServer redis(port);
+    RedisProbe probe(port);
+    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "2"; }, 20000ms));
+    CHECK(httpGet(d->controlPort, "/readyz").status == 200);
+    // One warning for the outage, not one per retry.
+    std::string log = d->err();
+    std::size_t warnings = 0;
+    for (auto at = log.find("is down"); at != std::string::npos; at = log.find("is down", at + 1)) ++warnings;
+    CHECK(warnings == 1);
+}
+
+TEST_CASE("shutdown flushes the backlog to Redis") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
+    std::vector<std::unique_ptr<WsClient>> clients;
+    for (int i = 0; i < 5; ++i) clients.push_back(connect(*d, "/raw"));
+    for (auto &c : clients) REQUIRE(c->sendText("bye"));
+    CHECK(d->stop(SIGTERM) == 0);
+    RedisProbe probe(redis.port());
+    CHECK(probe.command({"XLEN", "connectionevents"}) == "15"); // 5 open, 5 message, 5 close
+}
