@@ -7,6 +7,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include "harness.h"
 #include "rabbitmq.h"
+#if WSGW_TEST_WITH_REDIS
+#include "redis_server.h"
+#endif
 
 #include "ws_client.h"
 
@@ -310,6 +313,34 @@ TEST_CASE("heartbeats notice a broker that stopped answering") {
     CHECK(d->err().find("no heartbeat from the broker") != std::string::npos);
     CHECK(eventually([&] { return ready(*d); }, 25000ms));
 }
+
+#if WSGW_TEST_WITH_REDIS
+TEST_CASE("stream_redis and stream_amqp together: every event reaches both") {
+    if (!haveRedisServer()) {
+        MESSAGE("redis-server is not installed (scripts/bootstrap installs it): skipped");
+        return;
+    }
+    RedisServer redis;
+    RedisProbe probe(redis.port());
+    AmqpClient admin(broker().port());
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n" + amqpConfig(broker().url(), "t6", "t6-all"));
+    REQUIRE(eventually([&] { return ready(*d); }, 10000ms));
+    auto ws = connect(*d, "/connect");
+    REQUIRE(ws->sendText("to both"));
+    closeClient(*ws);
+    auto got = bodies(admin.consume("t6-all", 3));
+    std::vector<std::map<std::string, std::string>> entries;
+    REQUIRE(eventually([&] { return (entries = probe.stream("connectionevents")).size() == 3; }));
+    REQUIRE(got.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(got[i]["event_id"].get<std::uint64_t>() == std::stoull(entries[i]["event_id"]));
+        CHECK(got[i]["action"] == entries[i]["action"]);
+        CHECK(got[i]["connection"] == entries[i]["connection"]);
+    }
+    CHECK(got[1]["message"] == "to both");
+    admin.deleteQueue("t6-all");
+}
+#endif
 
 TEST_CASE("a stream_amqp URL option that is not a number stops wsgwd with exit code 2") {
     Daemon bad(testConfig(freePort(), freePort(), amqpConfig("amqp://127.0.0.1/?heartbeat=soon", "x", "")),
