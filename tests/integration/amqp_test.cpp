@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -312,6 +313,35 @@ TEST_CASE("heartbeats notice a broker that stopped answering") {
     CHECK(noticed);
     CHECK(d->err().find("no heartbeat from the broker") != std::string::npos);
     CHECK(eventually([&] { return ready(*d); }, 25000ms));
+}
+
+TEST_CASE("amqps: TLS with the broker's certificate and name verified") {
+    if (broker().tlsPort() == 0) {
+        MESSAGE("no openssl command to make certificates: skipped");
+        return;
+    }
+    const std::string url = "amqps://guest:guest@localhost:" + std::to_string(broker().tlsPort()) + "/";
+    // wsgwd takes the CA bundle from SSL_CERT_FILE, as OpenSSL does.
+    setenv("SSL_CERT_FILE", broker().caFile().c_str(), 1);
+    auto d = Daemon::start(amqpConfig(url, "t7", "t7-all"));
+    // A CA that did not sign the broker's certificate: the connection is refused.
+    setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt", 1);
+    auto untrusted = Daemon::start(amqpConfig(url, "t7", ""));
+    unsetenv("SSL_CERT_FILE");
+
+    REQUIRE_MESSAGE(eventually([&] { return ready(*d); }, 10000ms), d->err());
+    auto ws = connect(*d, "/connect");
+    REQUIRE(ws->sendText("over TLS"));
+    closeClient(*ws);
+    AmqpClient admin(broker().port());
+    auto got = bodies(admin.consume("t7-all", 3));
+    REQUIRE(got.size() == 3);
+    CHECK(got[1]["message"] == "over TLS");
+    admin.deleteQueue("t7-all");
+
+    CHECK(eventually([&] { return untrusted->err().find("is down: TLS with localhost:") != std::string::npos; }));
+    MESSAGE(lineWith(untrusted->err(), "is down"));
+    CHECK_FALSE(ready(*untrusted));
 }
 
 #if WSGW_TEST_WITH_REDIS

@@ -144,10 +144,28 @@ RabbitBroker::RabbitBroker() {
     do epmdPort_ = freeTcpPort(); while (epmdPort_ == port_ || epmdPort_ == distPort_);
     std::filesystem::create_directories(dir_ + "/mnesia");
     std::filesystem::create_directories(dir_ + "/log");
-    writeText(dir_ + "/rabbitmq.conf", "listeners.tcp.default = 127.0.0.1:" + std::to_string(port_) +
-                                           "\n"
-                                           "loopback_users = none\n"
-                                           "log.file.level = info\n");
+    std::string conf = "listeners.tcp.default = 127.0.0.1:" + std::to_string(port_) +
+                       "\n"
+                       "loopback_users = none\n"
+                       "log.file.level = info\n";
+    // A CA and a server certificate for the amqps listener (EC keys: quick to make).
+    writeText(dir_ + "/san.cnf", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    const std::string d = "'" + dir_ + "'";
+    const std::string certs =
+        "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+        "-subj /CN=wsgw-test-ca -keyout ca.key -out ca.pem && "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost "
+        "-keyout server.key -out server.csr && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.cnf "
+        "-out server.pem";
+    if (std::system(("(" + certs + ") >/dev/null 2>&1").c_str()) == 0) {
+        do tlsPort_ = freeTcpPort(); while (tlsPort_ == port_ || tlsPort_ == distPort_ || tlsPort_ == epmdPort_);
+        conf += "listeners.ssl.default = 127.0.0.1:" + std::to_string(tlsPort_) + "\n" +
+                "ssl_options.cacertfile = " + dir_ + "/ca.pem\n" + "ssl_options.certfile = " + dir_ +
+                "/server.pem\n" + "ssl_options.keyfile = " + dir_ + "/server.key\n" +
+                "ssl_options.verify = verify_none\n" + "ssl_options.fail_if_no_peer_cert = false\n";
+    }
+    writeText(dir_ + "/rabbitmq.conf", conf);
     writeText(dir_ + "/enabled_plugins", "[].\n");
     writeText(dir_ + "/rabbitmq-env.conf", "");
 }

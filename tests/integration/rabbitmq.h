@@ -41,6 +41,10 @@ public:
     void thaw();
 
     std::uint16_t port() const { return port_; }
+    /// The TLS (amqps) listener, with a certificate for "localhost" and 127.0.0.1 signed by
+    /// caFile(); 0 when the certificates could not be made (no openssl command).
+    std::uint16_t tlsPort() const { return tlsPort_; }
+    std::string caFile() const { return dir_ + "/ca.pem"; }
     /// amqp://USER:PASSWORD@127.0.0.1:PORT/
     std::string url(const std::string &user = "guest", const std::string &password = "guest") const;
     /// The broker's own log so far (for failure messages).
@@ -55,6 +59,7 @@ private:
     std::uint16_t port_ = 0;
     std::uint16_t distPort_ = 0;
     std::uint16_t epmdPort_ = 0;
+    std::uint16_t tlsPort_ = 0;
     int pid_ = -1;     // the rabbitmq-server script (its process group holds the VM)
     int epmdPid_ = -1;
 };
