@@ -13,7 +13,6 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,10 +20,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace wsgw {
@@ -61,11 +65,9 @@ std::string closeReason(const amqp_method_t &m) {
         const auto *c = static_cast<const amqp_channel_close_t *>(m.decoded);
         return std::to_string(c->reply_code) + " " + text(c->reply_text);
     }
-    return "unexpected method 0x" + [&] {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(m.id));
-        return std::string(buf);
-    }();
+    char id[32];
+    std::snprintf(id, sizeof id, "unexpected method 0x%08x", static_cast<unsigned>(m.id));
+    return id;
 }
 
 // A TCP connection with a timeout, non-blocking as rabbitmq-c wants it. Done here rather than
@@ -95,24 +97,22 @@ int connectTcp(const std::string &host, std::uint16_t port, std::chrono::millise
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
-        if (rc != 0 && errno == EINPROGRESS) {
+        int err = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
+        if (err == EINPROGRESS) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             pollfd p{fd, POLLOUT, 0};
             int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left.count(), 0)));
             if (n == 0) {
-                why = "timed out after " + seconds(timeout);
-                errno = ETIMEDOUT;
+                err = ETIMEDOUT;
+            } else if (n < 0) {
+                err = errno;
             } else {
-                int soError = 0;
-                socklen_t len = sizeof soError;
-                if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len) != 0) soError = errno;
-                errno = soError;
-                rc = soError == 0 ? 0 : -1;
+                socklen_t len = sizeof err;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
             }
         }
-        if (rc != 0) {
-            if (errno != ETIMEDOUT || why.rfind("timed out", 0) != 0) why = std::strerror(errno);
+        if (err != 0) {
+            why = err == ETIMEDOUT ? "timed out after " + seconds(timeout) : std::strerror(err);
             ::close(fd);
             fd = -1;
         }

@@ -169,6 +169,17 @@ TEST_CASE("events reach RabbitMQ as persistent JSON with every field, routing ke
     REQUIRE(ping.size() == 1);
     CHECK(json::parse(ping[0].body)["message"] == R"({"data":{"command":"ping"}})");
 
+    // A tag the routing key reads but the endpoint does not include (/connect includes group and
+    // user): it shapes the key and stays out of `tags`.
+    auto other = connect(*d, "/connect");
+    REQUIRE(eventually([&] { return httpPost(d->controlPort, "/settags?group=default", "room=r2").body == "1"; }));
+    REQUIRE(other->sendText("from /connect"));
+    closeClient(*other);
+    auto more = admin.consume("t1-all", 3);
+    REQUIRE(more.size() == 3);
+    CHECK(more[1].routingKey == "room.r2.command-unknown_command");
+    CHECK(json::parse(more[1].body)["tags"] == "group=default");
+
     CHECK(metric(*d, "wsgw_events_rejected_total{sink=\"amqp\"}") == 1);
     CHECK(metric(*d, "wsgw_event_sink_up{sink=\"amqp\"}") == 1);
     // With a stream sink configured the stdout event log is off (event_log: auto).
