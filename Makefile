@@ -6,8 +6,11 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 MESON_ARGS ?=
 TEST_ARGS  ?=
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench bench-amqp install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-amqp install clean
 
 all: build
 
@@ -45,6 +48,12 @@ test-tsan: bootstrap
 	TSAN_OPTIONS=halt_on_error=1 meson test -C $(BUILD)-tsan --print-errorlogs --timeout-multiplier 3 \
 		$(or $(TEST_ARGS),hub event_bus)
 
+# libFuzzer targets (tests/fuzz/README.md): a clang build of their own in $(FUZZ_BUILD), then each
+# target (selector, form, template, config; FUZZ_TARGETS picks some) for FUZZ_SECONDS seconds.
+# New inputs go to $(FUZZ_BUILD)/corpus, crashes to tests/fuzz/crashes.
+fuzz: bootstrap
+	WSGW_FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 bench: bootstrap build
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
@@ -58,4 +67,4 @@ install: build
 	DESTDIR=$(DESTDIR) meson install -C $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(FUZZ_BUILD)

@@ -3,6 +3,7 @@
 #include <wsgw/event.h>
 #include <wsgw/template.h>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <sstream>
 #include <vector>
 
 namespace wsgw::daemon {
@@ -999,10 +1001,66 @@ std::string position(const std::string &file, const YAML::Mark &mark) {
 
 } // namespace
 
+namespace {
+
+// Receives a document's events and drops them.
+class IgnoreEvents final : public YAML::EventHandler {
+public:
+    void OnDocumentStart(const YAML::Mark &) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark &, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t, const std::string &) override {}
+    void OnSequenceStart(const YAML::Mark &, const std::string &, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark &, const std::string &, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+// yaml-cpp up to 0.8.0 never consumes a ',' that starts a document (",", "a: 1\n---\n,"): its
+// parser reports an empty document again and again, and LoadAll keeps each one until memory
+// runs out (upstream issue jbeder/yaml-cpp#1040; found by tests/fuzz/config_fuzz). Counted the
+// way LoadAll loops, with the same parser: more documents than the text can hold (each one past
+// the first needs a 3-byte marker) means that loop. Returns the offending ',' then.
+std::optional<YAML::Mark> endlessDocuments(const std::string &text) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    IgnoreEvents events;
+    std::size_t documents = 0;
+    while (parser.HandleNextDocument(events)) {
+        if (++documents <= text.size() + 2) continue;
+        // Where the stray ',' is: the first one at the start of a line's content.
+        YAML::Mark mark;
+        mark.line = 0;
+        mark.column = 0;
+        for (std::size_t i = 0, col = 0; i < text.size(); ++i) {
+            char c = text[i];
+            if (c == '\n') {
+                ++mark.line;
+                col = 0;
+                continue;
+            }
+            if (c == ',' ) {
+                mark.column = static_cast<int>(col);
+                mark.pos = static_cast<int>(i);
+                return mark;
+            }
+            ++col;
+        }
+        mark.line = 0;
+        return mark;
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
 std::optional<Config> parseConfig(std::string_view yamlText, const std::string &file, std::string *error) {
     Config config;
     config.file = file;
     try {
+        if (auto comma = endlessDocuments(std::string(yamlText)))
+            throw ConfigError{*comma, "invalid YAML: a document cannot start with ','"};
         // One document; empty ones around it (a stray '---') do no harm.
         std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yamlText));
         docs.erase(std::remove_if(docs.begin(), docs.end(), [](const YAML::Node &d) { return d.IsNull(); }),

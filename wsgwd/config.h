@@ -114,7 +114,9 @@ struct EndpointConfig {
     /// json_extract_vars: variable name -> dotted path, in the order written. Valid for
     /// wsgw::JsonExtractor::create.
     std::vector<std::pair<std::string, std::string>> jsonExtractVars;
-    bool compression = true; ///< compression: permessage-deflate offered to clients
+    /// compression: offer permessage-deflate. Off by default: libwebsockets 4.1.6 can stall
+    /// inflating a client's compressed messages (see ws_server.cpp); the original had it on.
+    bool compression = false;
     int line = 0;            ///< 1-based line of the endpoint in the file, for messages
 };
 

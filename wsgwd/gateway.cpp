@@ -315,7 +315,14 @@ bool Gateway::start(std::string *error) {
         return false;
     }
     d.started = true;
-    for (const EndpointConfig &e : c.endpoints) spdlog::info("Creating websocket endpoint at path {}", e.path);
+    for (const EndpointConfig &e : c.endpoints) {
+        spdlog::info("Creating websocket endpoint at path {}", e.path);
+        if (e.compression)
+            spdlog::warn("{}: compression is on: libwebsockets 4.1.6's permessage-deflate can stall on, or abort the "
+                         "process for, some compressed client messages; enable it for trusted clients only "
+                         "(README: Compression)",
+                         e.path);
+    }
     spdlog::info("Listening on {} (WebSocket, {} shards)", c.listen.toString(), shards);
     spdlog::info("Control API on {}", c.control.toString());
     return true;

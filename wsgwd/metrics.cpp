@@ -113,6 +113,9 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             &ShardCounters::invalidUtf8Closes);
     counter("wsgw_upgrades_refused_total", "WebSocket upgrades refused (unknown path, bad request)",
             &ShardCounters::upgradesRefused);
+    counter("wsgw_inflate_stalls_total",
+            "Connections closed (1011) because a compressed message stalled in libwebsockets' permessage-deflate",
+            &ShardCounters::inflateStalls);
 
     {
         MetricFamily f = family("wsgw_endpoint_connections", "WebSocket connections open now, by endpoint",

@@ -48,6 +48,7 @@ struct ShardCounters {
     ShardCounter oversizeCloses;     ///< 1009
     ShardCounter invalidUtf8Closes;  ///< 1007
     ShardCounter upgradesRefused;    ///< unknown path and the like
+    ShardCounter inflateStalls;      ///< 1011: a compressed message stuck in libwebsockets
     std::vector<ShardGauge> endpointConnections;
 };
 

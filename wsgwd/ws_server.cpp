@@ -34,6 +34,12 @@ constexpr std::size_t kCoalesceBytes = 64 * 1024;
 constexpr int kCloseTimeoutS = 5;
 // How often the idle sweep runs.
 constexpr lws_usec_t kSweepIntervalUs = 1 * LWS_USEC_PER_SEC;
+// permessage-deflate inflate buffer (see enlargeInflateBuffer) and its log2 as lws wants it.
+constexpr std::size_t kInflateBuffer = 64 * 1024;
+constexpr const char *kInflateBufferPower = "16";
+// A compressed message that makes no progress this long while the client sends nothing more is
+// stuck inside libwebsockets (see enlargeInflateBuffer): the connection is closed with 1011.
+constexpr std::int64_t kInflateStallMs = 3000;
 
 std::int64_t nowMs() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -143,6 +149,8 @@ struct ShardState {
 
     // Connections that stopped reading while the event sinks were backed up (pause_reading).
     std::vector<ConnectionId> pausedReading;
+    // Compressed connections with a message in progress, for the inflate stall watchdog.
+    std::vector<ConnectionId> partialCompressed;
 };
 
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
@@ -227,6 +235,10 @@ public:
             rxActive_ = true;
             rxBinary_ = lws_frame_is_binary(wsi_) != 0;
             rx_.clear();
+            if (compressed_ && !watched_) {
+                watched_ = true;
+                shard_.partialCompressed.push_back(id());
+            }
         }
         const WsEndpoint &e = ep();
         if (rx_.size() + len > e.maxMessageBytes) {
@@ -288,6 +300,26 @@ public:
     }
 
     bool isClosing() const { return closing_; }
+
+    // For the inflate stall watchdog: whether a message is still in progress; drops the watch
+    // when it is not.
+    bool messageInProgress() {
+        if (rxActive_ && !closing_) return true;
+        watched_ = false;
+        return false;
+    }
+
+    // The inflate stall: the client sent a whole compressed message that lws cannot finish.
+    void closeStalled() {
+        spdlog::warn("connection {}: a compressed message stalled inside libwebsockets' permessage-deflate; "
+                     "closing with 1011 so the client reconnects",
+                     id().toString());
+        shard_.counters.inflateStalls.add();
+        rxDiscard_ = true;
+        close(close_code::kInternalError, "compressed message could not be completed; please reconnect");
+        // lws is stuck on this connection's input; it may not get to write the close frame.
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, 1);
+    }
 
     // Stops reading from this client until resumeReading(): its messages wait in the kernel and
     // then in the client, instead of overflowing the event backlog.
@@ -354,6 +386,7 @@ private:
     // frame goes out from the next WRITEABLE, and the kill timeout covers a peer that never
     // lets us write. Whatever else the client sends meanwhile is dropped.
     int closeNow(std::uint16_t code, const std::string &reason) {
+        spdlog::debug("connection {}: closing at once with {} ({})", id().toString(), code, reason);
         closing_ = true;
         rxDiscard_ = true;
         clearQueue();
@@ -416,6 +449,7 @@ private:
     bool rxBinary_ = false;
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
     bool rxPaused_ = false;  // reading stopped for event backpressure
+    bool watched_ = false;   // in the shard's partialCompressed list
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
     std::vector<MessagePtr> queue_;
@@ -442,7 +476,22 @@ void sweep(lws_sorted_usec_list_t *sul) {
     ShardState &s = *reinterpret_cast<ShardState::SweepTimer *>(sul)->owner;
     auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.server.options.idleTimeout).count();
     std::int64_t now = nowMs();
-    for (WsConnection *c = s.idleHead; c;) {
+
+    // Compressed messages in progress: one silent for a while, with no bytes arriving either,
+    // is stuck inside lws.
+    auto &partial = s.partialCompressed;
+    for (std::size_t i = 0; i < partial.size();) {
+        auto *c = static_cast<WsConnection *>(s.shard.registry().find(partial[i]));
+        if (!c || !c->messageInProgress()) {
+            partial[i] = partial.back();
+            partial.pop_back();
+            continue;
+        }
+        if (now - c->lastActivityMs >= kInflateStallMs && !c->receivedSinceLastCheck()) c->closeStalled();
+        ++i;
+    }
+
+    for (WsConnection *c = idle > 0 ? s.idleHead : nullptr; c;) {
         WsConnection *next = c->next;
         std::int64_t silent = now - c->lastActivityMs;
         if (silent < idle / 2) break; // the rest are more recent
@@ -461,6 +510,22 @@ void sweep(lws_sorted_usec_list_t *sul) {
         c = next;
     }
     lws_sul_schedule(s.context, 0, &s.sweepTimer.sul, sweep, kSweepIntervalUs);
+}
+
+// libwebsockets 4.1.6's permessage-deflate stops inflating when its output buffer fills just as
+// its input runs out: the rest of the message stays inside zlib until the client sends more, so
+// the message never completes. Its buffer is 1 KiB by default, capped at the protocol's
+// rx_buffer_size; a 64 KiB buffer (allocated by lws only once the client sends a compressed
+// message) makes this rare for ordinary traffic. The cap is read at the time of the call, so the
+// protocol's value is raised just for it (this shard's thread alone uses its vhost's table).
+// What remains is caught by the stall watchdog in sweep().
+void enlargeInflateBuffer(lws *wsi) {
+    auto *proto = const_cast<lws_protocols *>(lws_get_protocol(wsi));
+    if (!proto) return;
+    std::size_t saved = proto->rx_buffer_size;
+    proto->rx_buffer_size = kInflateBuffer;
+    lws_set_extension_option(wsi, "permessage-deflate", "rx_buf_size", kInflateBufferPower);
+    proto->rx_buffer_size = saved;
 }
 
 int refuse(lws *wsi, unsigned status, const char *message) {
@@ -540,6 +605,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             }
             session->live = true;
             conn->linkIdle();
+            if (session->compressed) enlargeInflateBuffer(wsi);
             s.connections.fetch_add(1, std::memory_order_relaxed);
             s.counters.connectionsOpened.add();
             s.counters.endpointConnections[index].add(1);
@@ -753,7 +819,7 @@ bool WsServer::start(std::string *error) {
                 if (s->context) lws_cancel_service(s->context);
             });
             s->sweepTimer.owner = s;
-            if (d.options.idleTimeout.count() > 0) lws_sul_schedule(ctx, 0, &s->sweepTimer.sul, sweep, kSweepIntervalUs);
+            lws_sul_schedule(ctx, 0, &s->sweepTimer.sul, sweep, kSweepIntervalUs);
             promise->set_value("");
             while (!s->quit.load(std::memory_order_acquire)) {
                 if (lws_service(ctx, 0) < 0) break;

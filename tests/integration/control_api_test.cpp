@@ -203,14 +203,15 @@ TEST_CASE("a peer outside internal_endpoint_access_whitelist gets 403 and a log 
     CHECK(d->err().find("control API: refused GET /status from 127.0.0.1") != std::string::npos);
     // Health checks come from orchestrators anywhere and reveal nothing: always answered.
     CHECK(httpGet(d->controlPort, "/healthz").status == 200);
-    CHECK(httpGet(d->controlPort, "/readyz").status == 200);
+    CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
 }
 
 TEST_CASE("health, readiness and metrics") {
     auto d = Daemon::start();
     CHECK(httpGet(d->controlPort, "/healthz").body == "ok\n");
-    auto ready = httpGet(d->controlPort, "/readyz");
-    CHECK(ready.status == 200);
+    // Ready once the event sink's thread has connected it: a moment after start.
+    HttpResult ready;
+    CHECK(eventually([&] { return (ready = httpGet(d->controlPort, "/readyz")).status == 200; }));
     CHECK(ready.body == "ready\n");
 
     Client a = connectClient(*d);

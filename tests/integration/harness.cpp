@@ -75,6 +75,7 @@ std::string testConfig(std::uint16_t wsPort, std::uint16_t controlPort, const st
                     "max_message_size_kb: " + std::to_string(maxMessageKb) + "\n"
                     "endpoints:\n"
                     "  - path: /connect\n"
+                    "    compression: true\n"
                     "    set_tags: {group: default}\n"
                     "    stream_include_tags: [group, user]\n"
                     "  - path: /raw\n"

@@ -42,7 +42,7 @@ std::string readFile(const std::string &path);
 bool eventually(const std::function<bool()> &pred, Millis limit = 5000ms);
 
 /// A config with the given ports and the test endpoints:
-///   /connect  set_tags group=default, stream_include_tags [group, user]
+///   /connect  compression: true, set_tags group=default, stream_include_tags [group, user]
 ///   /raw      compression: false, max_message_size_kb: 4
 ///   /json     json_extract_vars command: data.command
 /// `extra` is appended (top-level keys).

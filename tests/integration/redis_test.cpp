@@ -245,17 +245,16 @@ TEST_CASE("a restarted Redis (same port) gets the events sent while it was down"
     RedisServer redis;
     auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
     auto ws = connect(*d, "/raw");
-    {
-        RedisProbe probe(redis.port());
-        REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "1"; }));
-    }
+    // Acknowledged, not just written: else the open event is retried into the new server.
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
     redis.kill();
     for (int i = 0; i < 50; ++i) REQUIRE(ws->sendText("while-down-" + std::to_string(i)));
     REQUIRE(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 503; }));
     CHECK(httpGet(d->controlPort, "/readyz").body.find("event sink 'redis' is not connected") != std::string::npos);
     redis.start();
     RedisProbe probe(redis.port());
-    REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "50"; }, 20000ms));
+    REQUIRE_MESSAGE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "50"; }, 20000ms),
+                    "XLEN " << probe.command({"XLEN", "connectionevents"}) << "; wsgwd's log:\n" << d->err());
     auto entries = probe.stream("connectionevents");
     for (int i = 0; i < 50; ++i) CHECK(entries[static_cast<std::size_t>(i)]["message"] == "while-down-" + std::to_string(i));
 }

