@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-amqp install clean
 
 all: build
 
@@ -57,6 +57,10 @@ fuzz: bootstrap
 bench: bootstrap build
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
+
+# Events/s into a private RabbitMQ node through the AMQP sink with publisher confirms.
+bench-amqp: bootstrap build
+	$(BUILD)/bench/amqp_bench --events 100000
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -80,6 +82,55 @@ std::string nodeName(const Config &c) {
     return std::string(host) + ":" + std::to_string(c.listen.port);
 }
 
+// --- stream_amqp -------------------------------------------------------------------------------
+
+// The AMQP sink's options from stream_amqp. The URL's query may set `heartbeat` (seconds, 0 =
+// off) and `connection_timeout` (milliseconds), as in RabbitMQ's URI spec; other query options
+// are accepted and ignored. nullopt with a message for a bad value.
+std::optional<AmqpSinkOptions> amqpOptions(const StreamAmqpConfig &a, const std::string &node, std::string *error) {
+    AmqpSinkOptions o;
+    o.host = a.addr.host;
+    o.port = a.addr.port;
+    o.tls = a.addr.tls;
+    o.user = a.addr.user;
+    o.password = a.addr.password;
+    o.vhost = a.addr.vhost;
+    o.exchange = a.exchange;
+    o.queue = a.queue;
+    o.routingKey = a.routingKey;
+    o.headers = a.headers;
+    o.node = node;
+    const std::string &url = a.addr.url;
+    std::size_t q = url.find('?');
+    std::string_view query = q == std::string::npos ? std::string_view() : std::string_view(url).substr(q + 1);
+    while (!query.empty()) {
+        std::string_view item = query.substr(0, query.find('&'));
+        query.remove_prefix(std::min(query.size(), item.size() + 1));
+        std::size_t eq = item.find('=');
+        std::string_view key = item.substr(0, eq);
+        std::string value(eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1));
+        if (key != "heartbeat" && key != "connection_timeout") continue;
+        char *end = nullptr;
+        errno = 0;
+        unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+        bool ok = !value.empty() && *end == '\0' && errno == 0 && value[0] != '-';
+        if (key == "heartbeat") {
+            if (!ok || n > 65535) {
+                if (error) *error = "stream_amqp.addr: heartbeat='" + value + "': use seconds, 0 to 65535";
+                return std::nullopt;
+            }
+            o.heartbeat = std::chrono::seconds(n);
+        } else {
+            if (!ok || n == 0 || n > 600'000) {
+                if (error) *error = "stream_amqp.addr: connection_timeout='" + value + "': use milliseconds, 1 to 600000";
+                return std::nullopt;
+            }
+            o.connectTimeout = std::chrono::milliseconds(n);
+        }
+    }
+    return o;
+}
+
 } // namespace
 
 std::string unavailableFeature(const Config &c) {
@@ -87,9 +138,12 @@ std::string unavailableFeature(const Config &c) {
                                   c.connectionRedisSync ? &c.connectionRedisSync->addr : nullptr})
         if (a && a->tls)
             return c.file + ": " + a->url + ": rediss:// (TLS) is not supported: this build's hiredis (0.14) has no TLS";
-    if (c.streamAmqp)
-        return c.file + ": stream_amqp is not available in this build yet: remove it (events go to the stdout log "
-                        "by default)";
+    if (c.streamAmqp) {
+        // Builds the sink once to learn whether it can exist (no connection is made).
+        std::string why;
+        auto options = amqpOptions(*c.streamAmqp, "", &why);
+        if (!options || !makeAmqpSink(std::move(*options), &why)) return c.file + ": stream_amqp: " + why;
+    }
     return {};
 }
 
@@ -177,6 +231,13 @@ bool Gateway::start(std::string *error) {
         std::string why;
         auto sink = makeRedisMirrorSink(std::move(o), &why);
         if (!sink) return fail("connection_redis_sync: " + why);
+        events.addSink(std::move(sink), sinkOptions);
+    }
+    if (c.streamAmqp) {
+        std::string why;
+        auto options = amqpOptions(*c.streamAmqp, node, &why);
+        std::unique_ptr<EventSink> sink = options ? makeAmqpSink(std::move(*options), &why) : nullptr;
+        if (!sink) return fail("stream_amqp: " + why);
         events.addSink(std::move(sink), sinkOptions);
     }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -201,5 +202,46 @@ struct RedisMirrorOptions {
 /// An entry Redis refuses (e.g. the key holds another type) is counted in rejected().
 WSGW_EXPORT std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions options, std::string *error = nullptr);
 WSGW_EXPORT std::unique_ptr<EventSink> makeRedisMirrorSink(RedisMirrorOptions options, std::string *error = nullptr);
+
+/// Where and how the AMQP sink publishes (wsgwd's stream_amqp). Value type.
+struct AmqpSinkOptions {
+    std::string host = "localhost";
+    std::uint16_t port = 5672;
+    bool tls = false;            ///< amqps: TLS with the peer's certificate and host name verified
+    std::string caFile;          ///< TLS: the CA bundle; empty: $SSL_CERT_FILE, else the system bundle
+    std::string user = "guest";
+    std::string password = "guest";
+    std::string vhost = "/";
+    /// Declared as a durable topic exchange on each connect. Empty: the default exchange (the
+    /// routing key then names the queue).
+    std::string exchange;
+    /// Declared durable on each connect and, with an exchange, bound to it with "#". Empty: none.
+    std::string queue;
+    /// A Template source ({tag.NAME}, {json.VAR}); empty: the empty routing key.
+    std::string routingKey;
+    /// Added to every message's headers as strings.
+    std::map<std::string, std::string> headers;
+    /// The `node` field of each event (see toJson).
+    std::string node;
+    /// Heartbeat interval asked of the broker; a silent connection counts as dead after two.
+    /// 0 disables heartbeats.
+    std::chrono::seconds heartbeat{10};
+    std::chrono::milliseconds connectTimeout{5000}; ///< TCP connect, TLS and login
+    /// Longest wait for a broker reply: a declaration, or the confirms of one batch.
+    std::chrono::milliseconds replyTimeout{10'000};
+};
+
+/// Publishes each event as a persistent JSON message (toJson; content type application/json,
+/// delivery mode 2, a timestamp and `headers`) with publisher confirms: an event counts as
+/// delivered only when the broker confirmed it. The routing key is rendered per event from
+/// `routingKey`. Connection and channel errors (refused login, an exchange that exists with
+/// another type, a lost broker) make connect()/publish() fail with a lastError() that says what
+/// to fix; EventBus retries with back-off. An event whose routing key exceeds AMQP's 255 bytes
+/// is refused for good (counted in rejected()).
+///
+/// Returns nullptr with a message in `*error` for options that can never work (an invalid
+/// routing key template, an empty host) or when libwsgw was built without AMQP (rabbitmq-c).
+/// Nothing is connected here: the sink connects on its EventBus thread.
+WSGW_EXPORT std::unique_ptr<EventSink> makeAmqpSink(AmqpSinkOptions options, std::string *error = nullptr);
 
 } // namespace wsgw
