@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
 #include <thread>
 
 namespace wsgw::daemon {
@@ -31,6 +32,14 @@ std::string rawQuery(const httplib::Request &req) {
 
 bool wantsJson(const httplib::Request &req) {
     return req.get_header_value("Accept").find("application/json") != std::string::npos;
+}
+
+// Equal without revealing, through timing, how much of a guess was right.
+bool constantTimeEquals(std::string_view a, std::string_view b) {
+    unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+    for (std::size_t i = 0; i < a.size(); ++i)
+        diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+    return diff == 0;
 }
 
 bool isBinaryBody(const httplib::Request &req) {
@@ -135,7 +144,59 @@ struct ControlApi::Impl {
             reply(res, 400, "bad body: expected form-encoded tags like admin=1&group=a: " + error);
             return;
         }
+        for (const auto &[k, v] : *changes) {
+            if (k.size() > opt.maxTagKeyLen) {
+                reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(opt.maxTagKeyLen) +
+                                    " bytes); nothing changed");
+                return;
+            }
+            if (v.size() > opt.maxTagValueLen) {
+                reply(res, 400, "value of tag '" + k + "' longer than max_tag_value_len (" +
+                                    std::to_string(opt.maxTagValueLen) + " bytes); nothing changed");
+                return;
+            }
+        }
+        // All or nothing: first count the connections that would end up with too many tags.
+        auto tooMany = countOverTagLimit(*sel, *changes, res);
+        if (!tooMany) return;
+        if (*tooMany > 0) {
+            reply(res, 400, "this would give " + std::to_string(*tooMany) + " connection(s) more than " +
+                                std::to_string(opt.maxTagsPerConnection) +
+                                " tags (max_tags_per_connection); nothing changed");
+            return;
+        }
         answerCount(ctx.hub.setTags(std::move(*sel), std::move(*changes)), "settags", res);
+    }
+
+    // How many selected connections `changes` would take over max_tags_per_connection; nullopt
+    // (with the answer written) when the shards could not be asked.
+    std::optional<std::size_t> countOverTagLimit(const Selector &sel, const TagList &changes, httplib::Response &res) {
+        std::size_t adds = 0;
+        for (const auto &[k, v] : changes) adds += !v.empty();
+        if (adds == 0) return 0; // only deletions: never over
+        auto promise = std::make_shared<std::promise<CountResult>>();
+        auto future = promise->get_future();
+        const unsigned limit = opt.maxTagsPerConnection;
+        ctx.hub.forEachShard(
+            [sel, changes, limit](Shard &s) {
+                Registry &reg = s.registry();
+                std::size_t over = 0;
+                reg.match(sel, [&](Connection &c) {
+                    Tags t = reg.tags(c.id());
+                    for (const auto &[k, v] : changes) {
+                        if (v.empty())
+                            t.erase(k);
+                        else
+                            t[k] = v;
+                    }
+                    over += t.size() > limit;
+                });
+                return over;
+            },
+            [promise](CountResult r) { promise->set_value(r); });
+        auto r = await(std::move(future), "settags", res);
+        if (!r) return std::nullopt;
+        return r->value;
     }
 
     void close(const httplib::Request &req, httplib::Response &res) {
@@ -258,14 +319,27 @@ bool ControlApi::start(std::string *error) {
     s.set_payload_max_length(d.opt.maxBodyBytes);
     // httplib's workers finish an idle keep-alive wait or a slow read before stop() returns,
     // so these bound how long a shutdown can wait for backends' connections.
-    s.set_read_timeout(5, 0);
-    s.set_write_timeout(5, 0);
+    s.set_read_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
+    s.set_write_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
     s.set_keep_alive_timeout(2);
     s.set_keep_alive_max_count(1000);
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
-        if (d.allowed(req.remote_addr)) return httplib::Server::HandlerResponse::Unhandled;
+        if (d.allowed(req.remote_addr)) {
+            if (d.opt.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
+            std::string auth = req.get_header_value("Authorization");
+            static constexpr std::string_view kBearer = "Bearer ";
+            if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&
+                constantTimeEquals(std::string_view(auth).substr(kBearer.size()), d.opt.token))
+                return httplib::Server::HandlerResponse::Unhandled;
+            // Never log what was sent: it may be a near miss of the real token.
+            spdlog::warn("control API: refused {} {} from {}: {}", req.method, req.path, req.remote_addr,
+                         auth.empty() ? "no bearer token" : "wrong bearer token");
+            res.set_header("WWW-Authenticate", "Bearer");
+            reply(res, 401, "unauthorized: send 'Authorization: Bearer <control_token>'");
+            return httplib::Server::HandlerResponse::Handled;
+        }
         spdlog::warn("control API: refused {} {} from {} (not in internal_endpoint_access_whitelist)", req.method,
                      req.path, req.remote_addr);
         reply(res, 403, "forbidden: " + req.remote_addr + " is not in internal_endpoint_access_whitelist");

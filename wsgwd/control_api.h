@@ -29,6 +29,12 @@ struct ControlApiOptions {
     std::size_t maxBodyBytes = 1024 * 1024;  ///< larger bodies get 413
     bool metrics = true;                     ///< serve /metrics
     std::chrono::milliseconds commandTimeout{10'000}; ///< a command not answered by then: 504
+    std::chrono::seconds ioTimeout{5};       ///< reading a request, writing a response
+    std::string token;                       ///< non-empty: every request but /healthz and /readyz needs
+                                             ///< "Authorization: Bearer <token>" (401 otherwise)
+    unsigned maxTagsPerConnection = 64;      ///< /settags that would exceed it: 400, nothing changed
+    unsigned maxTagKeyLen = 128;
+    unsigned maxTagValueLen = 1024;
 };
 
 /// The original gateway's HTTP control API (cpp-httplib), on its own threads:

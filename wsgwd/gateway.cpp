@@ -313,7 +313,13 @@ bool Gateway::start(std::string *error) {
     api.addr = c.control;
     api.addr.host = *controlHost;
     api.allow = c.controlAllow;
-    api.maxBodyBytes = c.maxMessageSizeKb * 1024;
+    api.maxBodyBytes = (c.maxBodyKb ? c.maxBodyKb : c.maxMessageSizeKb) * 1024;
+    api.commandTimeout = std::chrono::seconds(c.controlTimeoutS);
+    api.ioTimeout = std::chrono::seconds(std::min(c.controlTimeoutS, 5u)); // bounds how long a stop waits
+    api.token = c.controlToken;
+    api.maxTagsPerConnection = c.maxTagsPerConnection;
+    api.maxTagKeyLen = c.maxTagKeyLen;
+    api.maxTagValueLen = c.maxTagValueLen;
     api.metrics = c.prometheusEnabled;
     d.control = std::make_unique<ControlApi>(std::move(ctx), std::move(api));
 
