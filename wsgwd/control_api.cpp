@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <future>
+#include <mutex>
 #include <thread>
 
 namespace wsgw::daemon {
@@ -53,16 +54,27 @@ bool isBinaryBody(const httplib::Request &req) {
 } // namespace
 
 struct ControlApi::Impl {
-    Impl(ControlApiContext c, ControlApiOptions o) : ctx(std::move(c)), opt(std::move(o)) {}
+    Impl(ControlApiContext c, ControlApiOptions o)
+        : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)) {}
 
     ControlApiContext ctx;
-    ControlApiOptions opt;
+    ControlApiOptions opt; // as started: address, TLS, body limit
+
+    // What a reload may change, read per request.
+    mutable std::mutex liveMu;
+    std::shared_ptr<const ControlApiOptions> live;
+    std::shared_ptr<const ControlApiOptions> current() const {
+        std::lock_guard lock(liveMu);
+        return live;
+    }
     httplib::Server server;
     std::thread thread;
     bool running = false;
 
     bool allowed(const std::string &ip) const {
-        if (opt.allow.empty()) {
+        auto now = current();
+        const std::vector<Cidr> &allow = now->allow;
+        if (allow.empty()) {
             static const std::vector<Cidr> loopback = [] {
                 std::vector<Cidr> v;
                 v.push_back(*Cidr::parse("127.0.0.1/8"));
@@ -71,7 +83,7 @@ struct ControlApi::Impl {
             }();
             return std::any_of(loopback.begin(), loopback.end(), [&](const Cidr &c) { return c.contains(ip); });
         }
-        return std::any_of(opt.allow.begin(), opt.allow.end(), [&](const Cidr &c) { return c.contains(ip); });
+        return std::any_of(allow.begin(), allow.end(), [&](const Cidr &c) { return c.contains(ip); });
     }
 
     // The selector from the query string; answers 400 and returns nullopt if it is malformed.
@@ -89,7 +101,7 @@ struct ControlApi::Impl {
     template <class Result> std::optional<Result> await(std::future<Result> f, const char *command,
                                                         httplib::Response &res) {
         auto start = std::chrono::steady_clock::now();
-        if (f.wait_for(opt.commandTimeout) != std::future_status::ready) {
+        if (f.wait_for(current()->commandTimeout) != std::future_status::ready) {
             reply(res, 504, std::string(command) + ": the shards did not answer in time");
             return std::nullopt;
         }
@@ -144,24 +156,25 @@ struct ControlApi::Impl {
             reply(res, 400, "bad body: expected form-encoded tags like admin=1&group=a: " + error);
             return;
         }
+        auto limits = current();
         for (const auto &[k, v] : *changes) {
-            if (k.size() > opt.maxTagKeyLen) {
-                reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(opt.maxTagKeyLen) +
+            if (k.size() > limits->maxTagKeyLen) {
+                reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(limits->maxTagKeyLen) +
                                     " bytes); nothing changed");
                 return;
             }
-            if (v.size() > opt.maxTagValueLen) {
+            if (v.size() > limits->maxTagValueLen) {
                 reply(res, 400, "value of tag '" + k + "' longer than max_tag_value_len (" +
-                                    std::to_string(opt.maxTagValueLen) + " bytes); nothing changed");
+                                    std::to_string(limits->maxTagValueLen) + " bytes); nothing changed");
                 return;
             }
         }
         // All or nothing: first count the connections that would end up with too many tags.
-        auto tooMany = countOverTagLimit(*sel, *changes, res);
+        auto tooMany = countOverTagLimit(*sel, *changes, limits->maxTagsPerConnection, res);
         if (!tooMany) return;
         if (*tooMany > 0) {
             reply(res, 400, "this would give " + std::to_string(*tooMany) + " connection(s) more than " +
-                                std::to_string(opt.maxTagsPerConnection) +
+                                std::to_string(limits->maxTagsPerConnection) +
                                 " tags (max_tags_per_connection); nothing changed");
             return;
         }
@@ -170,13 +183,13 @@ struct ControlApi::Impl {
 
     // How many selected connections `changes` would take over max_tags_per_connection; nullopt
     // (with the answer written) when the shards could not be asked.
-    std::optional<std::size_t> countOverTagLimit(const Selector &sel, const TagList &changes, httplib::Response &res) {
+    std::optional<std::size_t> countOverTagLimit(const Selector &sel, const TagList &changes, unsigned limit,
+                                                 httplib::Response &res) {
         std::size_t adds = 0;
         for (const auto &[k, v] : changes) adds += !v.empty();
         if (adds == 0) return 0; // only deletions: never over
         auto promise = std::make_shared<std::promise<CountResult>>();
         auto future = promise->get_future();
-        const unsigned limit = opt.maxTagsPerConnection;
         ctx.hub.forEachShard(
             [sel, changes, limit](Shard &s) {
                 Registry &reg = s.registry();
@@ -327,11 +340,12 @@ bool ControlApi::start(std::string *error) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
         if (d.allowed(req.remote_addr)) {
-            if (d.opt.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
+            const std::string token = d.current()->token;
+            if (token.empty()) return httplib::Server::HandlerResponse::Unhandled;
             std::string auth = req.get_header_value("Authorization");
             static constexpr std::string_view kBearer = "Bearer ";
             if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&
-                constantTimeEquals(std::string_view(auth).substr(kBearer.size()), d.opt.token))
+                constantTimeEquals(std::string_view(auth).substr(kBearer.size()), token))
                 return httplib::Server::HandlerResponse::Unhandled;
             // Never log what was sent: it may be a near miss of the real token.
             spdlog::warn("control API: refused {} {} from {}: {}", req.method, req.path, req.remote_addr,
@@ -384,6 +398,18 @@ bool ControlApi::start(std::string *error) {
     d.thread = std::thread([&s] { s.listen_after_bind(); });
     d.running = true;
     return true;
+}
+
+void ControlApi::reload(const ControlApiOptions &next) {
+    auto merged = std::make_shared<ControlApiOptions>(impl_->opt);
+    merged->allow = next.allow;
+    merged->token = next.token;
+    merged->maxTagsPerConnection = next.maxTagsPerConnection;
+    merged->maxTagKeyLen = next.maxTagKeyLen;
+    merged->maxTagValueLen = next.maxTagValueLen;
+    merged->commandTimeout = next.commandTimeout;
+    std::lock_guard lock(impl_->liveMu);
+    impl_->live = std::move(merged);
 }
 
 void ControlApi::stop() {

@@ -58,6 +58,10 @@ public:
     /// Stops serving and joins the threads. Idempotent.
     void stop();
 
+    /// Thread-safe: takes the allowlist, token, tag limits and command timeout of `next` for
+    /// the requests that follow. The address, TLS and body limit stay as they are.
+    void reload(const ControlApiOptions &next);
+
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;

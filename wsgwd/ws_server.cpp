@@ -96,26 +96,16 @@ struct WsServer::Impl {
     std::atomic<bool> running{false};
     std::mutex stopMu;
     bool stopped = false;
-
-    // The endpoint for a request path; nullptr if none.
-    const WsEndpoint *endpointFor(std::string_view path, std::size_t *index) const {
-        for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
-            if (options.endpoints[i].path == path) {
-                if (index) *index = i;
-                return &options.endpoints[i];
-            }
-        }
-        return nullptr;
-    }
 };
 
 namespace {
 
 struct ShardState {
     ShardState(WsServer::Impl &s, std::size_t i)
-        : server(s), shard(s.hub.shard(i)), counters(s.metrics.shard(i)), index(i) {}
+        : server(s), settings(s.options), shard(s.hub.shard(i)), counters(s.metrics.shard(i)), index(i) {}
 
     WsServer::Impl &server;
+    WsServerOptions settings; // this shard's copy: a reload swaps it on the shard's thread
     Shard &shard;
     ShardCounters &counters;
     std::size_t index;
@@ -158,6 +148,18 @@ struct ShardState {
     using Due = std::pair<std::int64_t, ConnectionId>;
     std::priority_queue<Due, std::vector<Due>, std::greater<>> lifetimes;
     std::minstd_rand jitter{std::random_device{}()};
+    std::size_t drainInitial = 0; // connections when a drain began
+
+    // The endpoint for a request path; nullptr if none.
+    const WsEndpoint *endpointFor(std::string_view path, std::size_t *at) const {
+        for (std::size_t i = 0; i < settings.endpoints.size(); ++i) {
+            if (settings.endpoints[i].path == path) {
+                if (at) *at = i;
+                return &settings.endpoints[i];
+            }
+        }
+        return nullptr;
+    }
 };
 
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
@@ -170,7 +172,7 @@ public:
         lastActivityMs = nowMs();
     }
 
-    const WsEndpoint &ep() const { return shard_.server.options.endpoints[endpoint_]; }
+    const WsEndpoint &ep() const { return shard_.settings.endpoints[endpoint_]; }
     std::size_t endpointIndex() const { return endpoint_; }
 
     SendStatus send(const MessagePtr &msg) override {
@@ -520,7 +522,7 @@ ShardState &shardOf(lws *wsi) { return *static_cast<ShardState *>(lws_context_us
 // one silent for the whole timeout is closed.
 void sweep(lws_sorted_usec_list_t *sul) {
     ShardState &s = *reinterpret_cast<ShardState::SweepTimer *>(sul)->owner;
-    auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.server.options.idleTimeout).count();
+    auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.settings.idleTimeout).count();
     std::int64_t now = nowMs();
 
     // Compressed messages in progress: one silent for a while, with no bytes arriving either,
@@ -644,7 +646,7 @@ int confirmUpgrade(lws *wsi) {
     ShardState &s = shardOf(wsi);
     std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
     std::size_t index = 0;
-    const WsEndpoint *e = s.server.endpointFor(path, &index);
+    const WsEndpoint *e = s.endpointFor(path, &index);
     if (path.empty()) return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "a WebSocket upgrade is a GET");
     if (!e) return refuse(wsi, Refusal::NotFound, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint here");
     if (s.draining.load(std::memory_order_relaxed))
@@ -666,7 +668,7 @@ int confirmUpgrade(lws *wsi) {
             std::find(e->allowedOrigins.begin(), e->allowedOrigins.end(), origin) == e->allowedOrigins.end())
             return refuse(wsi, Refusal::Origin, HTTP_STATUS_FORBIDDEN, "origin not allowed");
     }
-    const WsServerOptions &o = s.server.options;
+    const WsServerOptions &o = s.settings;
     if ((o.maxConnections && totalConnections(s.server) >= o.maxConnections) ||
         (e->maxConnections && endpointConnections(s.server, index) >= e->maxConnections))
         return refuse(wsi, Refusal::Capacity, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections; retry later");
@@ -699,7 +701,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             int uriLen = 0;
             int method = lws_http_get_uri_and_method(wsi, &uri, &uriLen);
             std::string path = uri && uriLen > 0 ? std::string(uri, static_cast<std::size_t>(uriLen)) : std::string();
-            bool known = s.server.endpointFor(path, nullptr) != nullptr;
+            bool known = s.endpointFor(path, nullptr) != nullptr;
             s.counters.upgradesRefused[static_cast<std::size_t>(known ? Refusal::NotWebSocket : Refusal::NotFound)].add();
             unsigned status = !known ? unsigned(HTTP_STATUS_NOT_FOUND) : method == LWSHUMETH_GET ? 426u : 405u;
             if (lws_return_http_status(wsi, status,
@@ -717,7 +719,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
 
         case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
             ShardState &s = shardOf(wsi);
-            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
+            const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
             if (!e || !e->compression) return 1; // refuse the extension
             // lws 4.1 accepts server_max_window_bits without echoing it (the client must then
             // fail the connection) and, on a vhost with no listen port of its own, deflates with
@@ -731,7 +733,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_ESTABLISHED: {
             ShardState &s = shardOf(wsi);
             std::size_t index = 0;
-            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
+            const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
             if (!e || !session) return -1;
             auto *conn = new (session->conn) WsConnection(s, wsi, index, session->compressed);
             if (!s.shard.open(*conn, e->setTags, e->events)) { // an id clash: practically impossible
@@ -740,7 +742,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             }
             session->live = true;
             conn->linkIdle();
-            if (auto life = s.server.options.maxLifetime.count(); life > 0) {
+            if (auto life = s.settings.maxLifetime.count(); life > 0) {
                 // Spread ±10% so connections made together do not all leave together.
                 std::int64_t ms = life * 1000;
                 std::uniform_int_distribution<std::int64_t> spread(-ms / 10, ms / 10);
@@ -877,7 +879,9 @@ void endThreads(WsServer::Impl &d) {
 WsServer::WsServer(Hub &hub, Metrics &metrics, WsServerOptions options)
     : impl_(std::make_unique<Impl>(hub, metrics, std::move(options))) {}
 
-WsServer::~WsServer() { stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0)); }
+WsServer::~WsServer() {
+    stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0), std::chrono::milliseconds(0));
+}
 
 std::size_t WsServer::messageHeadroom() noexcept { return LWS_PRE; }
 
@@ -997,6 +1001,20 @@ bool WsServer::start(std::string *error) {
     return true;
 }
 
+void WsServer::reload(WsServerOptions next) {
+    for (auto &ptr : impl_->shards) {
+        ShardState *s = ptr.get();
+        if (!s->shard.post([s, next](Shard &) {
+                // Same paths in the same order (the caller checks): connections keep their index.
+                s->settings.endpoints = next.endpoints;
+                s->settings.idleTimeout = next.idleTimeout;
+                s->settings.maxConnections = next.maxConnections;
+                s->settings.maxLifetime = next.maxLifetime;
+            }))
+            spdlog::warn("reload: shard {} is busy; its settings are unchanged until the next reload", s->index);
+    }
+}
+
 void WsServer::resumeReading() {
     for (auto &ptr : impl_->shards) {
         ShardState *s = ptr.get();
@@ -1009,7 +1027,8 @@ void WsServer::resumeReading() {
     }
 }
 
-void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace) {
+void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds spread,
+                    std::chrono::milliseconds grace) {
     Impl &d = *impl_;
     std::lock_guard lock(d.stopMu);
     if (d.stopped || d.shards.empty()) {
@@ -1018,11 +1037,45 @@ void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::mi
     }
     d.stopped = true;
     d.running.store(false);
-    for (auto &s : d.shards) s->draining.store(true);
+    for (auto &s : d.shards) {
+        s->draining.store(true);
+        // Close the listener on its own thread: new clients are refused by the kernel now.
+        ShardState *sp = s.get();
+        (void)s->shard.post([sp](Shard &) {
+            if (sp->listener) lws_set_timeout(sp->listener, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        });
+    }
 
-    // Close everyone, and again for any that slipped in, until all are gone or grace runs out.
-    auto deadline = std::chrono::steady_clock::now() + grace;
+    // Closes in even steps over `spread`: after step k of n, each shard has closed k/n of what
+    // it held when the drain began.
     std::string why(reason);
+    constexpr auto kStep = std::chrono::milliseconds(100);
+    const auto start = std::chrono::steady_clock::now();
+    const long steps = std::max<long>(1, static_cast<long>(spread / kStep));
+    for (long step = 1; step < steps && connections() > 0; ++step) {
+        for (auto &s : d.shards) {
+            ShardState *sp = s.get();
+            (void)s->shard.post([sp, step, steps, code, why](Shard &shard) {
+                std::size_t open = 0;
+                shard.registry().forEach([&](Connection &c, const Tags &) {
+                    open += !static_cast<WsConnection &>(c).isClosing();
+                });
+                if (step == 1) sp->drainInitial = open;
+                std::size_t keep = sp->drainInitial * static_cast<std::size_t>(steps - step) / static_cast<std::size_t>(steps);
+                std::size_t quota = open > keep ? open - keep : 0;
+                shard.registry().match(Selector::all(), [&](Connection &c) {
+                    auto &ws = static_cast<WsConnection &>(c);
+                    if (quota == 0 || ws.isClosing()) return;
+                    ws.close(code, why);
+                    --quota;
+                });
+            });
+        }
+        std::this_thread::sleep_until(start + step * kStep);
+    }
+
+    // The rest (and any that slipped in), until all are gone or grace runs out.
+    auto deadline = std::chrono::steady_clock::now() + grace;
     do {
         auto closed = d.hub.close(Selector::all(), code, why, {});
         closed.wait_until(deadline);
