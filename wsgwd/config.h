@@ -146,6 +146,7 @@ struct Config {
         Stdout,
         Stderr,
         None,
+        Discard, ///< events are built, queued and counted by a sink that drops them (benchmarks)
     };
 
     std::string file;                        ///< the name it was loaded from
@@ -163,7 +164,7 @@ struct Config {
     unsigned threads = 0;                ///< threads: shards; 0 = one per CPU
     unsigned idleTimeoutS = 60;          ///< idle_timeout_s: close silent connections; 0 = never
     std::size_t maxOutboundKb = 4096;    ///< max_outbound_kb: per-connection send queue bound
-    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none
+    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none|discard
     std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
 
     /// eventLog with Auto resolved.
