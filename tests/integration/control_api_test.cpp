@@ -5,6 +5,7 @@
 #include "ws_client.h"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
 #include <map>
 #include <memory>
@@ -233,4 +234,20 @@ TEST_CASE("health, readiness and metrics") {
 TEST_CASE("metrics can be turned off") {
     auto d = Daemon::start("prometheus: {enabled: false}\n");
     CHECK(httpGet(d->controlPort, "/metrics").status == 404);
+}
+
+TEST_CASE("keep-alive requests answer without waiting for the client's delayed ACK") {
+    auto d = Daemon::start();
+    httplib::Client backend("127.0.0.1", d->controlPort);
+    backend.set_keep_alive(true);
+    backend.set_tcp_nodelay(true); // httplib's client writes header and body separately too
+    // 20 requests on one connection take a few milliseconds; with Nagle's algorithm on the
+    // server's side each would wait ~40 ms for the ACK of the answer's header.
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) {
+        auto r = backend.Post("/send?group=nobody", "x", "text/plain");
+        REQUIRE(r);
+        REQUIRE(r->status == 200);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
 }
