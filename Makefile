@@ -7,7 +7,7 @@ DESTDIR    ?=
 MESON_ARGS ?=
 TEST_ARGS  ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan bench bench-micro bench-compare install clean
 
 all: build
 
@@ -45,9 +45,20 @@ test-tsan: bootstrap
 	TSAN_OPTIONS=halt_on_error=1 meson test -C $(BUILD)-tsan --print-errorlogs --timeout-multiplier 3 \
 		$(or $(TEST_ARGS),hub event_bus)
 
+# The load tools (wsgw-bench, raw-fanout, grip-origin), the micro-benchmarks and wsgwd.
 bench: bootstrap build
+	@echo "bench: built $(BUILD)/bench/wsgw-bench, raw-fanout, grip-origin; run 'make bench-compare' or 'make bench-micro'"
+
+# The library's micro-benchmarks (registry speed and memory).
+bench-micro: bench
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
+
+# wsgwd beside nginx+nchan, Pushpin and the raw-socket bound (about 5 minutes; installs the
+# peers' Debian packages if missing). COMPARE_ARGS=--quick for a short check.
+COMPARE_ARGS ?=
+bench-compare: bench
+	bench/compare --build $(BUILD) $(COMPARE_ARGS)
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)
