@@ -3,16 +3,17 @@
 // queues, no allocation per message. What it reaches is what the kernel and loopback allow on
 // this machine for the same work the real servers do.
 //
-// The publishes that arrive in one round of the event loop form a batch: each frame is built once,
-// and each socket gets all of the batch's frames meant for it in one write (as a server that
-// coalesces its pending frames would), in publish order.
+// The publishes that arrive in one round of the event loop form a batch: each is answered at once
+// (the number of connections it is for), each frame is built once, and each socket gets all of the
+// batch's frames meant for it in one write (as a server that coalesces its pending frames would),
+// in publish order.
 //
 //   raw-fanout --listen 127.0.0.1:7000 --control 127.0.0.1:7001
 //
 // WebSocket clients connect to any path; the last number in the path is the connection's group
 // ("/g17" -> 17, none -> 0). The control port speaks just enough HTTP/1.1 (keep-alive,
 // pipelining) for wsgw-bench's publisher, in the shape of wsgwd's control API:
-//   POST /send?all=1        the body to every connection          -> the number reached
+//   POST /send?all=1        the body to every connection          -> the number of them
 //   POST /send?group=gN     the body to the connections of group N
 //   GET  /stats             connections, inbound frames (masked client frames, each payload
 //                           checked with the bench's checksum) and bad ones
@@ -249,7 +250,9 @@ private:
             if (head.compare(0, 10, "GET /stats") == 0) {
                 flushBatch(); // answers in request order
                 answer = "connections " + std::to_string(all_.size()) + "\ninbound_frames " + std::to_string(inbound_) +
-                         "\nbad_frames " + std::to_string(bad_) + "\nframes_sent " + std::to_string(sent_) + "\n";
+                         "\nbad_frames " + std::to_string(bad_) + "\nframes_sent " + std::to_string(sent_) +
+                         "\nbatches " + std::to_string(batches_) + "\npublishes " + std::to_string(publishes_) +
+                         "\nwrites " + std::to_string(writes_) + "\n";
             } else {
                 flushBatch();
                 status = 404;
@@ -290,10 +293,18 @@ private:
         batch_.push_back(p);
     }
 
-    // Writes the batch: each socket gets its frames in one write. Then answers every publish with
-    // the number of connections it reached.
+    // Answers every publish of the batch with the number of connections it is for (like wsgwd's
+    // /send, which answers once the frame is queued: so publishers can send more while this
+    // writes, and the next batch holds what came meanwhile), then writes the batch: each socket
+    // gets its frames in one write.
     void flushBatch() {
         if (batch_.empty()) return;
+        ++batches_;
+        publishes_ += batch_.size();
+        for (const Pending &p : batch_) {
+            std::size_t n = p.group == kAllGroup ? all_.size() : p.group < groups_.size() ? groups_[p.group].size() : 0;
+            if (p.from->fd >= 0) respond(*p.from, 200, std::to_string(n));
+        }
         bool broadcast = false;
         groupsInBatch_.clear();
         for (const Pending &p : batch_) {
@@ -311,7 +322,6 @@ private:
                     out->insert(out->end(), frames_.begin() + std::ptrdiff_t(p.at),
                                 frames_.begin() + std::ptrdiff_t(p.at + p.size));
         };
-        reached_.assign(groups_.size(), 0);
         if (perGroup_.size() < groups_.size()) perGroup_.resize(groups_.size());
         if (broadcast) {
             bytesFor(kAllGroup, &common_);
@@ -320,10 +330,7 @@ private:
                 Client *c = all_[i];
                 bool own = std::find(groupsInBatch_.begin(), groupsInBatch_.end(), c->group) != groupsInBatch_.end();
                 const std::vector<char> &bytes = own ? perGroup_[c->group] : common_;
-                if (writeFrames(*c, bytes)) {
-                    ++reached_[c->group];
-                    ++i;
-                }
+                if (writeFrames(*c, bytes)) ++i;
             }
         } else {
             for (std::uint32_t g : groupsInBatch_) {
@@ -331,18 +338,9 @@ private:
                 bytesFor(g, &bytes);
                 auto &list = groups_[g];
                 for (std::size_t i = 0; i < list.size();) {
-                    if (writeFrames(*list[i], bytes)) {
-                        ++reached_[g];
-                        ++i;
-                    }
+                    if (writeFrames(*list[i], bytes)) ++i;
                 }
             }
-        }
-        std::size_t everyone = 0;
-        for (std::size_t n : reached_) everyone += n;
-        for (const Pending &p : batch_) {
-            std::size_t n = p.group == kAllGroup ? everyone : p.group < reached_.size() ? reached_[p.group] : 0;
-            if (p.from->fd >= 0) respond(*p.from, 200, std::to_string(n));
         }
         batch_.clear();
         frames_.clear();
@@ -352,6 +350,7 @@ private:
     // connection (which swap-removes it from the lists) and returns false.
     bool writeFrames(Client &c, const std::vector<char> &bytes) {
         if (bytes.empty()) return true;
+        ++writes_;
         ssize_t w = send(c.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w == ssize_t(bytes.size()) ||
             (w >= 0 && writeAll(c.fd, bytes.data() + w, bytes.size() - std::size_t(w), 5000)) ||
@@ -381,10 +380,10 @@ private:
     std::vector<std::uint32_t> groupsInBatch_;
     std::vector<std::vector<char>> perGroup_;
     std::vector<char> common_;
-    std::vector<std::size_t> reached_;
     std::uint64_t inbound_ = 0;
     std::uint64_t bad_ = 0;
     std::uint64_t sent_ = 0;
+    std::uint64_t batches_ = 0, publishes_ = 0, writes_ = 0;
 };
 
 } // namespace

@@ -44,7 +44,6 @@ namespace {
 constexpr int kMaxStreams = 32;         // publisher connections (each an ordered stream)
 constexpr std::size_t kRing = 16384;    // publish slots: more than any window
 constexpr std::size_t kReadBuffer = 256 * 1024;
-constexpr int kConnectRetries = 3;
 
 std::atomic<bool> gQuit{false};
 
@@ -60,6 +59,7 @@ struct Options {
     std::string subprotocol;
     bool deflate = false;
     int connectConcurrency = 256;
+    int connectRetries = 3;
     std::string publish;
     int publishers = 4;
     int groupPublishers = 0; // 0: same as publishers
@@ -299,7 +299,7 @@ private:
         while (!gQuit.load(std::memory_order_relaxed)) {
             int timeout = 50;
             if (sending_) timeout = idleRound_ ? 1 : 0;
-            else if (!pending_.empty() || connecting_ > 0) timeout = 5;
+            else if (!pending_.empty() || !retry_.empty() || connecting_ > 0) timeout = 5;
             int n = epoll_wait(ep_, events, 512, timeout);
             now_ = monoNs();
             for (int i = 0; i < n; ++i) {
@@ -349,6 +349,15 @@ private:
     // -- connecting --
 
     void startConnects() {
+        for (std::size_t i = 0; i < retry_.size();) {
+            if (retry_[i]->startNs <= now_) {
+                pending_.insert(pending_.begin(), retry_[i]);
+                retry_[i] = retry_.back();
+                retry_.pop_back();
+            } else {
+                ++i;
+            }
+        }
         const int limit = std::max(1, s_.opt.connectConcurrency / s_.opt.threads);
         while (!pending_.empty() && connecting_ < limit) {
             Conn *c = pending_.back();
@@ -398,10 +407,11 @@ private:
     }
 
     void retryOrFail(Conn &c) {
-        if (++c.tries < kConnectRetries) {
+        if (++c.tries <= s_.opt.connectRetries) {
             retriesA.fetch_add(1, std::memory_order_relaxed);
             c.state = State::Idle;
-            pending_.insert(pending_.begin(), &c);
+            c.startNs = monoNs() + 100'000'000 * std::int64_t(c.tries); // back off a little
+            retry_.push_back(&c);
             return;
         }
         failConn(c);
@@ -860,6 +870,7 @@ private:
 
     std::vector<Conn> conns_;
     std::vector<Conn *> pending_;
+    std::vector<Conn *> retry_; // failed connections waiting to be tried again
     std::vector<Conn *> open_;
     int connecting_ = 0;
     std::int64_t now_ = 0;
@@ -945,7 +956,9 @@ public:
         activeStreams_ = std::min<int>(streams, int(streams_.size()));
         intervalNs_ = intervalNs;
         nextDueNs_ = monoNs();
-        published_ = completed_ = 0;
+        // Each scenario is judged on its own: what failed before stays in that scenario's report.
+        published_ = completed_ = timedOut_ = httpErrors_ = countMismatches_ = 0;
+        firstError_.clear();
         lastRecipients_.clear();
         loaded_.clear();
         mode_.store(mode);
@@ -1768,12 +1781,19 @@ private:
     void inbound() {
         auto sinkUrl = parseUrl(opt_.sinkUrl);
         nlohmann::json r = baseResult("inbound");
+        // A busy server may take a while to answer a status request: each read may take up to
+        // the timeout, and a failed one is tried again until the timeout has passed in all.
         auto count = [&](std::string *error) -> std::optional<double> {
-            auto body = httpGet(*sinkUrl, 2000, error);
-            if (!body) return std::nullopt;
-            auto v = numberAfter(*body, opt_.sinkPattern);
-            if (!v && error) *error = "'" + opt_.sinkPattern + "' not found in " + opt_.sinkUrl;
-            return v;
+            std::int64_t deadline = monoNs() + std::int64_t(opt_.timeoutS) * 1'000'000'000;
+            do {
+                auto body = httpGet(*sinkUrl, opt_.timeoutS * 1000, error);
+                if (body) {
+                    auto v = numberAfter(*body, opt_.sinkPattern);
+                    if (!v && error) *error = "'" + opt_.sinkPattern + "' not found in " + opt_.sinkUrl;
+                    return v;
+                }
+            } while (monoNs() < deadline && !gQuit);
+            return std::nullopt;
         };
         std::string error;
         if (!sinkUrl) error = "--sink-url must be http://HOST:PORT/PATH";
@@ -1793,30 +1813,32 @@ private:
             w->call([&, wp = w.get()] { wp->setSending(true, opt_.sendRate / opt_.threads, opt_.sendBatch); });
         // The credit is what may be sent beyond what the sink has counted: a bounded backlog.
         double counted = *c0;
-        auto refill = [&](double now) {
-            double inFlight = double(sumSent() - sent0) - (now - *c0);
+        auto poll = [&]() -> bool {
+            std::string e;
+            auto v = count(&e);
+            if (!v) {
+                error = "cannot read the event count: " + e;
+                return false;
+            }
+            counted = *v;
+            double inFlight = double(sumSent() - sent0) - (counted - *c0);
             shared_.sendCredit = std::int64_t(opt_.inboundWindow - inFlight);
+            return true;
         };
         auto pump = [&](double seconds) -> bool {
             std::int64_t end = monoNs() + std::int64_t(seconds * 1e9);
             while (monoNs() < end && !gQuit) {
-                std::string e;
-                if (auto v = count(&e)) {
-                    counted = *v;
-                    refill(counted);
-                } else {
-                    error = e;
-                    return false;
-                }
+                if (!poll()) return false;
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             }
             return !gQuit;
         };
-        bool ok = pump(opt_.warmup);
+        // The window runs from one fresh count to another; CPU and sends are read right after each.
+        bool ok = pump(opt_.warmup) && poll();
         double k0 = counted;
         std::uint64_t s0 = sumSent();
         CpuSample a = cpu();
-        ok = ok && pump(opt_.inboundDuration);
+        ok = ok && pump(opt_.inboundDuration) && poll();
         double k1 = counted;
         std::uint64_t s1 = sumSent();
         CpuSample b = cpu();
@@ -1893,6 +1915,7 @@ int main(int argc, char **argv) {
     app.add_option("--subprotocol", o.subprotocol, "Sec-WebSocket-Protocol to ask for (must be echoed)");
     app.add_flag("--deflate", o.deflate, "offer permessage-deflate (client_max_window_bits)");
     app.add_option("--connect-concurrency", o.connectConcurrency, "handshakes in progress at once")->capture_default_str();
+    app.add_option("--connect-retries", o.connectRetries, "times a failed connection is tried again")->capture_default_str();
     app.add_option("--publish", o.publish, "publish API: wsgw|raw|nchan|pushpin@HOST:PORT");
     app.add_option("--publishers", o.publishers, "publisher connections (ordered streams), broadcasts")->capture_default_str();
     app.add_option("--group-publishers", o.groupPublishers, "publisher connections for groups (default: --publishers)");
