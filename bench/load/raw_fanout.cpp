@@ -252,7 +252,7 @@ private:
                 answer = "connections " + std::to_string(all_.size()) + "\ninbound_frames " + std::to_string(inbound_) +
                          "\nbad_frames " + std::to_string(bad_) + "\nframes_sent " + std::to_string(sent_) +
                          "\nbatches " + std::to_string(batches_) + "\npublishes " + std::to_string(publishes_) +
-                         "\nwrites " + std::to_string(writes_) + "\n";
+                         "\nwrites " + std::to_string(writes_) + "\nwaits " + std::to_string(waits_) + "\n";
             } else {
                 flushBatch();
                 status = 404;
@@ -352,6 +352,7 @@ private:
         if (bytes.empty()) return true;
         ++writes_;
         ssize_t w = send(c.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w != ssize_t(bytes.size())) ++waits_;
         if (w == ssize_t(bytes.size()) ||
             (w >= 0 && writeAll(c.fd, bytes.data() + w, bytes.size() - std::size_t(w), 5000)) ||
             (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && writeAll(c.fd, bytes.data(), bytes.size(), 5000))) {
@@ -383,7 +384,7 @@ private:
     std::uint64_t inbound_ = 0;
     std::uint64_t bad_ = 0;
     std::uint64_t sent_ = 0;
-    std::uint64_t batches_ = 0, publishes_ = 0, writes_ = 0;
+    std::uint64_t batches_ = 0, publishes_ = 0, writes_ = 0, waits_ = 0;
 };
 
 } // namespace

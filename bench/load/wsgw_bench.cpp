@@ -65,6 +65,7 @@ struct Options {
     int groupPublishers = 0; // 0: same as publishers
     int window = 32;
     int groupWindow = 512;
+    int latencyWindow = 10;
     int size = 100;
     std::vector<std::string> scenarios{"connect", "throughput", "latency"};
     double warmup = 2;
@@ -957,7 +958,7 @@ public:
         intervalNs_ = intervalNs;
         nextDueNs_ = monoNs();
         // Each scenario is judged on its own: what failed before stays in that scenario's report.
-        published_ = completed_ = timedOut_ = httpErrors_ = countMismatches_ = 0;
+        published_ = completed_ = timedOut_ = httpErrors_ = countMismatches_ = skipped_ = 0;
         firstError_.clear();
         lastRecipients_.clear();
         loaded_.clear();
@@ -980,6 +981,7 @@ public:
 
     struct Report {
         std::uint64_t published = 0, completed = 0, timedOut = 0, httpErrors = 0, countMismatches = 0;
+        std::uint64_t skipped = 0; // Paced: broadcasts not published because too many were in flight
         std::vector<std::int64_t> lastRecipient; // per message: publish -> last recipient (Paced)
         Histogram loaded;                        // the same, for every message (Broadcast, Groups)
         std::string firstError;
@@ -992,6 +994,7 @@ public:
         r.timedOut = timedOut_;
         r.httpErrors = httpErrors_;
         r.countMismatches = countMismatches_;
+        r.skipped = skipped_;
         r.lastRecipient = lastRecipients_;
         r.loaded = loaded_;
         r.firstError = firstError_;
@@ -1126,8 +1129,15 @@ private:
         if (mode == Mode::Paced) {
             if (now < nextDueNs_) return;
             Stream &st = streams_[0];
-            if (st.busy) return; // the previous one is still being accepted: publish when it is
-            if (active_ >= window_) return;
+            if (st.busy || active_ >= window_) {
+                // Still busy with earlier broadcasts: this one is skipped, and the server is
+                // reported as not keeping up (a backlog would only grow).
+                if (now - nextDueNs_ >= intervalNs_) {
+                    ++skipped_;
+                    nextDueNs_ += intervalNs_;
+                }
+                return;
+            }
             publish(st, 0, kAllGroup, now);
             nextDueNs_ += intervalNs_;
             if (nextDueNs_ < now) nextDueNs_ = now + intervalNs_;
@@ -1363,7 +1373,7 @@ private:
     std::uint64_t nextPid_ = 0;
     int active_ = 0;
     std::vector<std::uint64_t> activeList_;
-    std::uint64_t published_ = 0, completed_ = 0, timedOut_ = 0, httpErrors_ = 0, countMismatches_ = 0;
+    std::uint64_t published_ = 0, completed_ = 0, timedOut_ = 0, httpErrors_ = 0, countMismatches_ = 0, skipped_ = 0;
     std::vector<std::int64_t> lastRecipients_;
     Histogram loaded_;
     std::string firstError_;
@@ -1679,7 +1689,7 @@ private:
         const bool groups = mode == Publisher::Mode::Groups;
         double duration = paced ? opt_.latencyDuration : groups ? opt_.groupsDuration : opt_.duration;
         int streams = groups ? opt_.groupPublishers : paced ? 1 : opt_.publishers;
-        int window = groups ? opt_.groupWindow : paced ? 1000 : opt_.window;
+        int window = groups ? opt_.groupWindow : paced ? opt_.latencyWindow : opt_.window;
         Publisher::Targets targets = prepareTargets();
         log(std::string(scenario) + ": " + (paced ? "one broadcast every " + std::to_string(opt_.latencyIntervalMs) + " ms"
                                                   : std::to_string(streams) + " publishers, window " + std::to_string(window)) +
@@ -1732,6 +1742,7 @@ private:
         r["published_total"] = rep.published;
         r["timed_out"] = rep.timedOut;
         r["http_errors"] = rep.httpErrors;
+        if (paced) r["skipped"] = rep.skipped;
         r["frame_latency_p50_ms"] = double(frameLatency.quantile(0.5)) / 1e6;
         r["frame_latency_p99_ms"] = double(frameLatency.quantile(0.99)) / 1e6;
         std::string summary;
@@ -1766,7 +1777,10 @@ private:
                 summary += ", client " + humanNs(r.value("client_cpu_ns_per_frame", 0.0)) + "/frame";
         }
         std::string error;
-        if (!rep.firstError.empty()) error = rep.firstError;
+        if (rep.skipped > 0)
+            error = "the server did not keep up: " + std::to_string(rep.skipped) + " broadcasts were skipped because " +
+                    std::to_string(window) + " were still on their way";
+        else if (!rep.firstError.empty()) error = rep.firstError;
         else if (missing || extra) error = std::to_string(missing) + " frames missing, " + std::to_string(extra) + " extra: " + firstGap;
         else if (errors) error = firstWorkerError();
         else if (!drained) error = "publishes still undelivered after " + std::to_string(opt_.timeoutS) + " s";
@@ -1921,6 +1935,9 @@ int main(int argc, char **argv) {
     app.add_option("--group-publishers", o.groupPublishers, "publisher connections for groups (default: --publishers)");
     app.add_option("--window", o.window, "broadcasts published but not yet delivered to everyone, at most")->capture_default_str();
     app.add_option("--group-window", o.groupWindow, "the same for group messages")->capture_default_str();
+    app.add_option("--latency-window", o.latencyWindow,
+                   "latency: broadcasts in flight before the server counts as not keeping up")
+        ->capture_default_str();
     app.add_option("--size", o.size, "payload bytes")->capture_default_str();
     app.add_option("--scenarios", o.scenarios, "connect,idle-memory,throughput,latency,groups,inbound")
         ->delimiter(',')
