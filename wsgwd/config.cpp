@@ -745,11 +745,12 @@ public:
                 // The first spelling of slow_consumer.max_outbound_kb; kept working.
                 config_.slowConsumer.maxOutboundKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
             } else if (k == "event_log") {
-                std::string v = w_.choice(e, k, {"auto", "stdout", "stderr", "none"});
-                config_.eventLog = v == "stdout"   ? Config::EventLog::Stdout
-                                   : v == "stderr" ? Config::EventLog::Stderr
-                                   : v == "none"   ? Config::EventLog::None
-                                                   : Config::EventLog::Auto;
+                std::string v = w_.choice(e, k, {"auto", "stdout", "stderr", "none", "discard"});
+                config_.eventLog = v == "stdout"    ? Config::EventLog::Stdout
+                                   : v == "stderr"  ? Config::EventLog::Stderr
+                                   : v == "none"    ? Config::EventLog::None
+                                   : v == "discard" ? Config::EventLog::Discard
+                                                    : Config::EventLog::Auto;
             } else if (k == "log_level") {
                 config_.logLevel = w_.choice(e, k, {"trace", "debug", "info", "warn", "error", "off"});
             } else if (k == "node_id") {

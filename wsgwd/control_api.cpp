@@ -336,6 +336,16 @@ bool ControlApi::start(std::string *error) {
     s.set_write_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
     s.set_keep_alive_timeout(2);
     s.set_keep_alive_max_count(1000);
+    // httplib writes an answer's header and body separately: with Nagle on, the body waited for
+    // the client's delayed ACK, 40 ms per request on a keep-alive connection.
+    s.set_tcp_nodelay(true);
+    // httplib's default is SO_REUSEPORT alone. The connections this side closes then sit in
+    // TIME_WAIT without SO_REUSEADDR, and a restart could not bind the port for a minute; and a
+    // second process could share the port. SO_REUSEADDR alone is right for one listener.
+    s.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
@@ -384,7 +394,7 @@ bool ControlApi::start(std::string *error) {
     // httplib wants the bare address; the config may carry IPv6 in brackets.
     std::string host = d.opt.addr.host.empty() ? "0.0.0.0" : d.opt.addr.host;
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    // httplib sets SO_REUSEPORT: make sure nobody (another wsgwd) listens there already.
+    // A clear message when somebody (another wsgwd) listens there already.
     std::string probeError;
     if (openListener(d.opt.addr.host, d.opt.addr.port, &probeError, /*probe=*/true) < 0) {
         if (error)

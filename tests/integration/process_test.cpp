@@ -71,6 +71,18 @@ TEST_CASE("a port in use: exit code 1 and a clear message, even when the holder 
     CHECK(first->running());
 }
 
+TEST_CASE("a restart gets its ports back at once, even after the control API closed connections") {
+    auto first = Daemon::start();
+    const std::uint16_t ws = first->wsPort, ctl = first->controlPort;
+    // Each request asks for Connection: close, so the server closes first and its side of every
+    // connection waits in TIME_WAIT on the control port for a minute.
+    for (int i = 0; i < 5; ++i) REQUIRE(httpGet(ctl, "/healthz").status == 200);
+    REQUIRE(first->stop(SIGTERM) == 0);
+    first.reset();
+    Daemon second(testConfig(ws, ctl), {}, ctl); // throws if it is not healthy within 10 s
+    CHECK(httpGet(ctl, "/healthz").status == 200);
+}
+
 TEST_CASE("the start-up log names the config, the limits, the endpoints and the addresses") {
     auto d = Daemon::start();
     std::string log = d->err();

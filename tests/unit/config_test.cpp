@@ -220,6 +220,15 @@ TEST_CASE("scalars: numbers as strings, YAML booleans, quoting") {
     CHECK(c.threads == 8);
 }
 
+TEST_CASE("event_log: discard is its own choice, kept as it is") {
+    Config c = parseOk(std::string("event_log: discard\n") + kEndpoint);
+    CHECK(c.eventLog == Config::EventLog::Discard);
+    CHECK(c.effectiveEventLog() == Config::EventLog::Discard);
+    c = parseOk(std::string("stream_redis:\n  addr: redis://localhost\nevent_log: discard\n") + kEndpoint);
+    CHECK(c.effectiveEventLog() == Config::EventLog::Discard);
+    CHECK(errorOf(std::string("event_log: null\n") + kEndpoint).find("discard") != std::string::npos);
+}
+
 TEST_CASE("the event log is off by default once a stream is configured") {
     Config c = parseOk(std::string("stream_redis:\n  addr: redis://localhost\n") + kEndpoint);
     CHECK(c.eventLog == Config::EventLog::Auto);
