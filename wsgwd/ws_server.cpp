@@ -4,6 +4,7 @@
 #include "socket_stats.h"
 #include "utf8.h"
 
+#include <ev.h>
 #include <libwebsockets.h>
 #include <spdlog/spdlog.h>
 
@@ -149,6 +150,7 @@ struct ShardState {
     std::priority_queue<Due, std::vector<Due>, std::greater<>> lifetimes;
     std::minstd_rand jitter{std::random_device{}()};
     std::size_t drainInitial = 0; // connections when a drain began
+    struct ev_loop *loop = nullptr; // this shard's epoll loop (libev), run by its thread
 
     // The endpoint for a request path; nullptr if none.
     const WsEndpoint *endpointFor(std::string_view path, std::size_t *at) const {
@@ -822,6 +824,10 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             ShardState &s = shardOf(wsi);
             const lws_protocols *p = lws_get_protocol(wsi);
             if (p && p->name != s.protocols[0].name) return 0;
+            if (s.quit.load(std::memory_order_acquire)) {
+                ev_break(s.loop, EVBREAK_ALL);
+                return 0;
+            }
             s.shard.drain();
             return 0;
         }
@@ -871,6 +877,8 @@ void endThreads(WsServer::Impl &d) {
             ctx = std::exchange(s->context, nullptr);
         }
         if (ctx) lws_context_destroy(ctx);
+        if (s->loop) ev_loop_destroy(s->loop);
+        s->loop = nullptr;
     }
 }
 
@@ -935,15 +943,23 @@ bool WsServer::start(std::string *error) {
         auto promise = std::make_shared<std::promise<std::string>>();
         started.push_back(promise->get_future());
         s->thread = std::thread([s, promise, &d] {
+            // epoll through libev rather than lws's own poll(), which hands the kernel every socket
+            // on every loop iteration. The loop is ours ("foreign"), so lws installs no signal
+            // watchers and the shard thread runs it.
+            s->loop = ev_loop_new(static_cast<unsigned>(EVBACKEND_EPOLL) | static_cast<unsigned>(EVFLAG_NOENV));
+            void *foreign[1] = {s->loop};
             lws_context_creation_info info{};
-            info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+            info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_LIBEV;
+            info.foreign_loops = foreign;
             info.user = s;
             info.count_threads = 1;
-            s->context = lws_create_context(&info);
+            s->context = s->loop ? lws_create_context(&info) : nullptr;
             if (!s->context) {
                 ::close(s->listenFd);
                 s->listenFd = -1;
-                promise->set_value("cannot create the libwebsockets context");
+                if (s->loop) ev_loop_destroy(s->loop);
+                s->loop = nullptr;
+                promise->set_value("cannot create the libwebsockets context (with its libev event loop)");
                 return;
             }
             lws_context_creation_info vinfo{};
@@ -953,6 +969,10 @@ bool WsServer::start(std::string *error) {
             vinfo.extensions = kExtensions;
             vinfo.keepalive_timeout = 5;
             vinfo.timeout_secs_ah_idle = 10;
+            // No lws validity timers: the idle sweep pings and times out connections itself, and
+            // lws keeps those timers in one sorted list that every connect walks.
+            static const lws_retry_bo_t kNoValidityTimers{};
+            vinfo.retry_and_idle_policy = &kNoValidityTimers;
             s->vhost = lws_create_vhost(s->context, &vinfo);
             lws_sock_file_fd_type fd;
             fd.filefd = s->listenFd;
@@ -978,9 +998,8 @@ bool WsServer::start(std::string *error) {
             s->sweepTimer.owner = s;
             lws_sul_schedule(ctx, 0, &s->sweepTimer.sul, sweep, kSweepIntervalUs);
             promise->set_value("");
-            while (!s->quit.load(std::memory_order_acquire)) {
-                if (lws_service(ctx, 0) < 0) break;
-            }
+            // Runs until a wake-up finds `quit` set (EVENT_WAIT_CANCELLED breaks the loop).
+            if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
             lws_sul_cancel(&s->sweepTimer.sul);
             // The context is destroyed by stop() once this thread has ended.
         });
