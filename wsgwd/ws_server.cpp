@@ -141,6 +141,9 @@ struct ShardState {
 
     std::string coalesce; // scratch for coalesced raw writes
 
+    // Connections with frames queued by the commands being drained, written after the drain.
+    std::vector<WsConnection *> toFlush;
+
     // Connections that stopped reading while the event sinks were backed up (pause_reading).
     std::vector<ConnectionId> pausedReading;
     // Compressed connections with a message in progress, for the inflate stall watchdog.
@@ -207,8 +210,35 @@ public:
         }
         queue_.push_back(msg);
         queuedBytes_ += bytes;
-        requestWrite();
+        if (!compressed_ && !writeRequested_ && !lws_partial_buffered(wsi_)) {
+            // Written when the shard has run this wake-up's commands (flushPending): whatever
+            // they queued for this connection goes out in one send(), without a trip through
+            // the event loop.
+            if (!pendingFlush_) {
+                pendingFlush_ = true;
+                shard_.toFlush.push_back(this);
+            }
+        } else {
+            requestWrite();
+        }
         return SendStatus::Queued;
+    }
+
+    // After a drain: writes what the drain queued (see send()). Returns -1 if the socket failed.
+    void flushPending() {
+        pendingFlush_ = false;
+        if (queueSize() == 0 || writeRequested_ || closing_) return;
+        if (lws_partial_buffered(wsi_)) {
+            requestWrite();
+            return;
+        }
+        if (writeRaw() < 0) {
+            closing_ = true;
+            clearQueue();
+            lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            return;
+        }
+        if (queueSize() > 0) requestWrite();
     }
 
     void close(std::uint16_t code, std::string_view reason) override {
@@ -498,6 +528,7 @@ private:
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
     bool rxPaused_ = false;  // reading stopped for event backpressure
     bool watched_ = false;   // in the shard's partialCompressed list
+    bool pendingFlush_ = false; // in the shard's toFlush list
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
     std::vector<MessagePtr> queue_;
@@ -829,6 +860,9 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
                 return 0;
             }
             s.shard.drain();
+            // Connections cannot go away during a drain, so the list holds only live ones.
+            for (WsConnection *c : s.toFlush) c->flushPending();
+            s.toFlush.clear();
             return 0;
         }
 
@@ -938,6 +972,9 @@ bool WsServer::start(std::string *error) {
             proto.callback = callback;
             proto.per_session_data_size = sizeof(SessionStorage);
             proto.rx_buffer_size = kRxBufferSize;
+            // Else lws sends at most rx_buffer_size per write and copies the rest of a
+            // coalesced write aside for later.
+            proto.tx_packet_size = kCoalesceBytes + LWS_PRE + 16;
         }
         s->coalesce.reserve(kCoalesceBytes);
         auto promise = std::make_shared<std::promise<std::string>>();
