@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -199,9 +200,17 @@ ControlApiOptions controlOptions(const Config &c, const std::string &host) {
     return api;
 }
 
+unsigned usableCpus() {
+    // The CPUs this process may run on (taskset, cpusets), not every CPU of the machine.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return static_cast<unsigned>(CPU_COUNT(&set));
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
 unsigned shardCount(const Config &config) {
     if (config.threads > 0) return config.threads;
-    return std::max(1u, std::thread::hardware_concurrency());
+    return usableCpus();
 }
 
 struct Gateway::Impl {

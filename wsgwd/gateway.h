@@ -50,7 +50,9 @@ private:
 /// Why this build cannot run `config` (a configured feature it does not have yet), or "".
 std::string unavailableFeature(const Config &config);
 
-/// The number of shard threads a config asks for (threads: 0 means one per CPU).
+/// The CPUs this process may run on (its affinity mask: taskset and cpusets count).
+unsigned usableCpus();
+/// The number of shard threads a config asks for (threads: 0 means one per usable CPU).
 unsigned shardCount(const Config &config);
 
 } // namespace wsgw::daemon

@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
     rlim_t files = raiseFileLimit();
     spdlog::info("Starting wsgwd {}. CONFIG={} NOFILES={} THREADS={} NUMCPU={}", wsgw::libraryVersion(), configPath,
                  static_cast<unsigned long long>(files), wsgw::daemon::shardCount(*config),
-                 std::thread::hardware_concurrency());
+                 wsgw::daemon::usableCpus());
 
     wsgw::daemon::Gateway gateway(std::move(*config));
     if (!gateway.start(&error)) {
