@@ -32,13 +32,14 @@ test: bootstrap build
 test-unit: build
 	meson test -C $(BUILD) --print-errorlogs --suite unit $(TEST_ARGS)
 
-# AddressSanitizer + UndefinedBehaviorSanitizer build of every suite.
+# AddressSanitizer + UndefinedBehaviorSanitizer build of every suite (CI runs it after `make test`).
+# fuzz-smoke is left to `make test`: the fuzz targets are built with ASan and UBSan already.
 test-asan: bootstrap
 	@test -f $(BUILD)-asan/build.ninja || meson setup $(BUILD)-asan -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false $(MESON_ARGS)
 	meson compile -C $(BUILD)-asan
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 $(TEST_ARGS)
+		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
 
 # ThreadSanitizer build of the suites that run threads (the hub, the event bus, the daemon).
 test-tsan: bootstrap
