@@ -9,7 +9,6 @@
 
 #include <csignal>
 #include <memory>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -153,7 +152,10 @@ TEST_CASE("the mirror: keys appear, follow tag changes and deletes, and vanish o
     std::string id = idOf(*d);
     std::map<std::string, std::string> conn;
     REQUIRE(eventually([&] { return !(conn = probe.hash("connection:" + id)).empty(); }));
-    CHECK(std::regex_match(conn["addr"], std::regex("127\\.0\\.0\\.1:[0-9]+")));
+    const std::string& addr = conn["addr"];
+    CHECK(addr.rfind("127.0.0.1:", 0) == 0);
+    CHECK(addr.size() > 10);
+    CHECK(addr.find_first_not_of("0123456789", 10) == std::string::npos);
     CHECK(conn["node"] == "mirror-1");
     CHECK(conn["endpoint"] == "/connect");
     CHECK(probe.hash("connection:" + id + ":tags") == std::map<std::string, std::string>{{"group", "default"}});
