@@ -258,6 +258,10 @@ public:
     // LWS_CALLBACK_SERVER_WRITEABLE. Returns -1 to have lws close the connection.
     int onWriteable() {
         writeRequested_ = false;
+        // The close is lws' now: it writes our close frame and then waits (5 s at most) for the
+        // client's before it closes the socket. Another -1 from here would cut that wait short,
+        // and a client still sending would get a reset that can swallow the close frame.
+        if (closeHandedOver_) return 0;
         // A compressed write may read its input until the next WRITEABLE (lws drains the
         // deflate output over several callbacks); only now is the previous message free.
         inflight_ = nullptr;
@@ -285,6 +289,7 @@ public:
 
     // LWS_CALLBACK_RECEIVE: a piece of a message. Returns -1 to close (after lws_close_reason).
     int onReceive(const void *in, std::size_t len) {
+        if (closeHandedOver_) return 0; // lws is closing politely: drop what still arrives
         if (rxDiscard_) return -1;
         touch();
         if (!rxActive_) {
@@ -326,6 +331,8 @@ public:
         if (rx_.capacity() > 4 * kRxBufferSize) std::string().swap(rx_); // do not keep a big buffer idle
         return 0;
     }
+
+    void closeHandedOver() { closeHandedOver_ = true; }
 
     void touch() {
         lastActivityMs = nowMs();
@@ -527,6 +534,7 @@ private:
     bool rxActive_ = false;
     bool rxBinary_ = false;
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
+    bool closeHandedOver_ = false; // lws runs the closing handshake now (WS_SERVER_DROP_PROTOCOL came)
     bool rxPaused_ = false;  // reading stopped for event backpressure
     bool watched_ = false;   // in the shard's partialCompressed list
     bool pendingFlush_ = false; // in the shard's toFlush list
@@ -800,6 +808,12 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_SERVER_WRITEABLE:
             if (!session || !session->get()) return 0;
             return session->get()->onWriteable();
+
+        case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+            // lws took a close we asked for (a -1 after lws_close_reason): it writes the close
+            // frame and waits for the client's.
+            if (session && session->get()) session->get()->closeHandedOver();
+            return 0;
 
         case LWS_CALLBACK_CLOSED: {
             if (!session || !session->get()) return 0;
