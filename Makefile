@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench soak install clean
 
 all: build
 
@@ -57,6 +57,11 @@ fuzz: bootstrap
 bench: bootstrap build
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
+
+# The churn test for SOAK_MINUTES (30) minutes: wsgwd's RSS as JSON lines on stdout, then the checks.
+SOAK_MINUTES ?= 30
+soak: bootstrap build
+	bench/soak --minutes $(SOAK_MINUTES) --wsgwd $(BUILD)/wsgwd/wsgwd
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

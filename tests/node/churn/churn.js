@@ -705,7 +705,8 @@ async function churn(seconds, onTick) {
 // The least-squares slope of [seconds, kB] samples, in kB per minute (null if too few): a leak
 // shows as a steady climb in the second half of a soak, after the working set has settled.
 function trend(samples) {
-  if (samples.length < 10) return null;
+  // Over less than two minutes the allocator's ups and downs drown any slope.
+  if (samples.length < 10 || samples[samples.length - 1][0] - samples[0][0] < 120) return null;
   const n = samples.length;
   const mx = samples.reduce((s, [x]) => s + x, 0) / n;
   const my = samples.reduce((s, [, y]) => s + y, 0) / n;
