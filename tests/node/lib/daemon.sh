@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the scripts that drive the real wsgwd with node's `ws` package:
 # tests/node/run.sh (the `node` suite), tests/node/churn/run.sh (the `churn` test) and bench/soak.
 # Source it (bash); set `wsgw_label` first, the prefix of every message.
