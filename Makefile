@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp soak install clean
 
 all: build
 
@@ -73,6 +73,11 @@ bench-amqp: bootstrap build
 COMPARE_ARGS ?=
 bench-compare: bench
 	bench/compare --build $(BUILD) $(COMPARE_ARGS)
+
+# The churn test for SOAK_MINUTES (30) minutes: wsgwd's RSS as JSON lines on stdout, then the checks.
+SOAK_MINUTES ?= 30
+soak: bootstrap build
+	bench/soak --minutes $(SOAK_MINUTES) --wsgwd $(BUILD)/wsgwd/wsgwd
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

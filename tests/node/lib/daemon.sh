@@ -1,0 +1,136 @@
+# shellcheck shell=bash
+# Shell helpers shared by the scripts that drive the real wsgwd with node's `ws` package:
+# tests/node/run.sh (the `node` suite), tests/node/churn/run.sh (the `churn` test) and bench/soak.
+# Source it (bash); set `wsgw_label` first, the prefix of every message.
+#
+#   wsgw_die MESSAGE             prints "<label>: MESSAGE" to stderr, exits 1
+#   wsgw_check_node              node 18 or newer is installed, else dies
+#   wsgw_ensure_ws               `ws` (the version locked in tests/node/package-lock.json) is in
+#                                tests/node/node_modules: installs it with `npm ci` if not, once,
+#                                under a lock so that two builds testing at once do not collide
+#   wsgw_free_ports N            prints N distinct TCP ports that are free now, on one line
+#   wsgw_start WSGWD CONFIG OUT ERR
+#                                starts WSGWD in the background, stdout appended to OUT (so
+#                                that a reader may free the part it has read, see churn.js),
+#                                stderr to ERR; sets wsgw_pid
+#   wsgw_wait_ready CONTROL_PORT [SECONDS]
+#                                waits for GET /readyz to answer 200 (10 s unless told); dies if
+#                                wsgwd exits first or never gets ready
+#   wsgw_stop_clean [SECONDS]    SIGTERM to wsgwd; returns 0 only if it exits 0 within SECONDS
+#                                (10 unless told), else prints why and returns 1
+#   wsgw_kill                    for an EXIT trap: stops wsgwd by its PID if it still runs
+#                                (SIGTERM, then SIGKILL after 5 s)
+#
+# Only the process started by wsgw_start is ever signalled, by its PID.
+
+wsgw_node_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+wsgw_pid=""
+: "${wsgw_label:=wsgw}"
+
+wsgw_die() {
+    echo "$wsgw_label: $*" >&2
+    exit 1
+}
+
+wsgw_check_node() {
+    command -v node >/dev/null 2>&1 ||
+        wsgw_die "node is not installed: run scripts/bootstrap (or apt-get install nodejs npm), then test again"
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$major" -ge 18 ] || wsgw_die "node $(node --version) is too old: these tests need node 18 or newer"
+}
+
+wsgw_ensure_ws() {
+    local here=$wsgw_node_dir wanted installed
+    wanted=$(node -p 'require(process.argv[1]).packages["node_modules/ws"].version' "$here/package-lock.json")
+    installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
+    [ "$installed" = "$wanted" ] && return 0
+    command -v npm >/dev/null 2>&1 ||
+        wsgw_die "npm is not installed, and tests/node/node_modules lacks ws $wanted: run scripts/bootstrap (or apt-get install npm)"
+    echo "$wsgw_label: installing ws $wanted into tests/node/node_modules (npm ci)"
+    # Two builds testing at once must not install over each other.
+    exec 9>"${TMPDIR:-/tmp}/wsgw-node-npm.lock"
+    flock -w 180 9 || wsgw_die "another npm install into tests/node has held its lock for 3 minutes"
+    installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
+    if [ "$installed" != "$wanted" ]; then
+        if ! (cd "$here" && timeout 180 npm ci --no-audit --no-fund --prefer-offline --fetch-retries=1 --fetch-timeout=30000 >&2); then
+            wsgw_die "npm ci failed (see above): is the npm registry reachable? Once ws $wanted is in tests/node/node_modules the tests run offline"
+        fi
+    fi
+    exec 9>&-
+}
+
+wsgw_free_ports() {
+    # Ports the kernel hands out now, all held at once so they differ.
+    node -e '
+      const net = require("node:net");
+      const n = Number(process.argv[1]);
+      const servers = [];
+      (function next() {
+        if (servers.length === n) {
+          console.log(servers.map((s) => s.address().port).join(" "));
+          for (const s of servers) s.close();
+          return;
+        }
+        const s = net.createServer().listen(0, "127.0.0.1", next);
+        servers.push(s);
+      })();' "$1"
+}
+
+wsgw_start() {
+    local wsgwd=$1 config=$2 out=$3 err=$4
+    [ -x "$wsgwd" ] || wsgw_die "wsgwd is not an executable: $wsgwd (build it first: ninja -C build)"
+    "$wsgwd" --config "$config" >>"$out" 2>"$err" &
+    wsgw_pid=$!
+}
+
+wsgw_wait_ready() {
+    local port=$1 seconds=${2:-10}
+    node -e '
+      const [url, pid, ms] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]) * 1000];
+      const deadline = Date.now() + ms;
+      (async function poll() {
+        try { process.kill(pid, 0); } catch { console.error("wsgwd exited during startup"); process.exit(1); }
+        try {
+          const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+          if (r.status === 200) process.exit(0);
+        } catch {}
+        if (Date.now() > deadline) { console.error("wsgwd did not answer " + url + " within " + ms / 1000 + " s"); process.exit(1); }
+        setTimeout(poll, 50);
+      })();' "http://127.0.0.1:$port/readyz" "$wsgw_pid" "$seconds" || wsgw_die "wsgwd did not start (its log follows)"
+}
+
+wsgw_stop_clean() {
+    local seconds=${1:-10} rc=0 i
+    [ -n "$wsgw_pid" ] || return 0
+    kill -TERM "$wsgw_pid"
+    for ((i = 0; i < seconds * 10; ++i)); do
+        kill -0 "$wsgw_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$wsgw_pid" 2>/dev/null; then
+        echo "$wsgw_label: FAIL: wsgwd did not exit within $seconds s of SIGTERM" >&2
+        return 1
+    fi
+    wait "$wsgw_pid" || rc=$?
+    wsgw_pid=""
+    if [ "$rc" -ne 0 ]; then
+        echo "$wsgw_label: FAIL: wsgwd exited $rc after SIGTERM (expected 0)" >&2
+        return 1
+    fi
+    echo "$wsgw_label: wsgwd stopped cleanly on SIGTERM" >&2
+}
+
+wsgw_kill() {
+    local i
+    if [ -n "$wsgw_pid" ] && kill -0 "$wsgw_pid" 2>/dev/null; then
+        kill -TERM "$wsgw_pid" 2>/dev/null || true
+        for ((i = 0; i < 50; ++i)); do
+            kill -0 "$wsgw_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$wsgw_pid" 2>/dev/null || true
+        wait "$wsgw_pid" 2>/dev/null || true
+    fi
+    wsgw_pid=""
+}
