@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace wsgw {
@@ -29,6 +30,7 @@ struct ControlApiOptions {
     std::size_t maxBodyBytes = 1024 * 1024;  ///< larger bodies get 413
     bool metrics = true;                     ///< serve /metrics
     std::chrono::milliseconds commandTimeout{10'000}; ///< a command not answered by then: 504
+    std::optional<TlsFiles> tls;             ///< set: HTTPS only; start() fails if the files cannot be used
 };
 
 /// The original gateway's HTTP control API (cpp-httplib), on its own threads:

@@ -250,6 +250,7 @@ bool Gateway::start(std::string *error) {
     ws.idleTimeout = std::chrono::seconds(c.idleTimeoutS);
     ws.maxConnections = c.maxConnections;
     ws.maxLifetime = std::chrono::seconds(c.maxConnectionLifetimeS);
+    ws.tls = c.tls;
     const std::vector<std::string> contextTags = templateTags(c);
     for (const EndpointConfig &e : c.endpoints) {
         WsEndpoint ep;
@@ -315,6 +316,7 @@ bool Gateway::start(std::string *error) {
     api.allow = c.controlAllow;
     api.maxBodyBytes = c.maxMessageSizeKb * 1024;
     api.metrics = c.prometheusEnabled;
+    api.tls = c.controlTls;
     d.control = std::make_unique<ControlApi>(std::move(ctx), std::move(api));
 
     if (!d.ws->start(error)) return false;
@@ -333,8 +335,9 @@ bool Gateway::start(std::string *error) {
                          "(README: Compression)",
                          e.path);
     }
-    spdlog::info("Listening on {} (WebSocket, {} shards)", c.listen.toString(), shards);
-    spdlog::info("Control API on {}", c.control.toString());
+    spdlog::info("Listening on {} ({}, {} shards)", c.listen.toString(),
+                 c.tls ? "WebSocket over TLS" : "WebSocket", shards);
+    spdlog::info("Control API on {}{}", c.control.toString(), c.controlTls ? " (HTTPS)" : "");
     return true;
 }
 

@@ -2,6 +2,7 @@
 
 #include "listener.h"
 #include "socket_stats.h"
+#include "tls.h"
 #include "utf8.h"
 
 #include <libwebsockets.h>
@@ -800,7 +801,13 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
                     ::close(fd);
                     continue;
                 }
-                lws_adopt_socket_vhost(s.vhost, fd); // closes fd itself on failure
+                // On a TLS vhost lws starts the server handshake; on a plain one ALLOW_SSL is ignored.
+                lws_sock_file_fd_type desc;
+                desc.sockfd = fd;
+                lws_adopt_descriptor_vhost(s.vhost,
+                                           static_cast<lws_adoption_type>(LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
+                                                                          LWS_ADOPT_ALLOW_SSL),
+                                           desc, nullptr, nullptr); // closes fd itself on failure
             }
             return 0;
         }
@@ -891,6 +898,17 @@ std::size_t WsServer::connections() const noexcept {
 
 bool WsServer::start(std::string *error) {
     Impl &d = *impl_;
+    // libwebsockets would only log "problem getting cert" and fail every vhost: check the files
+    // first, for a message that says what is wrong with which file.
+    if (d.options.tls) {
+        std::string tlsError;
+        auto cert = checkTlsFiles(*d.options.tls, "tls", &tlsError);
+        if (!cert) {
+            if (error) *error = tlsError;
+            return false;
+        }
+        logTlsCertificate("tls", *d.options.tls, *cert);
+    }
     const std::size_t shards = d.hub.shardCount();
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
 
@@ -931,8 +949,15 @@ bool WsServer::start(std::string *error) {
         auto promise = std::make_shared<std::promise<std::string>>();
         started.push_back(promise->get_future());
         s->thread = std::thread([s, promise, &d] {
+            const std::optional<TlsFiles> &tls = d.options.tls;
+            // lws 4.1 keeps OpenSSL ex-data indexes in globals that every TLS context's creation
+            // sets: one shard at a time.
+            static std::mutex tlsSetupMu;
+            std::unique_lock tlsSetup(tlsSetupMu, std::defer_lock);
+            if (tls) tlsSetup.lock();
             lws_context_creation_info info{};
             info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+            if (tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
             info.user = s;
             info.count_threads = 1;
             s->context = lws_create_context(&info);
@@ -949,7 +974,19 @@ bool WsServer::start(std::string *error) {
             vinfo.extensions = kExtensions;
             vinfo.keepalive_timeout = 5;
             vinfo.timeout_secs_ah_idle = 10;
+            if (tls) {
+                // With a certificate, lws 4.1.6 turns TLS on for a vhost without a listen socket
+                // of its own too (tls-server.c: any port but CONTEXT_PORT_NO_LISTEN).
+                vinfo.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                                LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS; // no client side: no CA store
+                vinfo.ssl_cert_filepath = tls->cert.c_str();
+                vinfo.ssl_private_key_filepath = tls->key.c_str();
+                vinfo.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+                // Only HTTP/1.1 upgrades are served: never let ALPN pick h2.
+                vinfo.alpn = "http/1.1";
+            }
             s->vhost = lws_create_vhost(s->context, &vinfo);
+            if (tlsSetup.owns_lock()) tlsSetup.unlock();
             lws_sock_file_fd_type fd;
             fd.filefd = s->listenFd;
             if (s->vhost)
@@ -963,7 +1000,9 @@ bool WsServer::start(std::string *error) {
                     s->context = nullptr;
                 }
                 lws_context_destroy(failed);
-                promise->set_value("cannot set up the WebSocket service");
+                promise->set_value(tls ? "cannot set up the WebSocket service with TLS (see libwebsockets' "
+                                         "messages above)"
+                                       : "cannot set up the WebSocket service");
                 return;
             }
             lws_context *ctx = s->context;
