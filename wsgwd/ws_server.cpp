@@ -97,6 +97,11 @@ struct WsServer::Impl {
     std::atomic<bool> running{false};
     std::mutex stopMu;
     bool stopped = false;
+    // tls: lws 4.1.6 gives every TLS vhost a client context of its own, which we never use, and
+    // leaks it: at destruction it looks up its bookkeeping through an OpenSSL ex-data index that
+    // the next shard's context creation has replaced. The vhosts share this one instead, which
+    // lws leaves alone; it outlives them (their contexts are destroyed by stop()).
+    std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> unusedClientTls{nullptr, SSL_CTX_free};
 
     // The endpoint for a request path; nullptr if none.
     const WsEndpoint *endpointFor(std::string_view path, std::size_t *index) const {
@@ -908,6 +913,11 @@ bool WsServer::start(std::string *error) {
             return false;
         }
         logTlsCertificate("tls", *d.options.tls, *cert);
+        d.unusedClientTls.reset(SSL_CTX_new(TLS_client_method()));
+        if (!d.unusedClientTls) {
+            if (error) *error = "tls: cannot create a TLS context";
+            return false;
+        }
     }
     const std::size_t shards = d.hub.shardCount();
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
@@ -977,8 +987,8 @@ bool WsServer::start(std::string *error) {
             if (tls) {
                 // With a certificate, lws 4.1.6 turns TLS on for a vhost without a listen socket
                 // of its own too (tls-server.c: any port but CONTEXT_PORT_NO_LISTEN).
-                vinfo.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
-                                LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS; // no client side: no CA store
+                vinfo.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+                vinfo.provided_client_ssl_ctx = d.unusedClientTls.get();
                 vinfo.ssl_cert_filepath = tls->cert.c_str();
                 vinfo.ssl_private_key_filepath = tls->key.c_str();
                 vinfo.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
