@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-amqp install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp install clean
 
 all: build
 
@@ -54,13 +54,24 @@ test-tsan: bootstrap
 fuzz: bootstrap
 	WSGW_FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# The load tools (wsgw-bench, raw-fanout, grip-origin), the micro-benchmarks and wsgwd.
 bench: bootstrap build
+	@echo "bench: built $(BUILD)/bench/wsgw-bench, raw-fanout, grip-origin; run 'make bench-compare' or 'make bench-micro'"
+
+# The library's micro-benchmarks (registry speed and memory).
+bench-micro: bench
 	$(BUILD)/bench/registry_bench --benchmark_counters_tabular=true
 	$(BUILD)/bench/registry_memory
 
 # Events/s into a private RabbitMQ node through the AMQP sink with publisher confirms.
 bench-amqp: bootstrap build
 	$(BUILD)/bench/amqp_bench --events 100000
+
+# wsgwd beside nginx+nchan, Pushpin and the raw-socket bound (about 5 minutes; installs the
+# peers' Debian packages if missing). COMPARE_ARGS=--quick for a short check.
+COMPARE_ARGS ?=
+bench-compare: bench
+	bench/compare --build $(BUILD) $(COMPARE_ARGS)
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

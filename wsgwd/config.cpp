@@ -745,11 +745,12 @@ public:
                 // The first spelling of slow_consumer.max_outbound_kb; kept working.
                 config_.slowConsumer.maxOutboundKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
             } else if (k == "event_log") {
-                std::string v = w_.choice(e, k, {"auto", "stdout", "stderr", "none"});
-                config_.eventLog = v == "stdout"   ? Config::EventLog::Stdout
-                                   : v == "stderr" ? Config::EventLog::Stderr
-                                   : v == "none"   ? Config::EventLog::None
-                                                   : Config::EventLog::Auto;
+                std::string v = w_.choice(e, k, {"auto", "stdout", "stderr", "none", "discard"});
+                config_.eventLog = v == "stdout"    ? Config::EventLog::Stdout
+                                   : v == "stderr"  ? Config::EventLog::Stderr
+                                   : v == "none"    ? Config::EventLog::None
+                                   : v == "discard" ? Config::EventLog::Discard
+                                                    : Config::EventLog::Auto;
             } else if (k == "log_level") {
                 config_.logLevel = w_.choice(e, k, {"trace", "debug", "info", "warn", "error", "off"});
             } else if (k == "node_id") {
@@ -803,6 +804,7 @@ public:
         if (!endpoints) noEndpoints(YAML::Mark::null_mark());
         parseEndpoints(*endpoints);
         resolveInherited();
+        checkSetTags(*endpoints);
         if (config_.controlAllow.empty()) {
             config_.controlAllow.push_back(*Cidr::parse("127.0.0.1/8"));
             config_.controlAllow.push_back(*Cidr::parse("::1/128"));
@@ -1014,6 +1016,21 @@ private:
         }
         for (auto &ep : config_.endpoints)
             if (ep.maxMessageSizeKb == 0) ep.maxMessageSizeKb = config_.maxMessageSizeKb;
+    }
+
+    // Every connection starts with its endpoint's set_tags: they must fit the tag limits too.
+    void checkSetTags(const Entry &endpoints) const {
+        for (std::size_t i = 0; i < config_.endpoints.size(); ++i) {
+            const EndpointConfig &ep = config_.endpoints[i];
+            std::string name = "endpoints[" + std::to_string(i) + "].set_tags";
+            YAML::Mark at = endpoints.value[i].Mark();
+            if (ep.setTags.size() > config_.maxTagsPerConnection)
+                w_.fail(at, name + ": " + std::to_string(ep.setTags.size()) + " tags, more than max_tags_per_connection (" +
+                                std::to_string(config_.maxTagsPerConnection) + ")");
+            for (const auto &[k, v] : ep.setTags)
+                if (k.size() > config_.maxTagKeyLen || v.size() > config_.maxTagValueLen)
+                    w_.fail(at, name + "." + k + ": longer than max_tag_key_len or max_tag_value_len");
+        }
     }
 
     // Endpoints without their own rate_limit / slow_consumer take the global ones, which may

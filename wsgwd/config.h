@@ -184,6 +184,7 @@ struct Config {
         Stdout,
         Stderr,
         None,
+        Discard, ///< events are built, queued and counted by a sink that drops them (benchmarks)
     };
     /// What a sink does when its backlog is full.
     enum class BacklogOverflow {
@@ -205,7 +206,7 @@ struct Config {
     bool prometheusEnabled = true;       ///< prometheus.enabled: serve /metrics
     unsigned threads = 0;                ///< threads: shards; 0 = one per CPU
     unsigned idleTimeoutS = 60;          ///< idle_timeout_s: close silent connections; 0 = never
-    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none
+    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none|discard
     std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
     std::string nodeId;                  ///< node_id: this node's name; "" = hostname:listen port
     std::size_t backlogMaxEvents = 1'000'000; ///< backlog_max_events: per sink, while it is slow or down

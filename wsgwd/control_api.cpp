@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
+#include <mutex>
 #include <thread>
 
 namespace wsgw::daemon {
@@ -34,6 +36,14 @@ bool wantsJson(const httplib::Request &req) {
     return req.get_header_value("Accept").find("application/json") != std::string::npos;
 }
 
+// Equal without revealing, through timing, how much of a guess was right.
+bool constantTimeEquals(std::string_view a, std::string_view b) {
+    unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+    for (std::size_t i = 0; i < a.size(); ++i)
+        diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+    return diff == 0;
+}
+
 bool isBinaryBody(const httplib::Request &req) {
     std::string type = req.get_header_value("Content-Type");
     type = type.substr(0, type.find(';'));
@@ -46,10 +56,19 @@ bool isBinaryBody(const httplib::Request &req) {
 
 struct ControlApi::Impl {
     Impl(ControlApiContext c, ControlApiOptions o)
-        : ctx(std::move(c)), opt(std::move(o)), owned(makeServer()), server(*owned) {}
+        : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)),
+          owned(makeServer()), server(*owned) {}
 
     ControlApiContext ctx;
-    ControlApiOptions opt;
+    ControlApiOptions opt; // as started: address, TLS, body limit
+
+    // What a reload may change, read per request.
+    mutable std::mutex liveMu;
+    std::shared_ptr<const ControlApiOptions> live;
+    std::shared_ptr<const ControlApiOptions> current() const {
+        std::lock_guard lock(liveMu);
+        return live;
+    }
     std::optional<TlsCertificateInfo> tlsCert; // control_tls: what its certificate says, once loaded
     std::string tlsError;                      // control_tls: why it could not be loaded
     std::unique_ptr<httplib::Server> owned;    // an httplib::SSLServer with control_tls
@@ -71,7 +90,9 @@ struct ControlApi::Impl {
     }
 
     bool allowed(const std::string &ip) const {
-        if (opt.allow.empty()) {
+        auto now = current();
+        const std::vector<Cidr> &allow = now->allow;
+        if (allow.empty()) {
             static const std::vector<Cidr> loopback = [] {
                 std::vector<Cidr> v;
                 v.push_back(*Cidr::parse("127.0.0.1/8"));
@@ -80,7 +101,7 @@ struct ControlApi::Impl {
             }();
             return std::any_of(loopback.begin(), loopback.end(), [&](const Cidr &c) { return c.contains(ip); });
         }
-        return std::any_of(opt.allow.begin(), opt.allow.end(), [&](const Cidr &c) { return c.contains(ip); });
+        return std::any_of(allow.begin(), allow.end(), [&](const Cidr &c) { return c.contains(ip); });
     }
 
     // The selector from the query string; answers 400 and returns nullopt if it is malformed.
@@ -98,7 +119,7 @@ struct ControlApi::Impl {
     template <class Result> std::optional<Result> await(std::future<Result> f, const char *command,
                                                         httplib::Response &res) {
         auto start = std::chrono::steady_clock::now();
-        if (f.wait_for(opt.commandTimeout) != std::future_status::ready) {
+        if (f.wait_for(current()->commandTimeout) != std::future_status::ready) {
             reply(res, 504, std::string(command) + ": the shards did not answer in time");
             return std::nullopt;
         }
@@ -153,7 +174,60 @@ struct ControlApi::Impl {
             reply(res, 400, "bad body: expected form-encoded tags like admin=1&group=a: " + error);
             return;
         }
+        auto limits = current();
+        for (const auto &[k, v] : *changes) {
+            if (k.size() > limits->maxTagKeyLen) {
+                reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(limits->maxTagKeyLen) +
+                                    " bytes); nothing changed");
+                return;
+            }
+            if (v.size() > limits->maxTagValueLen) {
+                reply(res, 400, "value of tag '" + k + "' longer than max_tag_value_len (" +
+                                    std::to_string(limits->maxTagValueLen) + " bytes); nothing changed");
+                return;
+            }
+        }
+        // All or nothing: first count the connections that would end up with too many tags.
+        auto tooMany = countOverTagLimit(*sel, *changes, limits->maxTagsPerConnection, res);
+        if (!tooMany) return;
+        if (*tooMany > 0) {
+            reply(res, 400, "this would give " + std::to_string(*tooMany) + " connection(s) more than " +
+                                std::to_string(limits->maxTagsPerConnection) +
+                                " tags (max_tags_per_connection); nothing changed");
+            return;
+        }
         answerCount(ctx.hub.setTags(std::move(*sel), std::move(*changes)), "settags", res);
+    }
+
+    // How many selected connections `changes` would take over max_tags_per_connection; nullopt
+    // (with the answer written) when the shards could not be asked.
+    std::optional<std::size_t> countOverTagLimit(const Selector &sel, const TagList &changes, unsigned limit,
+                                                 httplib::Response &res) {
+        std::size_t adds = 0;
+        for (const auto &[k, v] : changes) adds += !v.empty();
+        if (adds == 0) return 0; // only deletions: never over
+        auto promise = std::make_shared<std::promise<CountResult>>();
+        auto future = promise->get_future();
+        ctx.hub.forEachShard(
+            [sel, changes, limit](Shard &s) {
+                Registry &reg = s.registry();
+                std::size_t over = 0;
+                reg.match(sel, [&](Connection &c) {
+                    Tags t = reg.tags(c.id());
+                    for (const auto &[k, v] : changes) {
+                        if (v.empty())
+                            t.erase(k);
+                        else
+                            t[k] = v;
+                    }
+                    over += t.size() > limit;
+                });
+                return over;
+            },
+            [promise](CountResult r) { promise->set_value(r); });
+        auto r = await(std::move(future), "settags", res);
+        if (!r) return std::nullopt;
+        return r->value;
     }
 
     void close(const httplib::Request &req, httplib::Response &res) {
@@ -283,14 +357,38 @@ bool ControlApi::start(std::string *error) {
     s.set_payload_max_length(d.opt.maxBodyBytes);
     // httplib's workers finish an idle keep-alive wait or a slow read before stop() returns,
     // so these bound how long a shutdown can wait for backends' connections.
-    s.set_read_timeout(5, 0);
-    s.set_write_timeout(5, 0);
+    s.set_read_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
+    s.set_write_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
     s.set_keep_alive_timeout(2);
     s.set_keep_alive_max_count(1000);
+    // httplib writes an answer's header and body separately: with Nagle on, the body waited for
+    // the client's delayed ACK, 40 ms per request on a keep-alive connection.
+    s.set_tcp_nodelay(true);
+    // httplib's default is SO_REUSEPORT alone. The connections this side closes then sit in
+    // TIME_WAIT without SO_REUSEADDR, and a restart could not bind the port for a minute; and a
+    // second process could share the port. SO_REUSEADDR alone is right for one listener.
+    s.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
-        if (d.allowed(req.remote_addr)) return httplib::Server::HandlerResponse::Unhandled;
+        if (d.allowed(req.remote_addr)) {
+            const std::string token = d.current()->token;
+            if (token.empty()) return httplib::Server::HandlerResponse::Unhandled;
+            std::string auth = req.get_header_value("Authorization");
+            static constexpr std::string_view kBearer = "Bearer ";
+            if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&
+                constantTimeEquals(std::string_view(auth).substr(kBearer.size()), token))
+                return httplib::Server::HandlerResponse::Unhandled;
+            // Never log what was sent: it may be a near miss of the real token.
+            spdlog::warn("control API: refused {} {} from {}: {}", req.method, req.path, req.remote_addr,
+                         auth.empty() ? "no bearer token" : "wrong bearer token");
+            res.set_header("WWW-Authenticate", "Bearer");
+            reply(res, 401, "unauthorized: send 'Authorization: Bearer <control_token>'");
+            return httplib::Server::HandlerResponse::Handled;
+        }
         spdlog::warn("control API: refused {} {} from {} (not in internal_endpoint_access_whitelist)", req.method,
                      req.path, req.remote_addr);
         reply(res, 403, "forbidden: " + req.remote_addr + " is not in internal_endpoint_access_whitelist");
@@ -321,7 +419,7 @@ bool ControlApi::start(std::string *error) {
     // httplib wants the bare address; the config may carry IPv6 in brackets.
     std::string host = d.opt.addr.host.empty() ? "0.0.0.0" : d.opt.addr.host;
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    // httplib sets SO_REUSEPORT: make sure nobody (another wsgwd) listens there already.
+    // A clear message when somebody (another wsgwd) listens there already.
     std::string probeError;
     if (openListener(d.opt.addr.host, d.opt.addr.port, &probeError, /*probe=*/true) < 0) {
         if (error)
@@ -335,6 +433,18 @@ bool ControlApi::start(std::string *error) {
     d.thread = std::thread([&s] { s.listen_after_bind(); });
     d.running = true;
     return true;
+}
+
+void ControlApi::reload(const ControlApiOptions &next) {
+    auto merged = std::make_shared<ControlApiOptions>(impl_->opt);
+    merged->allow = next.allow;
+    merged->token = next.token;
+    merged->maxTagsPerConnection = next.maxTagsPerConnection;
+    merged->maxTagKeyLen = next.maxTagKeyLen;
+    merged->maxTagValueLen = next.maxTagValueLen;
+    merged->commandTimeout = next.commandTimeout;
+    std::lock_guard lock(impl_->liveMu);
+    impl_->live = std::move(merged);
 }
 
 void ControlApi::stop() {

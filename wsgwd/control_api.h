@@ -30,6 +30,12 @@ struct ControlApiOptions {
     std::size_t maxBodyBytes = 1024 * 1024;  ///< larger bodies get 413
     bool metrics = true;                     ///< serve /metrics
     std::chrono::milliseconds commandTimeout{10'000}; ///< a command not answered by then: 504
+    std::chrono::seconds ioTimeout{5};       ///< reading a request, writing a response
+    std::string token;                       ///< non-empty: every request but /healthz and /readyz needs
+                                             ///< "Authorization: Bearer <token>" (401 otherwise)
+    unsigned maxTagsPerConnection = 64;      ///< /settags that would exceed it: 400, nothing changed
+    unsigned maxTagKeyLen = 128;
+    unsigned maxTagValueLen = 1024;
     std::optional<TlsFiles> tls;             ///< set: HTTPS only; start() fails if the files cannot be used
 };
 
@@ -53,6 +59,10 @@ public:
     bool start(std::string *error);
     /// Stops serving and joins the threads. Idempotent.
     void stop();
+
+    /// Thread-safe: takes the allowlist, token, tag limits and command timeout of `next` for
+    /// the requests that follow. The address, TLS and body limit stay as they are.
+    void reload(const ControlApiOptions &next);
 
 private:
     struct Impl;

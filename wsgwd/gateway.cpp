@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -147,6 +148,58 @@ std::string unavailableFeature(const Config &c) {
     return {};
 }
 
+bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *error) {
+    out.clear();
+    const std::vector<std::string> contextTags = templateTags(c);
+    for (const EndpointConfig &e : c.endpoints) {
+        WsEndpoint ep;
+        ep.path = e.path;
+        ep.setTags = e.setTags;
+        ep.maxMessageBytes = e.maxMessageSizeKb * 1024;
+        ep.compression = e.compression;
+        ep.maxConnections = e.maxConnections;
+        ep.allowedOrigins = e.allowedOrigins;
+        ep.ratePerSecond = e.rateLimit.perSecond;
+        ep.rateBurst = e.rateLimit.burst;
+        ep.rateDropInsteadOfClose = e.rateLimit.policy == RateLimit::Policy::Drop;
+        ep.maxOutboundBytes = e.slowConsumer.maxOutboundKb * 1024;
+        ep.slowConsumer = e.slowConsumer.policy == SlowConsumer::Policy::DropNewest ? WsEndpoint::SlowConsumerPolicy::DropNewest
+                          : e.slowConsumer.policy == SlowConsumer::Policy::DropOldest ? WsEndpoint::SlowConsumerPolicy::DropOldest
+                                                                                      : WsEndpoint::SlowConsumerPolicy::Close;
+        ep.events.includeTags = e.streamIncludeTags;
+        for (const std::string &t : contextTags)
+            if (std::find(e.streamIncludeTags.begin(), e.streamIncludeTags.end(), t) == e.streamIncludeTags.end())
+                ep.events.contextTags.push_back(t);
+        std::string jsonError;
+        auto json = JsonExtractor::create(e.jsonExtractVars, &jsonError);
+        if (!json) { // validated at load already
+            if (error) *error = c.file + ":" + std::to_string(e.line) + ": " + jsonError;
+            return false;
+        }
+        ep.events.json = std::move(*json);
+        ep.events.connectionDetails = c.connectionRedisSync.has_value(); // the mirror writes every tag and addr
+        out.push_back(std::move(ep));
+    }
+    return true;
+}
+
+ControlApiOptions controlOptions(const Config &c, const std::string &host) {
+    ControlApiOptions api;
+    api.addr = c.control;
+    api.addr.host = host;
+    api.allow = c.controlAllow;
+    api.maxBodyBytes = (c.maxBodyKb ? c.maxBodyKb : c.maxMessageSizeKb) * 1024;
+    api.metrics = c.prometheusEnabled;
+    api.commandTimeout = std::chrono::seconds(c.controlTimeoutS);
+    api.ioTimeout = std::chrono::seconds(std::min(c.controlTimeoutS, 5u)); // bounds how long a stop waits
+    api.token = c.controlToken;
+    api.maxTagsPerConnection = c.maxTagsPerConnection;
+    api.maxTagKeyLen = c.maxTagKeyLen;
+    api.maxTagValueLen = c.maxTagValueLen;
+    api.tls = c.controlTls;
+    return api;
+}
+
 unsigned shardCount(const Config &config) {
     if (config.threads > 0) return config.threads;
     return std::max(1u, std::thread::hardware_concurrency());
@@ -163,11 +216,12 @@ struct Gateway::Impl {
     std::mutex mu;
     bool started = false;
     bool stopped = false;
+    std::atomic<bool> stopping{false};
 };
 
 Gateway::Gateway(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
-Gateway::~Gateway() { stop(std::chrono::milliseconds(0), std::chrono::milliseconds(0)); }
+Gateway::~Gateway() { stop(std::chrono::milliseconds(0), std::chrono::milliseconds(0), std::chrono::milliseconds(0)); }
 
 Hub &Gateway::hub() { return *impl_->hub; }
 const Config &Gateway::config() const { return impl_->config; }
@@ -208,6 +262,11 @@ bool Gateway::start(std::string *error) {
         break;
     case Config::EventLog::Stderr:
         events.addSink(makeLogSink(stderr, node), sinkOptions);
+        break;
+    case Config::EventLog::Discard:
+        // Every event is still built, queued and handed to a sink thread, which drops it and
+        // counts it (wsgw_events_published_total{sink="null"}): the whole event path, minus I/O.
+        d.hub->events().addSink(makeNullSink());
         break;
     case Config::EventLog::None:
     case Config::EventLog::Auto:
@@ -251,34 +310,9 @@ bool Gateway::start(std::string *error) {
     ws.maxConnections = c.maxConnections;
     ws.maxLifetime = std::chrono::seconds(c.maxConnectionLifetimeS);
     ws.tls = c.tls;
-    const std::vector<std::string> contextTags = templateTags(c);
-    for (const EndpointConfig &e : c.endpoints) {
-        WsEndpoint ep;
-        ep.path = e.path;
-        ep.setTags = e.setTags;
-        ep.maxMessageBytes = e.maxMessageSizeKb * 1024;
-        ep.compression = e.compression;
-        ep.maxConnections = e.maxConnections;
-        ep.allowedOrigins = e.allowedOrigins;
-        ep.ratePerSecond = e.rateLimit.perSecond;
-        ep.rateBurst = e.rateLimit.burst;
-        ep.rateDropInsteadOfClose = e.rateLimit.policy == RateLimit::Policy::Drop;
-        ep.maxOutboundBytes = e.slowConsumer.maxOutboundKb * 1024;
-        ep.slowConsumer = e.slowConsumer.policy == SlowConsumer::Policy::DropNewest ? WsEndpoint::SlowConsumerPolicy::DropNewest
-                          : e.slowConsumer.policy == SlowConsumer::Policy::DropOldest ? WsEndpoint::SlowConsumerPolicy::DropOldest
-                                                                                      : WsEndpoint::SlowConsumerPolicy::Close;
-        ep.events.includeTags = e.streamIncludeTags;
-        for (const std::string &t : contextTags)
-            if (std::find(e.streamIncludeTags.begin(), e.streamIncludeTags.end(), t) == e.streamIncludeTags.end())
-                ep.events.contextTags.push_back(t);
-        std::string jsonError;
-        auto json = JsonExtractor::create(e.jsonExtractVars, &jsonError);
-        if (!json) return fail(c.file + ":" + std::to_string(e.line) + ": " + jsonError); // validated at load
-        ep.events.json = std::move(*json);
-        ep.events.connectionDetails = c.connectionRedisSync.has_value(); // the mirror writes every tag and addr
-        ws.endpoints.push_back(std::move(ep));
-        paths.push_back(e.path);
-    }
+    std::string endpointError;
+    if (!wsEndpoints(c, ws.endpoints, &endpointError)) return fail(endpointError);
+    for (const EndpointConfig &e : c.endpoints) paths.push_back(e.path);
     d.metrics = std::make_unique<Metrics>(shards, paths);
     d.ws = std::make_unique<WsServer>(*d.hub, *d.metrics, std::move(ws));
 
@@ -302,27 +336,24 @@ bool Gateway::start(std::string *error) {
 
     WsServer *wsServer = d.ws.get();
     Hub *hub = d.hub.get();
-    ControlApiContext ctx{*d.hub, *d.metrics, WsServer::messageHeadroom(), [wsServer, hub]() -> std::string {
+    std::atomic<bool> *stopping = &d.stopping;
+    ControlApiContext ctx{*d.hub, *d.metrics, WsServer::messageHeadroom(), [wsServer, hub, stopping]() -> std::string {
+                              if (stopping->load()) return "shutting down";
                               if (!wsServer->listening()) return "the WebSocket listener is not running";
                               for (const SinkStats &s : hub->events().stats())
                                   if (!s.connected) return "event sink '" + s.name + "' is not connected";
                               return {};
                           }};
-    ControlApiOptions api;
     auto controlHost = resolveHost(c.control.host, error);
     if (!controlHost) return false;
-    api.addr = c.control;
-    api.addr.host = *controlHost;
-    api.allow = c.controlAllow;
-    api.maxBodyBytes = c.maxMessageSizeKb * 1024;
-    api.metrics = c.prometheusEnabled;
-    api.tls = c.controlTls;
+    ControlApiOptions api = controlOptions(c, *controlHost);
     d.control = std::make_unique<ControlApi>(std::move(ctx), std::move(api));
 
     if (!d.ws->start(error)) return false;
     d.hub->start();
     if (!d.control->start(error)) {
-        d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0));
+        d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
+                   std::chrono::milliseconds(0));
         d.hub->stop();
         return false;
     }
@@ -341,14 +372,99 @@ bool Gateway::start(std::string *error) {
     return true;
 }
 
-void Gateway::stop(std::chrono::milliseconds grace, std::chrono::milliseconds flushFor) {
+std::vector<std::string> Gateway::reload(const Config &next) {
+    Impl &d = *impl_;
+    std::lock_guard lock(d.mu);
+    Config &cur = d.config;
+    std::vector<std::string> needRestart;
+    auto differs = [&](bool changed, const char *key) {
+        if (changed) needRestart.push_back(key);
+    };
+    differs(!(next.listen == cur.listen), "listen_addr");
+    differs(!(next.control == cur.control), "control_addr");
+    differs(shardCount(next) != shardCount(cur), "threads");
+    auto tlsDiffers = [](const std::optional<TlsFiles> &a, const std::optional<TlsFiles> &b) {
+        return a.has_value() != b.has_value() || (a && (a->cert != b->cert || a->key != b->key));
+    };
+    differs(tlsDiffers(next.tls, cur.tls), "tls");
+    differs(tlsDiffers(next.controlTls, cur.controlTls), "control_tls");
+    auto url = [](const auto &section) { return section ? section->addr.url : std::string(); };
+    differs(url(next.streamRedis) != url(cur.streamRedis) ||
+                (next.streamRedis && cur.streamRedis && (next.streamRedis->streamName != cur.streamRedis->streamName ||
+                                                         next.streamRedis->streamMaxLen != cur.streamRedis->streamMaxLen)),
+            "stream_redis");
+    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync), "connection_redis_sync");
+    differs(url(next.streamAmqp) != url(cur.streamAmqp) ||
+                (next.streamAmqp && cur.streamAmqp &&
+                 (next.streamAmqp->exchange != cur.streamAmqp->exchange || next.streamAmqp->queue != cur.streamAmqp->queue ||
+                  next.streamAmqp->routingKey != cur.streamAmqp->routingKey || next.streamAmqp->headers != cur.streamAmqp->headers)),
+            "stream_amqp");
+    differs(next.nodeId != cur.nodeId, "node_id");
+    differs(next.effectiveEventLog() != cur.effectiveEventLog(), "event_log");
+    differs(next.backlogMaxEvents != cur.backlogMaxEvents || next.backlogMaxMb != cur.backlogMaxMb ||
+                next.backlogOverflow != cur.backlogOverflow,
+            "backlog_max_events/backlog_max_mb/backlog_overflow");
+    differs((next.maxBodyKb ? next.maxBodyKb : next.maxMessageSizeKb) != (cur.maxBodyKb ? cur.maxBodyKb : cur.maxMessageSizeKb),
+            "max_body_kb");
+    differs(next.prometheusEnabled != cur.prometheusEnabled, "prometheus.enabled");
+    bool samePaths = next.endpoints.size() == cur.endpoints.size();
+    for (std::size_t i = 0; samePaths && i < next.endpoints.size(); ++i)
+        samePaths = next.endpoints[i].path == cur.endpoints[i].path;
+    differs(!samePaths, "endpoints (paths added, removed or reordered)");
+
+    // What can change live: endpoints (when their paths are the same) and limits...
+    if (samePaths) {
+        WsServerOptions ws;
+        std::string error;
+        if (wsEndpoints(next, ws.endpoints, &error)) {
+            // Templates (and so their context tags) belong to the sinks, which do not reload.
+            for (std::size_t i = 0; i < ws.endpoints.size(); ++i) {
+                WsEndpoint &ep = ws.endpoints[i];
+                ep.events.contextTags.clear();
+                for (const std::string &t : templateTags(cur))
+                    if (std::find(ep.events.includeTags.begin(), ep.events.includeTags.end(), t) == ep.events.includeTags.end())
+                        ep.events.contextTags.push_back(t);
+                ep.events.connectionDetails = cur.connectionRedisSync.has_value();
+            }
+            ws.idleTimeout = std::chrono::seconds(next.idleTimeoutS);
+            ws.maxConnections = next.maxConnections;
+            ws.maxLifetime = std::chrono::seconds(next.maxConnectionLifetimeS);
+            d.ws->reload(std::move(ws));
+            cur.endpoints = next.endpoints;
+            cur.idleTimeoutS = next.idleTimeoutS;
+            cur.maxConnections = next.maxConnections;
+            cur.maxConnectionLifetimeS = next.maxConnectionLifetimeS;
+            cur.rateLimit = next.rateLimit;
+            cur.slowConsumer = next.slowConsumer;
+            cur.maxMessageSizeKb = next.maxMessageSizeKb;
+        }
+    }
+    // ...the control API's access and limits...
+    d.control->reload(controlOptions(next, ""));
+    cur.controlAllow = next.controlAllow;
+    cur.controlToken = next.controlToken;
+    cur.maxTagsPerConnection = next.maxTagsPerConnection;
+    cur.maxTagKeyLen = next.maxTagKeyLen;
+    cur.maxTagValueLen = next.maxTagValueLen;
+    cur.controlTimeoutS = next.controlTimeoutS;
+    // ...and the process's own settings.
+    if (next.logLevel != cur.logLevel) spdlog::set_level(spdlog::level::from_str(next.logLevel));
+    cur.logLevel = next.logLevel;
+    cur.drainS = next.drainS;
+    cur.shutdownFlushS = next.shutdownFlushS;
+    return needRestart;
+}
+
+void Gateway::stop(std::chrono::milliseconds drain, std::chrono::milliseconds grace,
+                   std::chrono::milliseconds flushFor) {
     Impl &d = *impl_;
     std::lock_guard lock(d.mu);
     if (!d.started || d.stopped) return;
     d.stopped = true;
+    d.stopping.store(true); // /readyz: 503 from now on
     // Connections first (the control API still answers meanwhile), then the API, then the
     // events the closes produced.
-    d.ws->stop(close_code::kGoingAway, "server shutting down", grace);
+    d.ws->stop(close_code::kServiceRestart, "service restart", drain, grace);
     d.control->stop();
     d.hub->stop(flushFor);
 }

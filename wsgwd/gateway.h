@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace wsgw {
 class Hub;
@@ -26,10 +27,17 @@ public:
     /// with a message, leaving nothing running.
     bool start(std::string *error);
 
-    /// Graceful stop: refuses new connections, closes every connection with 1001 "going away"
-    /// (waiting up to `grace` for the closing handshakes), stops the control API, and flushes
-    /// the event sinks for up to `flushFor`. Idempotent.
-    void stop(std::chrono::milliseconds grace, std::chrono::milliseconds flushFor);
+    /// Graceful stop: /readyz turns 503 at once, new connections are refused, every connection
+    /// is closed with 1012 "service restart" spread over `drain` (so clients do not all
+    /// reconnect to the next node at once), the closing handshakes get up to `grace` more, then
+    /// the control API stops and the event sinks flush for up to `flushFor`. Idempotent.
+    void stop(std::chrono::milliseconds drain, std::chrono::milliseconds grace, std::chrono::milliseconds flushFor);
+
+    /// Applies what can change without dropping connections (endpoint tags, limits, origins,
+    /// compression, idle timeout and lifetime, the control API's allowlist, token, tag limits and
+    /// timeout, the log level, drain and flush times) and returns the keys that differ but need a
+    /// restart (listen addresses, threads, TLS, sinks, ...), which keep their running values.
+    std::vector<std::string> reload(const Config &next);
 
     Hub &hub();
     const Config &config() const;

@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
@@ -92,23 +93,48 @@ int main(int argc, char **argv) {
                  static_cast<unsigned long long>(files), wsgw::daemon::shardCount(*config),
                  std::thread::hardware_concurrency());
 
-    const auto flushFor = std::chrono::seconds(config->shutdownFlushS);
     wsgw::daemon::Gateway gateway(std::move(*config));
     if (!gateway.start(&error)) {
         spdlog::error("{}", error);
         return kRuntimeError;
     }
 
+    // SIGHUP reloads; SIGTERM drains over drain_s; SIGINT does the same without the spread.
     int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("{}: closing connections (1001 going away) and flushing events; {} again to quit at once",
-                 sig == SIGINT ? "SIGINT" : "SIGTERM", sig == SIGINT ? "Ctrl-C" : "SIGTERM");
+    for (;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGHUP) break;
+        std::string why;
+        auto next = wsgw::daemon::loadConfig(configPath, &why);
+        if (next && !(why = wsgw::daemon::unavailableFeature(*next)).empty()) next.reset();
+        if (!next) {
+            spdlog::error("SIGHUP: {} is not valid, the running configuration stays: {}", configPath, why);
+            continue;
+        }
+        std::vector<std::string> later = gateway.reload(*next);
+        std::string list;
+        for (const std::string &k : later) list += (list.empty() ? "" : ", ") + k;
+        if (later.empty())
+            spdlog::info("SIGHUP: reloaded {}", configPath);
+        else
+            spdlog::warn("SIGHUP: reloaded {}; these changes need a restart and were not applied: {}", configPath, list);
+    }
+    const bool quick = sig == SIGINT;
+    const auto drain = quick ? std::chrono::seconds(0) : std::chrono::seconds(gateway.config().drainS);
+    const auto flushFor = std::chrono::seconds(gateway.config().shutdownFlushS);
+    spdlog::info("{}: refusing new connections, closing the open ones (1012 service restart){}, then flushing "
+                 "events; {} again to quit at once",
+                 quick ? "SIGINT" : "SIGTERM",
+                 quick ? std::string() : " over " + std::to_string(drain.count()) + " s",
+                 quick ? "Ctrl-C" : "SIGTERM");
     // A second signal ends the process immediately.
     std::signal(SIGINT, SIG_DFL);
     std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGHUP, SIG_IGN);
+    sigdelset(&signals, SIGHUP);
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
 
-    gateway.stop(std::chrono::seconds(3), flushFor);
+    gateway.stop(drain, std::chrono::seconds(3), flushFor);
     spdlog::info("wsgwd stopped");
     return kOk;
 }

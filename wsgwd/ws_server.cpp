@@ -5,6 +5,7 @@
 #include "tls.h"
 #include "utf8.h"
 
+#include <ev.h>
 #include <libwebsockets.h>
 #include <spdlog/spdlog.h>
 
@@ -30,8 +31,9 @@ namespace wsgw::daemon {
 namespace {
 
 // Per-connection receive buffer inside libwebsockets: messages larger than this arrive in pieces
-// and are reassembled here. Small, because every idle connection holds one.
-constexpr std::size_t kRxBufferSize = 2048;
+// and are reassembled here. Small, because every idle connection holds one: 512 bytes keeps an
+// idle connection at 2.3 KiB of wsgwd's memory (2 KiB buffers: 4.1 KiB; bench/compare row 5).
+constexpr std::size_t kRxBufferSize = 512;
 // Frames pending for one uncompressed connection are coalesced into writes of up to this size.
 constexpr std::size_t kCoalesceBytes = 64 * 1024;
 // A connection that has not finished closing this long after close() is dropped.
@@ -102,26 +104,16 @@ struct WsServer::Impl {
     // the next shard's context creation has replaced. The vhosts share this one instead, which
     // lws leaves alone; it outlives them (their contexts are destroyed by stop()).
     std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> unusedClientTls{nullptr, SSL_CTX_free};
-
-    // The endpoint for a request path; nullptr if none.
-    const WsEndpoint *endpointFor(std::string_view path, std::size_t *index) const {
-        for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
-            if (options.endpoints[i].path == path) {
-                if (index) *index = i;
-                return &options.endpoints[i];
-            }
-        }
-        return nullptr;
-    }
 };
 
 namespace {
 
 struct ShardState {
     ShardState(WsServer::Impl &s, std::size_t i)
-        : server(s), shard(s.hub.shard(i)), counters(s.metrics.shard(i)), index(i) {}
+        : server(s), settings(s.options), shard(s.hub.shard(i)), counters(s.metrics.shard(i)), index(i) {}
 
     WsServer::Impl &server;
+    WsServerOptions settings; // this shard's copy: a reload swaps it on the shard's thread
     Shard &shard;
     ShardCounters &counters;
     std::size_t index;
@@ -156,6 +148,9 @@ struct ShardState {
 
     std::string coalesce; // scratch for coalesced raw writes
 
+    // Connections with frames queued by the commands being drained, written after the drain.
+    std::vector<WsConnection *> toFlush;
+
     // Connections that stopped reading while the event sinks were backed up (pause_reading).
     std::vector<ConnectionId> pausedReading;
     // Compressed connections with a message in progress, for the inflate stall watchdog.
@@ -164,6 +159,19 @@ struct ShardState {
     using Due = std::pair<std::int64_t, ConnectionId>;
     std::priority_queue<Due, std::vector<Due>, std::greater<>> lifetimes;
     std::minstd_rand jitter{std::random_device{}()};
+    std::size_t drainInitial = 0; // connections when a drain began
+    struct ev_loop *loop = nullptr; // this shard's epoll loop (libev), run by its thread
+
+    // The endpoint for a request path; nullptr if none.
+    const WsEndpoint *endpointFor(std::string_view path, std::size_t *at) const {
+        for (std::size_t i = 0; i < settings.endpoints.size(); ++i) {
+            if (settings.endpoints[i].path == path) {
+                if (at) *at = i;
+                return &settings.endpoints[i];
+            }
+        }
+        return nullptr;
+    }
 };
 
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
@@ -176,7 +184,7 @@ public:
         lastActivityMs = nowMs();
     }
 
-    const WsEndpoint &ep() const { return shard_.server.options.endpoints[endpoint_]; }
+    const WsEndpoint &ep() const { return shard_.settings.endpoints[endpoint_]; }
     std::size_t endpointIndex() const { return endpoint_; }
 
     SendStatus send(const MessagePtr &msg) override {
@@ -209,8 +217,35 @@ public:
         }
         queue_.push_back(msg);
         queuedBytes_ += bytes;
-        requestWrite();
+        if (!compressed_ && !writeRequested_ && !lws_partial_buffered(wsi_)) {
+            // Written when the shard has run this wake-up's commands (flushPending): whatever
+            // they queued for this connection goes out in one send(), without a trip through
+            // the event loop.
+            if (!pendingFlush_) {
+                pendingFlush_ = true;
+                shard_.toFlush.push_back(this);
+            }
+        } else {
+            requestWrite();
+        }
         return SendStatus::Queued;
+    }
+
+    // After a drain: writes what the drain queued (see send()). Returns -1 if the socket failed.
+    void flushPending() {
+        pendingFlush_ = false;
+        if (queueSize() == 0 || writeRequested_ || closing_) return;
+        if (lws_partial_buffered(wsi_)) {
+            requestWrite();
+            return;
+        }
+        if (writeRaw() < 0) {
+            closing_ = true;
+            clearQueue();
+            lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            return;
+        }
+        if (queueSize() > 0) requestWrite();
     }
 
     void close(std::uint16_t code, std::string_view reason) override {
@@ -500,6 +535,7 @@ private:
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
     bool rxPaused_ = false;  // reading stopped for event backpressure
     bool watched_ = false;   // in the shard's partialCompressed list
+    bool pendingFlush_ = false; // in the shard's toFlush list
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
     std::vector<MessagePtr> queue_;
@@ -526,7 +562,7 @@ ShardState &shardOf(lws *wsi) { return *static_cast<ShardState *>(lws_context_us
 // one silent for the whole timeout is closed.
 void sweep(lws_sorted_usec_list_t *sul) {
     ShardState &s = *reinterpret_cast<ShardState::SweepTimer *>(sul)->owner;
-    auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.server.options.idleTimeout).count();
+    auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(s.settings.idleTimeout).count();
     std::int64_t now = nowMs();
 
     // Compressed messages in progress: one silent for a while, with no bytes arriving either,
@@ -650,7 +686,7 @@ int confirmUpgrade(lws *wsi) {
     ShardState &s = shardOf(wsi);
     std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
     std::size_t index = 0;
-    const WsEndpoint *e = s.server.endpointFor(path, &index);
+    const WsEndpoint *e = s.endpointFor(path, &index);
     if (path.empty()) return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "a WebSocket upgrade is a GET");
     if (!e) return refuse(wsi, Refusal::NotFound, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint here");
     if (s.draining.load(std::memory_order_relaxed))
@@ -672,7 +708,7 @@ int confirmUpgrade(lws *wsi) {
             std::find(e->allowedOrigins.begin(), e->allowedOrigins.end(), origin) == e->allowedOrigins.end())
             return refuse(wsi, Refusal::Origin, HTTP_STATUS_FORBIDDEN, "origin not allowed");
     }
-    const WsServerOptions &o = s.server.options;
+    const WsServerOptions &o = s.settings;
     if ((o.maxConnections && totalConnections(s.server) >= o.maxConnections) ||
         (e->maxConnections && endpointConnections(s.server, index) >= e->maxConnections))
         return refuse(wsi, Refusal::Capacity, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections; retry later");
@@ -705,7 +741,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             int uriLen = 0;
             int method = lws_http_get_uri_and_method(wsi, &uri, &uriLen);
             std::string path = uri && uriLen > 0 ? std::string(uri, static_cast<std::size_t>(uriLen)) : std::string();
-            bool known = s.server.endpointFor(path, nullptr) != nullptr;
+            bool known = s.endpointFor(path, nullptr) != nullptr;
             s.counters.upgradesRefused[static_cast<std::size_t>(known ? Refusal::NotWebSocket : Refusal::NotFound)].add();
             unsigned status = !known ? unsigned(HTTP_STATUS_NOT_FOUND) : method == LWSHUMETH_GET ? 426u : 405u;
             if (lws_return_http_status(wsi, status,
@@ -723,7 +759,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
 
         case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
             ShardState &s = shardOf(wsi);
-            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
+            const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
             if (!e || !e->compression) return 1; // refuse the extension
             // lws 4.1 accepts server_max_window_bits without echoing it (the client must then
             // fail the connection) and, on a vhost with no listen port of its own, deflates with
@@ -737,7 +773,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_ESTABLISHED: {
             ShardState &s = shardOf(wsi);
             std::size_t index = 0;
-            const WsEndpoint *e = s.server.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
+            const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
             if (!e || !session) return -1;
             auto *conn = new (session->conn) WsConnection(s, wsi, index, session->compressed);
             if (!s.shard.open(*conn, e->setTags, e->events)) { // an id clash: practically impossible
@@ -746,7 +782,7 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             }
             session->live = true;
             conn->linkIdle();
-            if (auto life = s.server.options.maxLifetime.count(); life > 0) {
+            if (auto life = s.settings.maxLifetime.count(); life > 0) {
                 // Spread ±10% so connections made together do not all leave together.
                 std::int64_t ms = life * 1000;
                 std::uniform_int_distribution<std::int64_t> spread(-ms / 10, ms / 10);
@@ -832,7 +868,14 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
             ShardState &s = shardOf(wsi);
             const lws_protocols *p = lws_get_protocol(wsi);
             if (p && p->name != s.protocols[0].name) return 0;
+            if (s.quit.load(std::memory_order_acquire)) {
+                ev_break(s.loop, EVBREAK_ALL);
+                return 0;
+            }
             s.shard.drain();
+            // Connections cannot go away during a drain, so the list holds only live ones.
+            for (WsConnection *c : s.toFlush) c->flushPending();
+            s.toFlush.clear();
             return 0;
         }
 
@@ -881,6 +924,8 @@ void endThreads(WsServer::Impl &d) {
             ctx = std::exchange(s->context, nullptr);
         }
         if (ctx) lws_context_destroy(ctx);
+        if (s->loop) ev_loop_destroy(s->loop);
+        s->loop = nullptr;
     }
 }
 
@@ -889,7 +934,9 @@ void endThreads(WsServer::Impl &d) {
 WsServer::WsServer(Hub &hub, Metrics &metrics, WsServerOptions options)
     : impl_(std::make_unique<Impl>(hub, metrics, std::move(options))) {}
 
-WsServer::~WsServer() { stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0)); }
+WsServer::~WsServer() {
+    stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0), std::chrono::milliseconds(0));
+}
 
 std::size_t WsServer::messageHeadroom() noexcept { return LWS_PRE; }
 
@@ -954,6 +1001,9 @@ bool WsServer::start(std::string *error) {
             proto.callback = callback;
             proto.per_session_data_size = sizeof(SessionStorage);
             proto.rx_buffer_size = kRxBufferSize;
+            // Else lws sends at most rx_buffer_size per write and copies the rest of a
+            // coalesced write aside for later.
+            proto.tx_packet_size = kCoalesceBytes + LWS_PRE + 16;
         }
         s->coalesce.reserve(kCoalesceBytes);
         auto promise = std::make_shared<std::promise<std::string>>();
@@ -965,16 +1015,24 @@ bool WsServer::start(std::string *error) {
             static std::mutex tlsSetupMu;
             std::unique_lock tlsSetup(tlsSetupMu, std::defer_lock);
             if (tls) tlsSetup.lock();
+            // epoll through libev rather than lws's own poll(), which hands the kernel every socket
+            // on every loop iteration. The loop is ours ("foreign"), so lws installs no signal
+            // watchers and the shard thread runs it.
+            s->loop = ev_loop_new(static_cast<unsigned>(EVBACKEND_EPOLL) | static_cast<unsigned>(EVFLAG_NOENV));
+            void *foreign[1] = {s->loop};
             lws_context_creation_info info{};
-            info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+            info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_LIBEV;
+            info.foreign_loops = foreign;
             if (tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
             info.user = s;
             info.count_threads = 1;
-            s->context = lws_create_context(&info);
+            s->context = s->loop ? lws_create_context(&info) : nullptr;
             if (!s->context) {
                 ::close(s->listenFd);
                 s->listenFd = -1;
-                promise->set_value("cannot create the libwebsockets context");
+                if (s->loop) ev_loop_destroy(s->loop);
+                s->loop = nullptr;
+                promise->set_value("cannot create the libwebsockets context (with its libev event loop)");
                 return;
             }
             lws_context_creation_info vinfo{};
@@ -984,6 +1042,10 @@ bool WsServer::start(std::string *error) {
             vinfo.extensions = kExtensions;
             vinfo.keepalive_timeout = 5;
             vinfo.timeout_secs_ah_idle = 10;
+            // No lws validity timers: the idle sweep pings and times out connections itself, and
+            // lws keeps those timers in one sorted list that every connect walks.
+            static const lws_retry_bo_t kNoValidityTimers{};
+            vinfo.retry_and_idle_policy = &kNoValidityTimers;
             if (tls) {
                 // With a certificate, lws 4.1.6 turns TLS on for a vhost without a listen socket
                 // of its own too (tls-server.c: any port but CONTEXT_PORT_NO_LISTEN).
@@ -1023,9 +1085,8 @@ bool WsServer::start(std::string *error) {
             s->sweepTimer.owner = s;
             lws_sul_schedule(ctx, 0, &s->sweepTimer.sul, sweep, kSweepIntervalUs);
             promise->set_value("");
-            while (!s->quit.load(std::memory_order_acquire)) {
-                if (lws_service(ctx, 0) < 0) break;
-            }
+            // Runs until a wake-up finds `quit` set (EVENT_WAIT_CANCELLED breaks the loop).
+            if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
             lws_sul_cancel(&s->sweepTimer.sul);
             // The context is destroyed by stop() once this thread has ended.
         });
@@ -1046,6 +1107,20 @@ bool WsServer::start(std::string *error) {
     return true;
 }
 
+void WsServer::reload(WsServerOptions next) {
+    for (auto &ptr : impl_->shards) {
+        ShardState *s = ptr.get();
+        if (!s->shard.post([s, next](Shard &) {
+                // Same paths in the same order (the caller checks): connections keep their index.
+                s->settings.endpoints = next.endpoints;
+                s->settings.idleTimeout = next.idleTimeout;
+                s->settings.maxConnections = next.maxConnections;
+                s->settings.maxLifetime = next.maxLifetime;
+            }))
+            spdlog::warn("reload: shard {} is busy; its settings are unchanged until the next reload", s->index);
+    }
+}
+
 void WsServer::resumeReading() {
     for (auto &ptr : impl_->shards) {
         ShardState *s = ptr.get();
@@ -1058,7 +1133,8 @@ void WsServer::resumeReading() {
     }
 }
 
-void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace) {
+void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds spread,
+                    std::chrono::milliseconds grace) {
     Impl &d = *impl_;
     std::lock_guard lock(d.stopMu);
     if (d.stopped || d.shards.empty()) {
@@ -1067,11 +1143,45 @@ void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::mi
     }
     d.stopped = true;
     d.running.store(false);
-    for (auto &s : d.shards) s->draining.store(true);
+    for (auto &s : d.shards) {
+        s->draining.store(true);
+        // Close the listener on its own thread: new clients are refused by the kernel now.
+        ShardState *sp = s.get();
+        (void)s->shard.post([sp](Shard &) {
+            if (sp->listener) lws_set_timeout(sp->listener, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        });
+    }
 
-    // Close everyone, and again for any that slipped in, until all are gone or grace runs out.
-    auto deadline = std::chrono::steady_clock::now() + grace;
+    // Closes in even steps over `spread`: after step k of n, each shard has closed k/n of what
+    // it held when the drain began.
     std::string why(reason);
+    constexpr auto kStep = std::chrono::milliseconds(100);
+    const auto start = std::chrono::steady_clock::now();
+    const long steps = std::max<long>(1, static_cast<long>(spread / kStep));
+    for (long step = 1; step < steps && connections() > 0; ++step) {
+        for (auto &s : d.shards) {
+            ShardState *sp = s.get();
+            (void)s->shard.post([sp, step, steps, code, why](Shard &shard) {
+                std::size_t open = 0;
+                shard.registry().forEach([&](Connection &c, const Tags &) {
+                    open += !static_cast<WsConnection &>(c).isClosing();
+                });
+                if (step == 1) sp->drainInitial = open;
+                std::size_t keep = sp->drainInitial * static_cast<std::size_t>(steps - step) / static_cast<std::size_t>(steps);
+                std::size_t quota = open > keep ? open - keep : 0;
+                shard.registry().match(Selector::all(), [&](Connection &c) {
+                    auto &ws = static_cast<WsConnection &>(c);
+                    if (quota == 0 || ws.isClosing()) return;
+                    ws.close(code, why);
+                    --quota;
+                });
+            });
+        }
+        std::this_thread::sleep_until(start + step * kStep);
+    }
+
+    // The rest (and any that slipped in), until all are gone or grace runs out.
+    auto deadline = std::chrono::steady_clock::now() + grace;
     do {
         auto closed = d.hub.close(Selector::all(), code, why, {});
         closed.wait_until(deadline);

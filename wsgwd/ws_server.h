@@ -69,15 +69,23 @@ public:
     /// shard cannot listen (then nothing is left running).
     bool start(std::string *error);
 
-    /// Refuses new upgrades (503), closes every connection with `code` and `reason`, waits up to
-    /// `grace` for the closing handshakes, then stops the threads. Idempotent.
-    void stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds grace);
+    /// Stops accepting (the listening sockets close, so clients are refused at once and retry
+    /// elsewhere), then closes every connection with `code` and `reason`, spread evenly over
+    /// `spread` so a fleet of clients does not reconnect all at once; waits up to `grace` more
+    /// for the closing handshakes, then stops the threads. Idempotent.
+    void stop(std::uint16_t code, std::string_view reason, std::chrono::milliseconds spread,
+              std::chrono::milliseconds grace);
 
     /// True between a successful start() and stop().
     bool listening() const noexcept;
 
     /// Connections open now, over all shards.
     std::size_t connections() const noexcept;
+
+    /// Thread-safe: new endpoint settings (same paths, same order), idle timeout, connection
+    /// cap and lifetime, applied on each shard's thread; open connections keep going with them.
+    /// Listen address and TLS are not changed.
+    void reload(WsServerOptions next);
 
     /// Thread-safe: lets every connection paused for event backpressure read again. While the
     /// hub's EventBus::paused() is true, a connection that sends stops being read (TCP then

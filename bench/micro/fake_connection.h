@@ -1,10 +1,12 @@
 #pragma once
 
-// A Connection that delivers nowhere: send() counts and returns Queued. It is what the
+// A Connection that delivers nowhere: send() keeps the message (as a transport's queue would:
+// one reference taken, the previous one dropped), counts, and returns Queued. It is what the
 // micro-benchmarks register, so that what they time is the registry and the hub, not a
 // transport.
 
 #include <wsgw/connection.h>
+#include <wsgw/message.h>
 
 #include <cstdint>
 #include <string>
@@ -16,7 +18,8 @@ class FakeConnection final : public Connection {
 public:
     FakeConnection() noexcept : Connection(ConnectionId::random()) {}
 
-    SendStatus send(const MessagePtr &) override {
+    SendStatus send(const MessagePtr &msg) override {
+        held_ = msg;
         ++received_;
         return SendStatus::Queued;
     }
@@ -29,6 +32,7 @@ public:
     std::uint64_t received() const noexcept { return received_; }
 
 private:
+    MessagePtr held_;
     std::uint64_t received_ = 0;
 };
 

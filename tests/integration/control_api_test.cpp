@@ -5,6 +5,7 @@
 #include "ws_client.h"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
 #include <map>
 #include <memory>
@@ -234,4 +235,83 @@ TEST_CASE("health, readiness and metrics") {
 TEST_CASE("metrics can be turned off") {
     auto d = Daemon::start("prometheus: {enabled: false}\n");
     CHECK(httpGet(d->controlPort, "/metrics").status == 404);
+}
+
+TEST_CASE("control_token: a bearer token is required (compared in constant time); health checks are exempt") {
+    auto d = Daemon::start("control_token: 's3cret-token'\n");
+    auto noToken = httpGet(d->controlPort, "/status");
+    CHECK(noToken.status == 401);
+    CHECK(noToken.body == "unauthorized: send 'Authorization: Bearer <control_token>'\n");
+    httplib::Client c("127.0.0.1", d->controlPort);
+    auto wrong = c.Get("/status", httplib::Headers{{"Authorization", "Bearer s3cret-tokeX"}});
+    REQUIRE(wrong);
+    CHECK(wrong->status == 401);
+    CHECK(wrong->get_header_value("WWW-Authenticate") == "Bearer");
+    auto prefix = c.Get("/metrics", httplib::Headers{{"Authorization", "Bearer s3cret"}});
+    CHECK(prefix->status == 401);
+    auto good = c.Get("/status", httplib::Headers{{"Authorization", "Bearer s3cret-token"}});
+    CHECK(good->status == 200);
+    auto send = c.Post("/send?group=default", httplib::Headers{{"Authorization", "Bearer s3cret-token"}}, "x",
+                       "text/plain");
+    CHECK(send->body == "0");
+    CHECK(httpGet(d->controlPort, "/healthz").status == 200);
+    // The log names the refusal, never what was sent.
+    CHECK(d->err().find("wrong bearer token") != std::string::npos);
+    CHECK(d->err().find("s3cret") == std::string::npos);
+}
+
+TEST_CASE("control_token_file: the token is read from a file") {
+    TempDir dir;
+    writeFile(dir.file("token"), "from-a-file\n");
+    auto d = Daemon::start("control_token_file: '" + dir.file("token") + "'\n");
+    httplib::Client c("127.0.0.1", d->controlPort);
+    CHECK(c.Get("/tree", httplib::Headers{{"Authorization", "Bearer from-a-file"}})->status == 200);
+    CHECK(c.Get("/tree")->status == 401);
+}
+
+TEST_CASE("max_body_kb bounds control bodies on its own") {
+    auto d = Daemon::start("max_body_kb: 2\n");
+    CHECK(httpPost(d->controlPort, "/send?group=default", std::string(2 * 1024, 'x')).status == 200);
+    CHECK(httpPost(d->controlPort, "/send?group=default", std::string(2 * 1024 + 1, 'x')).status == 413);
+}
+
+TEST_CASE("tag limits: /settags beyond them answers 400 and changes nothing, on any connection") {
+    auto d = Daemon::start("max_tags_per_connection: 3\nmax_tag_key_len: 8\nmax_tag_value_len: 16\n");
+    Client a = connectClient(*d), b = connectClient(*d);
+    // a: group + x + y = 3 (full); b: group only.
+    REQUIRE(httpPost(d->controlPort, "/settags?id=" + a.id, "x=1&y=2").body == "1");
+    auto over = httpPost(d->controlPort, "/settags?group=default", "z=3");
+    CHECK(over.status == 400);
+    CHECK(over.body == "this would give 1 connection(s) more than 3 tags (max_tags_per_connection); nothing changed\n");
+    auto lines = statusLines(d->controlPort);
+    CHECK(lines[a.id] == "group=default x=1 y=2");
+    CHECK(lines[b.id] == "group=default"); // b was not changed either
+    // Replacing a tag, or deleting one to make room, is fine.
+    CHECK(httpPost(d->controlPort, "/settags?id=" + a.id, "x=&z=3").body == "1");
+    CHECK(httpPost(d->controlPort, "/settags?id=" + a.id, "y=22").body == "1");
+    // Lengths.
+    auto longKey = httpPost(d->controlPort, "/settags?group=default", "abcdefghi=1");
+    CHECK(longKey.status == 400);
+    CHECK(longKey.body.find("max_tag_key_len (8 bytes)") != std::string::npos);
+    auto longValue = httpPost(d->controlPort, "/settags?group=default", "k=" + std::string(17, 'v'));
+    CHECK(longValue.status == 400);
+    CHECK(longValue.body.find("max_tag_value_len (16 bytes)") != std::string::npos);
+    CHECK(statusLines(d->controlPort)[b.id] == "group=default");
+}
+
+TEST_CASE("keep-alive requests answer without waiting for the client's delayed ACK") {
+    auto d = Daemon::start();
+    httplib::Client backend("127.0.0.1", d->controlPort);
+    backend.set_keep_alive(true);
+    backend.set_tcp_nodelay(true); // httplib's client writes header and body separately too
+    // 20 requests on one connection take a few milliseconds; with Nagle's algorithm on the
+    // server's side each would wait ~40 ms for the ACK of the answer's header.
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) {
+        auto r = backend.Post("/send?group=nobody", "x", "text/plain");
+        REQUIRE(r);
+        REQUIRE(r->status == 200);
+    }
+    // Nagle would make it at least 800 ms; a loaded machine stays far below that without it.
+    CHECK(std::chrono::steady_clock::now() - t0 < 700ms);
 }

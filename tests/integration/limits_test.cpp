@@ -107,7 +107,7 @@ TEST_CASE("rate_limit close: a client over its rate is closed with 1008") {
     auto closed = ws->waitClosed(3000ms);
     CHECK(closed.code == 1008);
     CHECK(closed.reason == "rate limit exceeded: at most 5 messages per second");
-    CHECK(messageEvents(*d) == 5);
+    CHECK(eventually([&] { return messageEvents(*d) == 5; }));
     CHECK(metric(*d, "wsgw_rate_limit_closes_total") == 1);
     // Within the rate nothing happens.
     auto calm = open(*d);

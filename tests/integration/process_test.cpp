@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <csignal>
 #include <memory>
 
@@ -70,6 +71,18 @@ TEST_CASE("a port in use: exit code 1 and a clear message, even when the holder 
     CHECK(first->running());
 }
 
+TEST_CASE("a restart gets its ports back at once, even after the control API closed connections") {
+    auto first = Daemon::start();
+    const std::uint16_t ws = first->wsPort, ctl = first->controlPort;
+    // Each request asks for Connection: close, so the server closes first and its side of every
+    // connection waits in TIME_WAIT on the control port for a minute.
+    for (int i = 0; i < 5; ++i) REQUIRE(httpGet(ctl, "/healthz").status == 200);
+    REQUIRE(first->stop(SIGTERM) == 0);
+    first.reset();
+    Daemon second(testConfig(ws, ctl), {}, ctl); // throws if it is not healthy within 10 s
+    CHECK(httpGet(ctl, "/healthz").status == 200);
+}
+
 TEST_CASE("the start-up log names the config, the limits, the endpoints and the addresses") {
     auto d = Daemon::start();
     std::string log = d->err();
@@ -82,9 +95,9 @@ TEST_CASE("the start-up log names the config, the limits, the endpoints and the 
     CHECK(log.find("Listening on 127.0.0.1:" + std::to_string(d->wsPort)) != std::string::npos);
 }
 
-TEST_CASE("SIGTERM and SIGINT: clients get 1001, events are flushed, exit 0") {
+TEST_CASE("SIGTERM and SIGINT: clients get 1012, events are flushed, exit 0") {
     for (int sig : {SIGTERM, SIGINT}) {
-        auto d = Daemon::start();
+        auto d = Daemon::start("drain_s: 1\n");
         std::vector<std::unique_ptr<WsClient>> clients;
         for (int i = 0; i < 10; ++i) {
             clients.push_back(std::make_unique<WsClient>());
@@ -96,14 +109,95 @@ TEST_CASE("SIGTERM and SIGINT: clients get 1001, events are flushed, exit 0") {
         CHECK(std::chrono::steady_clock::now() - t0 < 5000ms);
         for (auto &c : clients) {
             auto closed = c->waitClosed(2000ms);
-            CHECK(closed.code == 1001);
-            CHECK(closed.reason == "server shutting down");
+            CHECK(closed.code == 1012);
+            CHECK(closed.reason == "service restart");
         }
         std::size_t closes = 0;
         for (auto &e : d->events()) closes += e["action"] == "close";
         CHECK(closes == 10);
         CHECK(d->err().find("wsgwd stopped") != std::string::npos);
     }
+}
+
+TEST_CASE("SIGTERM drains: ready turns 503 at once, new clients are refused, closes spread over drain_s") {
+    auto d = Daemon::start("drain_s: 2\n");
+    constexpr int kClients = 20;
+    std::vector<std::unique_ptr<WsClient>> clients;
+    for (int i = 0; i < kClients; ++i) {
+        clients.push_back(std::make_unique<WsClient>());
+        REQUIRE(clients.back()->connect("127.0.0.1", d->wsPort, "/raw").ok());
+    }
+    REQUIRE(eventually([&] { return d->events().size() == kClients; }));
+    REQUIRE(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
+    auto t0 = std::chrono::steady_clock::now();
+    ::kill(d->pid(), SIGTERM);
+    REQUIRE(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 503; }, 1000ms));
+    CHECK(httpGet(d->controlPort, "/readyz").body == "not ready: shutting down\n");
+    // The listeners close: a new client cannot even connect.
+    REQUIRE(eventually([&] { return !WsClient().connect("127.0.0.1", d->wsPort, "/raw").ok(); }, 1000ms));
+    // Read every client as its close comes; note when.
+    std::vector<std::chrono::milliseconds> when(kClients, std::chrono::milliseconds(-1));
+    for (int round = 0; round < 400; ++round) {
+        bool all = true;
+        for (int i = 0; i < kClients; ++i) {
+            if (when[static_cast<std::size_t>(i)].count() >= 0) continue;
+            auto r = clients[static_cast<std::size_t>(i)]->receive(5ms);
+            if (r.kind == wsgw::test::Received::Kind::Close) {
+                CHECK(r.closeCode == 1012);
+                when[static_cast<std::size_t>(i)] =
+                    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+            } else {
+                all = false;
+            }
+        }
+        if (all) break;
+    }
+    std::sort(when.begin(), when.end());
+    REQUIRE(when.front().count() >= 0);
+    CHECK(when.front() < 700ms);   // the first ones go at once...
+    CHECK(when.back() >= 1400ms);  // ...the last ones near the end of drain_s
+    CHECK(when.back() <= 4000ms);
+    CHECK(d->wait(10000ms) == 0);
+}
+
+TEST_CASE("SIGHUP reloads: endpoint tags, limits and the allowlist change live; restart-only keys are reported") {
+    std::uint16_t ws = freePort(), ctl = freePort();
+    auto config = [&](const std::string &tags, const std::string &extra, int threads = 2) {
+        return "listen_addr: 127.0.0.1:" + std::to_string(ws) + "\ncontrol_addr: 127.0.0.1:" + std::to_string(ctl) +
+               "\nthreads: " + std::to_string(threads) + "\nendpoints:\n  - path: /a\n    set_tags: {" + tags +
+               "}\n    stream_include_tags: [v]\n" + extra;
+    };
+    Daemon d(config("v: one", ""), {}, ctl);
+    WsClient before;
+    REQUIRE(before.connect("127.0.0.1", ws, "/a").ok());
+    REQUIRE(eventually([&] { return d.events().size() == 1; }));
+
+    writeFile(d.dir().file("config.yml"), config("v: two", "max_connections: 2\n", 1));
+    ::kill(d.pid(), SIGHUP);
+    REQUIRE(eventually([&] { return d.err().find("SIGHUP: reloaded") != std::string::npos; }));
+    CHECK(d.err().find("need a restart and were not applied: threads") != std::string::npos);
+    WsClient after;
+    REQUIRE(after.connect("127.0.0.1", ws, "/a").ok());
+    REQUIRE(eventually([&] { return d.events().size() == 2; }));
+    CHECK(d.events()[1]["tags"] == "v=two");                        // new connections: new set_tags
+    CHECK(httpGet(ctl, "/status").body.find("v=one") != std::string::npos); // the old one kept its tags
+    CHECK(WsClient().connect("127.0.0.1", ws, "/a").status == 503); // max_connections: 2, live
+    CHECK(before.isOpen());
+
+    // A bad file is refused; the running configuration stays.
+    writeFile(d.dir().file("config.yml"), "endpoints: [{path: /a, colour: red}]\n");
+    ::kill(d.pid(), SIGHUP);
+    REQUIRE(eventually([&] { return d.err().find("is not valid, the running configuration stays") != std::string::npos; }));
+    CHECK(d.err().find("unknown key 'colour'") != std::string::npos);
+    CHECK(httpGet(ctl, "/status").status == 200);
+
+    // The allowlist reloads too.
+    writeFile(d.dir().file("config.yml"),
+              config("v: two", "internal_endpoint_access_whitelist: [10.0.0.0/8]\n"));
+    ::kill(d.pid(), SIGHUP);
+    REQUIRE(eventually([&] { return httpGet(ctl, "/status").status == 403; }));
+    CHECK(before.isOpen());
+    CHECK(d.stop(SIGTERM) == 0);
 }
 
 TEST_CASE("SIGTERM is prompt even while a backend holds an idle keep-alive connection") {

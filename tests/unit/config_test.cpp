@@ -220,6 +220,15 @@ TEST_CASE("scalars: numbers as strings, YAML booleans, quoting") {
     CHECK(c.threads == 8);
 }
 
+TEST_CASE("event_log: discard is its own choice, kept as it is") {
+    Config c = parseOk(std::string("event_log: discard\n") + kEndpoint);
+    CHECK(c.eventLog == Config::EventLog::Discard);
+    CHECK(c.effectiveEventLog() == Config::EventLog::Discard);
+    c = parseOk(std::string("stream_redis:\n  addr: redis://localhost\nevent_log: discard\n") + kEndpoint);
+    CHECK(c.effectiveEventLog() == Config::EventLog::Discard);
+    CHECK(errorOf(std::string("event_log: null\n") + kEndpoint).find("discard") != std::string::npos);
+}
+
 TEST_CASE("the event log is off by default once a stream is configured") {
     Config c = parseOk(std::string("stream_redis:\n  addr: redis://localhost\n") + kEndpoint);
     CHECK(c.eventLog == Config::EventLog::Auto);
@@ -874,4 +883,72 @@ TEST_CASE("a document starting with ',' is an error, not an endless loop (yaml-c
     CHECK(errorOf(",") == "t.yml:1:1: invalid YAML: a document cannot start with ','");
     CHECK(errorOf(" ,]") == "t.yml:1:2: invalid YAML: a document cannot start with ','");
     CHECK(errorOf("a: 1\n---\n,") == "t.yml:3:1: invalid YAML: a document cannot start with ','");
+}
+
+TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
+    Config d = parseOk(kEndpoint);
+    CHECK(d.maxConnections == 0);
+    CHECK(d.rateLimit.perSecond == 0);
+    CHECK(d.slowConsumer.maxOutboundKb == 4096);
+    CHECK(d.slowConsumer.policy == SlowConsumer::Policy::Close);
+    CHECK(d.maxConnectionLifetimeS == 0);
+    CHECK(d.maxTagsPerConnection == 64);
+    CHECK(d.maxTagKeyLen == 128);
+    CHECK(d.maxTagValueLen == 1024);
+    CHECK(d.maxBodyKb == 0);
+    CHECK(d.controlTimeoutS == 10);
+    CHECK(d.controlToken.empty());
+    CHECK_FALSE(d.tls);
+    CHECK(d.drainS == 10);
+    CHECK(d.endpoints[0].allowedOrigins.empty());
+
+    Config c = parseOk("endpoints:\n"
+                       "  - path: /a\n"
+                       "    max_connections: 5\n"
+                       "    allowed_origins: [https://App.Example, 'http://localhost:3000']\n"
+                       "    rate_limit: {max_messages_per_s: 100, policy: drop}\n"
+                       "  - path: /b\n"
+                       "    slow_consumer: {policy: drop_oldest}\n"
+                       "max_connections: 1000\n"
+                       "rate_limit: {max_messages_per_s: 10, burst: 20}\n"
+                       "slow_consumer: {max_outbound_kb: 128, policy: drop_newest}\n"
+                       "max_connection_lifetime_s: 3600\nmax_tags_per_connection: 8\nmax_body_kb: 64\n"
+                       "control_timeout_s: 3\ncontrol_token: tok\ndrain_s: 2\n");
+    CHECK(c.maxConnections == 1000);
+    const EndpointConfig &a = c.endpoints[0], &b = c.endpoints[1];
+    CHECK(a.maxConnections == 5);
+    CHECK(a.allowedOrigins == std::vector<std::string>{"https://app.example", "http://localhost:3000"});
+    CHECK(a.rateLimit.perSecond == 100);
+    CHECK(a.rateLimit.burst == 100); // defaults to the rate
+    CHECK(a.rateLimit.policy == RateLimit::Policy::Drop);
+    CHECK(a.slowConsumer.maxOutboundKb == 128); // inherited, though given later in the file
+    CHECK(a.slowConsumer.policy == SlowConsumer::Policy::DropNewest);
+    CHECK(b.rateLimit.perSecond == 10); // inherited
+    CHECK(b.rateLimit.burst == 20);
+    CHECK(b.rateLimit.policy == RateLimit::Policy::Close);
+    CHECK(b.slowConsumer.policy == SlowConsumer::Policy::DropOldest);
+    CHECK(b.slowConsumer.maxOutboundKb == 4096); // its own section starts from the defaults
+    CHECK(c.maxConnectionLifetimeS == 3600);
+    CHECK(c.maxTagsPerConnection == 8);
+    CHECK(c.maxBodyKb == 64);
+    CHECK(c.controlTimeoutS == 3);
+    CHECK(c.controlToken == "tok");
+    CHECK(c.drainS == 2);
+
+    CHECK(errorOf(std::string(kEndpoint) + "control_token: a\ncontrol_token_file: /etc/hostname\n") ==
+          "t.yml:4:1: give control_token or control_token_file, not both");
+    CHECK(errorOf(std::string(kEndpoint) + "control_token_file: /nonexistent/tok\n") ==
+          "t.yml:3:21: control_token_file: cannot read '/nonexistent/tok': No such file or directory");
+    CHECK(errorOf(std::string(kEndpoint) + "tls: {cert: /nonexistent.crt, key: /etc/hostname}\n") ==
+          "t.yml:3:13: tls.cert: cannot read '/nonexistent.crt': No such file or directory");
+    CHECK(errorOf(std::string(kEndpoint) + "tls: {cert: /etc/hostname}\n") ==
+          "t.yml:3:1: tls: missing 'key', e.g. 'key: /etc/wsgw/tls.key'");
+    CHECK(errorOf(std::string(kEndpoint) + "rate_limit: {burst: 3}\n") ==
+          "t.yml:3:1: rate_limit: missing 'max_messages_per_s', e.g. 'max_messages_per_s: 50' (0 turns the limit off)");
+    CHECK(errorOf(std::string(kEndpoint) + "slow_consumer: {policy: wait}\n") ==
+          "t.yml:3:25: slow_consumer.policy: unknown value 'wait': use one of close, drop_newest, drop_oldest");
+    CHECK(errorOf("endpoints:\n  - path: /a\n    allowed_origins: [app.example]\n") ==
+          "t.yml:3:23: endpoints[0].allowed_origins[0]: expected SCHEME://HOST[:PORT] with no path, got 'app.example'");
+    CHECK(errorOf("max_tags_per_connection: 1\nendpoints:\n  - path: /a\n    set_tags: {a: 1, b: 2}\n") ==
+          "t.yml:3:5: endpoints[0].set_tags: 2 tags, more than max_tags_per_connection (1)");
 }

@@ -117,6 +117,33 @@ TEST_CASE("commands reach every shard; counts are exact sums") {
     CHECK(conns[1]->received.back()->opcode() == Opcode::Binary);
 }
 
+TEST_CASE("a broadcast shares one buffer per shard: the recipients of a shard hold the same message") {
+    Hub hub({.shards = 3, .inboxCapacity = 64, .ownThreads = true});
+    hub.start();
+    std::vector<std::unique_ptr<FakeConnection>> conns;
+    for (std::size_t i = 0; i < 12; ++i) {
+        conns.push_back(std::make_unique<FakeConnection>());
+        onShard(hub.shard(i % 3), [&](Shard &s) { REQUIRE(s.open(*conns[i], {{"g", "1"}}, kNoEvents)); });
+    }
+    MessagePtr msg = Message::binary(std::string(300, 'x') + "end", 16);
+    REQUIRE(hub.send(Selector::all(), msg).get().value == 12);
+    hub.stop();
+
+    std::set<const Message *> buffers;
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        REQUIRE(conns[i]->received.size() == 1);
+        const MessagePtr &got = conns[i]->received[0];
+        CHECK(got.get() == conns[i % 3]->received[0].get()); // one buffer per shard
+        CHECK(got->payload() == msg->payload());
+        CHECK(got->opcode() == Opcode::Binary);
+        CHECK(got->frame() == msg->frame());
+        CHECK(got->headroom() >= 16); // a transport's room in front survives the copy
+        buffers.insert(got.get());
+    }
+    CHECK(buffers.size() == 3);
+    CHECK(buffers.count(msg.get()) == 1); // the caller's buffer serves one shard
+}
+
 TEST_CASE("broadcasts from several threads reach each match exactly once while connections churn") {
     constexpr std::size_t kShards = 3, kStable = 300, kBroadcasts = 200;
     Hub hub({.shards = kShards, .inboxCapacity = 1024, .ownThreads = true});

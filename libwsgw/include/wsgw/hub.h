@@ -139,6 +139,8 @@ public:
     using CountCallback = std::function<void(CountResult)>;
 
     /// Queues `msg` on every selected connection. The count is the connections it was queued for.
+    /// The connections of one shard share one buffer: `msg` itself on shard 0, a copy on each
+    /// other shard (so that no reference count is shared between the shards' cores).
     void send(Selector sel, MessagePtr msg, CountCallback done);
     /// Applies `changes` (empty value = delete) to every selected connection; counts them.
     void setTags(Selector sel, TagList changes, CountCallback done);

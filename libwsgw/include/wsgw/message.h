@@ -15,7 +15,7 @@ enum class Opcode : std::uint8_t { Text = 1, Binary = 2 };
 
 class MessagePtr;
 
-/// An immutable payload with its opcode, built once and shared by every recipient through
+/// An immutable payload with its opcode, built once and shared by many recipients through
 /// MessagePtr (an intrusive, atomically reference-counted pointer: copying one costs one atomic
 /// increment and no allocation).
 ///
