@@ -2,6 +2,7 @@
 
 #include "listener.h"
 #include "metrics.h"
+#include "tls.h"
 #include "utf8.h"
 
 #include <wsgw/hub.h>
@@ -55,7 +56,8 @@ bool isBinaryBody(const httplib::Request &req) {
 
 struct ControlApi::Impl {
     Impl(ControlApiContext c, ControlApiOptions o)
-        : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)) {}
+        : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)),
+          owned(makeServer()), server(*owned) {}
 
     ControlApiContext ctx;
     ControlApiOptions opt; // as started: address, TLS, body limit
@@ -67,9 +69,25 @@ struct ControlApi::Impl {
         std::lock_guard lock(liveMu);
         return live;
     }
-    httplib::Server server;
+    std::optional<TlsCertificateInfo> tlsCert; // control_tls: what its certificate says, once loaded
+    std::string tlsError;                      // control_tls: why it could not be loaded
+    std::unique_ptr<httplib::Server> owned;    // an httplib::SSLServer with control_tls
+    httplib::Server &server;
     std::thread thread;
     bool running = false;
+
+    // With control_tls, the files are loaded by our code rather than SSLServer(cert, key): for a
+    // message that names the problem (start() reports it), and so that an encrypted key fails
+    // instead of OpenSSL asking for its passphrase on the terminal.
+    std::unique_ptr<httplib::Server> makeServer() {
+        if (!opt.tls) return std::make_unique<httplib::Server>();
+        return std::make_unique<httplib::SSLServer>([this](SSL_CTX &ssl) {
+            SSL_CTX_set_options(&ssl, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+            SSL_CTX_set_min_proto_version(&ssl, TLS1_2_VERSION);
+            tlsCert = loadTlsFiles(ssl, *opt.tls, "control_tls", &tlsError);
+            return tlsCert.has_value();
+        });
+    }
 
     bool allowed(const std::string &ip) const {
         auto now = current();
@@ -328,6 +346,13 @@ ControlApi::~ControlApi() { stop(); }
 
 bool ControlApi::start(std::string *error) {
     Impl &d = *impl_;
+    if (d.opt.tls) {
+        if (!d.server.is_valid()) {
+            if (error) *error = d.tlsError.empty() ? "control_tls: cannot set up TLS" : d.tlsError;
+            return false;
+        }
+        logTlsCertificate("control_tls", *d.opt.tls, *d.tlsCert);
+    }
     httplib::Server &s = d.server;
     s.set_payload_max_length(d.opt.maxBodyBytes);
     // httplib's workers finish an idle keep-alive wait or a slow read before stop() returns,

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace wsgw {
@@ -35,6 +36,7 @@ struct ControlApiOptions {
     unsigned maxTagsPerConnection = 64;      ///< /settags that would exceed it: 400, nothing changed
     unsigned maxTagKeyLen = 128;
     unsigned maxTagValueLen = 1024;
+    std::optional<TlsFiles> tls;             ///< set: HTTPS only; start() fails if the files cannot be used
 };
 
 /// The original gateway's HTTP control API (cpp-httplib), on its own threads:

@@ -197,6 +197,7 @@ ControlApiOptions controlOptions(const Config &c, const std::string &host) {
     api.maxTagsPerConnection = c.maxTagsPerConnection;
     api.maxTagKeyLen = c.maxTagKeyLen;
     api.maxTagValueLen = c.maxTagValueLen;
+    api.tls = c.controlTls;
     return api;
 }
 
@@ -317,6 +318,7 @@ bool Gateway::start(std::string *error) {
     ws.idleTimeout = std::chrono::seconds(c.idleTimeoutS);
     ws.maxConnections = c.maxConnections;
     ws.maxLifetime = std::chrono::seconds(c.maxConnectionLifetimeS);
+    ws.tls = c.tls;
     std::string endpointError;
     if (!wsEndpoints(c, ws.endpoints, &endpointError)) return fail(endpointError);
     for (const EndpointConfig &e : c.endpoints) paths.push_back(e.path);
@@ -373,8 +375,9 @@ bool Gateway::start(std::string *error) {
                          "(README: Compression)",
                          e.path);
     }
-    spdlog::info("Listening on {} (WebSocket, {} shards)", c.listen.toString(), shards);
-    spdlog::info("Control API on {}", c.control.toString());
+    spdlog::info("Listening on {} ({}, {} shards)", c.listen.toString(),
+                 c.tls ? "WebSocket over TLS" : "WebSocket", shards);
+    spdlog::info("Control API on {}{}", c.control.toString(), c.controlTls ? " (HTTPS)" : "");
     return true;
 }
 

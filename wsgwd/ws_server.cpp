@@ -2,6 +2,7 @@
 
 #include "listener.h"
 #include "socket_stats.h"
+#include "tls.h"
 #include "utf8.h"
 
 #include <ev.h>
@@ -98,6 +99,11 @@ struct WsServer::Impl {
     std::atomic<bool> running{false};
     std::mutex stopMu;
     bool stopped = false;
+    // tls: lws 4.1.6 gives every TLS vhost a client context of its own, which we never use, and
+    // leaks it: at destruction it looks up its bookkeeping through an OpenSSL ex-data index that
+    // the next shard's context creation has replaced. The vhosts share this one instead, which
+    // lws leaves alone; it outlives them (their contexts are destroyed by stop()).
+    std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> unusedClientTls{nullptr, SSL_CTX_free};
 };
 
 namespace {
@@ -850,7 +856,13 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
                     ::close(fd);
                     continue;
                 }
-                lws_adopt_socket_vhost(s.vhost, fd); // closes fd itself on failure
+                // On a TLS vhost lws starts the server handshake; on a plain one ALLOW_SSL is ignored.
+                lws_sock_file_fd_type desc;
+                desc.sockfd = fd;
+                lws_adopt_descriptor_vhost(s.vhost,
+                                           static_cast<lws_adoption_type>(LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
+                                                                          LWS_ADOPT_ALLOW_SSL),
+                                           desc, nullptr, nullptr); // closes fd itself on failure
             }
             return 0;
         }
@@ -952,6 +964,22 @@ std::size_t WsServer::connections() const noexcept {
 
 bool WsServer::start(std::string *error) {
     Impl &d = *impl_;
+    // libwebsockets would only log "problem getting cert" and fail every vhost: check the files
+    // first, for a message that says what is wrong with which file.
+    if (d.options.tls) {
+        std::string tlsError;
+        auto cert = checkTlsFiles(*d.options.tls, "tls", &tlsError);
+        if (!cert) {
+            if (error) *error = tlsError;
+            return false;
+        }
+        logTlsCertificate("tls", *d.options.tls, *cert);
+        d.unusedClientTls.reset(SSL_CTX_new(TLS_client_method()));
+        if (!d.unusedClientTls) {
+            if (error) *error = "tls: cannot create a TLS context";
+            return false;
+        }
+    }
     const std::size_t shards = d.hub.shardCount();
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
 
@@ -995,6 +1023,12 @@ bool WsServer::start(std::string *error) {
         auto promise = std::make_shared<std::promise<std::string>>();
         started.push_back(promise->get_future());
         s->thread = std::thread([s, promise, &d] {
+            const std::optional<TlsFiles> &tls = d.options.tls;
+            // lws 4.1 keeps OpenSSL ex-data indexes in globals that every TLS context's creation
+            // sets: one shard at a time.
+            static std::mutex tlsSetupMu;
+            std::unique_lock tlsSetup(tlsSetupMu, std::defer_lock);
+            if (tls) tlsSetup.lock();
             // epoll through libev rather than lws's own poll(), which hands the kernel every socket
             // on every loop iteration. The loop is ours ("foreign"), so lws installs no signal
             // watchers and the shard thread runs it.
@@ -1003,6 +1037,7 @@ bool WsServer::start(std::string *error) {
             lws_context_creation_info info{};
             info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_LIBEV;
             info.foreign_loops = foreign;
+            if (tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
             info.user = s;
             info.count_threads = 1;
             s->context = s->loop ? lws_create_context(&info) : nullptr;
@@ -1025,7 +1060,19 @@ bool WsServer::start(std::string *error) {
             // lws keeps those timers in one sorted list that every connect walks.
             static const lws_retry_bo_t kNoValidityTimers{};
             vinfo.retry_and_idle_policy = &kNoValidityTimers;
+            if (tls) {
+                // With a certificate, lws 4.1.6 turns TLS on for a vhost without a listen socket
+                // of its own too (tls-server.c: any port but CONTEXT_PORT_NO_LISTEN).
+                vinfo.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+                vinfo.provided_client_ssl_ctx = d.unusedClientTls.get();
+                vinfo.ssl_cert_filepath = tls->cert.c_str();
+                vinfo.ssl_private_key_filepath = tls->key.c_str();
+                vinfo.ssl_options_set = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+                // Only HTTP/1.1 upgrades are served: never let ALPN pick h2.
+                vinfo.alpn = "http/1.1";
+            }
             s->vhost = lws_create_vhost(s->context, &vinfo);
+            if (tlsSetup.owns_lock()) tlsSetup.unlock();
             lws_sock_file_fd_type fd;
             fd.filefd = s->listenFd;
             if (s->vhost)
@@ -1039,7 +1086,9 @@ bool WsServer::start(std::string *error) {
                     s->context = nullptr;
                 }
                 lws_context_destroy(failed);
-                promise->set_value("cannot set up the WebSocket service");
+                promise->set_value(tls ? "cannot set up the WebSocket service with TLS (see libwebsockets' "
+                                         "messages above)"
+                                       : "cannot set up the WebSocket service");
                 return;
             }
             lws_context *ctx = s->context;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "config.h"
 #include "metrics.h"
 
 #include <wsgw/event.h>
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +45,9 @@ struct WsServerOptions {
     std::chrono::seconds idleTimeout{60};     ///< no frame for this long: closed (a ping goes out at half)
     std::size_t maxConnections = 0;           ///< 0: unlimited; beyond it upgrades get 503
     std::chrono::seconds maxLifetime{0};      ///< 0: none; else closed (1012) after this ±10%
+    /// Set: every accepted connection speaks TLS (wss://); a client that does not is dropped
+    /// after its first bytes. start() fails with a message if the files cannot be used.
+    std::optional<TlsFiles> tls;
 };
 
 /// The WebSocket side of wsgwd: one libwebsockets context per hub shard, each on its own thread,

@@ -5,12 +5,17 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -83,6 +88,45 @@ int remainingMs(Clock::time_point deadline) {
 
 std::string msText(Millis ms) {
     return std::to_string(ms.count()) + " ms";
+}
+
+// The reason of the earliest error on this thread's OpenSSL queue (the root cause), queue cleared.
+std::string opensslError() {
+    const unsigned long first = ERR_get_error();
+    ERR_clear_error();
+    if (first == 0) return "unknown TLS error";
+    char text[256];
+    ERR_error_string_n(first, text, sizeof text);
+    return text;
+}
+
+// OpenSSL writes with write(2), which raises SIGPIPE on a connection the peer has closed (the
+// plain path sends with MSG_NOSIGNAL instead). Runs `f` (an OpenSSL call that may write) with
+// SIGPIPE blocked in this thread and discards a SIGPIPE it raised; errno is kept.
+template <class F>
+int withoutSigpipe(F &&f) {
+    sigset_t pipeSet, old, pending;
+    sigemptyset(&pipeSet);
+    sigaddset(&pipeSet, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipeSet, &old);
+    sigpending(&pending);
+    const bool pendingBefore = sigismember(&pending, SIGPIPE);
+    const int result = f();
+    const int savedErrno = errno;
+    sigpending(&pending);
+    if (!pendingBefore && sigismember(&pending, SIGPIPE)) {
+        const timespec zero{};
+        sigtimedwait(&pipeSet, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = savedErrno;
+    return result;
+}
+
+bool isIpLiteral(const std::string &host) {
+    in_addr a4{};
+    in6_addr a6{};
+    return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
 }
 
 // Close codes an endpoint may put on the wire (RFC 6455 7.4, plus the IANA-registered 1012-1014).
@@ -297,6 +341,21 @@ struct WsClient::Deflate {
     }
 };
 
+// The TLS session of one connection (ConnectOptions::tls).
+struct WsClient::Tls {
+    SSL_CTX *ctx = nullptr;
+    SSL *ssl = nullptr;
+    bool failed = false; // a fatal error: no close_notify may be sent any more
+
+    Tls() = default;
+    ~Tls() {
+        if (ssl) SSL_free(ssl);
+        if (ctx) SSL_CTX_free(ctx);
+    }
+    Tls(const Tls &) = delete;
+    Tls &operator=(const Tls &) = delete;
+};
+
 WsClient::WsClient()
     : rng_(std::random_device{}()) {}
 
@@ -332,10 +391,25 @@ bool WsClient::fail(std::string message) {
 }
 
 void WsClient::shutdownWrite() noexcept {
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+    if (fd_ < 0) return;
+    if (tls_ && !tls_->failed) {
+        // Best effort: one try at the close_notify, whatever the socket buffer allows.
+        withoutSigpipe([this] {
+            ERR_clear_error();
+            const int rc = SSL_shutdown(tls_->ssl);
+            ERR_clear_error();
+            return rc;
+        });
+    }
+    ::shutdown(fd_, SHUT_WR);
+}
+
+std::string WsClient::tlsVersion() const {
+    return tls_ ? SSL_get_version(tls_->ssl) : "";
 }
 
 void WsClient::disconnect() noexcept {
+    tls_.reset(); // no close_notify: this is the abrupt close
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     open_ = false;
@@ -445,6 +519,16 @@ HandshakeResult WsClient::connect(const std::string &host, std::uint16_t port, c
         return result;
     }
 
+    if (options.tls) {
+        const HandshakeFailure failure = startTls(host, options, deadline);
+        if (failure != HandshakeFailure::None) {
+            result.failure = failure;
+            result.error = error_;
+            disconnect();
+            return result;
+        }
+    }
+
     const std::string hostHeader =
         (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + portText;
     result = handshake(hostHeader, path, options, deadline);
@@ -455,6 +539,85 @@ HandshakeResult WsClient::connect(const std::string &host, std::uint16_t port, c
         disconnect();
     }
     return result;
+}
+
+// The client side of the TLS handshake on the connected socket fd_, within `deadline`. Sets
+// tls_ and returns None, or returns why not with the reason in error_.
+HandshakeFailure WsClient::startTls(const std::string &host, const ConnectOptions &options,
+                                    Clock::time_point deadline) {
+    auto tls = std::make_unique<Tls>();
+    auto failTls = [&](const std::string &why) {
+        error_ = "TLS with " + host + ": " + why;
+        return HandshakeFailure::Tls;
+    };
+    ERR_clear_error();
+    tls->ctx = SSL_CTX_new(TLS_client_method());
+    if (!tls->ctx) return failTls("cannot create a context: " + opensslError());
+    SSL_CTX_set_min_proto_version(tls->ctx, TLS1_2_VERSION);
+    // Partial writes let writeAll() go on from where a write stopped, as with send().
+    SSL_CTX_set_mode(tls->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    // A server that closes TCP without a close_notify is an EOF, as on a plain connection.
+    SSL_CTX_set_options(tls->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    if (options.tlsVerify) {
+        SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, nullptr);
+        const int loaded = options.tlsCaFile.empty()
+                               ? SSL_CTX_set_default_verify_paths(tls->ctx)
+                               : SSL_CTX_load_verify_locations(tls->ctx, options.tlsCaFile.c_str(), nullptr);
+        if (loaded != 1)
+            return failTls("cannot load the trusted certificates" +
+                           (options.tlsCaFile.empty() ? std::string() : " from '" + options.tlsCaFile + "'") +
+                           ": " + opensslError());
+    }
+    tls->ssl = SSL_new(tls->ctx);
+    if (!tls->ssl || SSL_set_fd(tls->ssl, fd_) != 1)
+        return failTls("cannot create a session: " + opensslError());
+    const bool ip = isIpLiteral(host);
+    if (!ip) SSL_set_tlsext_host_name(tls->ssl, host.c_str());
+    if (options.tlsVerify) {
+        const int set = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(tls->ssl), host.c_str())
+                           : SSL_set1_host(tls->ssl, host.c_str());
+        if (set != 1) return failTls("cannot set the name to verify: " + opensslError());
+    }
+    static constexpr unsigned char kAlpn[] = "\x08http/1.1";
+    SSL_set_alpn_protos(tls->ssl, kAlpn, sizeof kAlpn - 1);
+
+    for (;;) {
+        int err = 0;
+        const int rc = withoutSigpipe([&] {
+            ERR_clear_error();
+            errno = 0; // SSL_ERROR_SYSCALL without a failed call leaves errno as it was
+            const int r = SSL_connect(tls->ssl);
+            err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(tls->ssl, r);
+            return r;
+        });
+        if (rc == 1) break;
+        short events = 0;
+        if (err == SSL_ERROR_WANT_READ)
+            events = POLLIN;
+        else if (err == SSL_ERROR_WANT_WRITE)
+            events = POLLOUT;
+        if (events == 0) {
+            const long verify = SSL_get_verify_result(tls->ssl);
+            if (options.tlsVerify && verify != X509_V_OK)
+                return failTls(std::string("the server's certificate did not verify: ") +
+                               X509_verify_cert_error_string(verify));
+            if (err == SSL_ERROR_SYSCALL && errno != 0) return failTls(errnoText("handshake", errno));
+            if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+                return failTls("the server closed the connection during the handshake");
+            return failTls("handshake failed: " + opensslError());
+        }
+        pollfd p{fd_, events, 0};
+        const int pr = ::poll(&p, 1, remainingMs(deadline));
+        if (pr < 0 && errno != EINTR) return failTls(errnoText("poll", errno));
+        if (pr == 0) {
+            error_ = "TLS with " + host + ": no complete handshake within " + msText(options.timeout);
+            return HandshakeFailure::Timeout;
+        }
+    }
+    tls_ = std::move(tls);
+    return HandshakeFailure::None;
 }
 
 // Takes `result` by reference so that `message` may be built from views into it.
@@ -745,6 +908,34 @@ HandshakeResult WsClient::handshake(const std::string &hostHeader, const std::st
 bool WsClient::writeAll(std::string_view data) {
     if (fd_ < 0) return fail("not connected");
     const auto deadline = Clock::now() + options_.sendTimeout;
+    while (tls_ && !data.empty()) {
+        int err = 0;
+        const int n = withoutSigpipe([&] {
+            ERR_clear_error();
+            errno = 0;
+            const auto size = static_cast<int>(std::min<std::size_t>(data.size(), INT_MAX));
+            const int r = SSL_write(tls_->ssl, data.data(), size);
+            err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(tls_->ssl, r);
+            return r;
+        });
+        if (n > 0) {
+            data.remove_prefix(static_cast<std::size_t>(n));
+            continue;
+        }
+        // A write that must wait is retried with the same bytes, as OpenSSL requires.
+        const short events = err == SSL_ERROR_WANT_WRITE ? POLLOUT : err == SSL_ERROR_WANT_READ ? POLLIN : 0;
+        if (events == 0) {
+            tls_->failed = true;
+            if (err == SSL_ERROR_SYSCALL && errno != 0) return fail(errnoText("send (TLS)", errno));
+            return fail("send (TLS): " + opensslError());
+        }
+        pollfd p{fd_, events, 0};
+        const int pr = ::poll(&p, 1, remainingMs(deadline));
+        if (pr < 0 && errno != EINTR) return fail(errnoText("poll", errno));
+        if (pr == 0)
+            return fail("send timed out after " + msText(options_.sendTimeout) + " with " +
+                        std::to_string(data.size()) + " bytes unsent");
+    }
     while (!data.empty()) {
         const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
         if (n > 0) {
@@ -775,6 +966,56 @@ WsClient::ReadStatus WsClient::readSome(Clock::time_point deadline) {
     if (inPos_ > 0 && inPos_ >= in_.size() / 2) {
         in_.erase(0, inPos_);
         inPos_ = 0;
+    }
+    while (tls_) {
+        // SSL_read comes before any poll: bytes OpenSSL has already taken from the socket
+        // (SSL_pending) would not wake poll().
+        char chunk[65536];
+        int err = 0;
+        const int n = withoutSigpipe([&] {
+            ERR_clear_error();
+            errno = 0;
+            const int r = SSL_read(tls_->ssl, chunk, sizeof chunk);
+            err = r > 0 ? SSL_ERROR_NONE : SSL_get_error(tls_->ssl, r);
+            return r;
+        });
+        if (n > 0) {
+            in_.append(chunk, static_cast<std::size_t>(n));
+            return ReadStatus::Data;
+        }
+        short events = 0;
+        switch (err) {
+        case SSL_ERROR_ZERO_RETURN: // close_notify, or TCP closed (SSL_OP_IGNORE_UNEXPECTED_EOF)
+            eof_ = true;
+            return ReadStatus::Eof;
+        case SSL_ERROR_WANT_READ:
+            events = POLLIN;
+            break;
+        case SSL_ERROR_WANT_WRITE:
+            events = POLLOUT;
+            break;
+        case SSL_ERROR_SYSCALL:
+            if (errno == EINTR) continue;
+            tls_->failed = true;
+            eof_ = true;
+            if (errno == ECONNRESET || errno == 0) {
+                if (errno == ECONNRESET) readError_ = "connection reset by peer";
+                return ReadStatus::Eof;
+            }
+            readError_ = errnoText("recv (TLS)", errno);
+            return ReadStatus::Error;
+        default:
+            tls_->failed = true;
+            readError_ = "TLS: " + opensslError();
+            return ReadStatus::Error;
+        }
+        pollfd p{fd_, events, 0};
+        const int pr = ::poll(&p, 1, remainingMs(deadline));
+        if (pr < 0 && errno != EINTR) {
+            readError_ = errnoText("poll", errno);
+            return ReadStatus::Error;
+        }
+        if (pr == 0) return ReadStatus::Timeout;
     }
     for (;;) {
         char chunk[65536];

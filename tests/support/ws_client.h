@@ -1,7 +1,7 @@
 #pragma once
 
-// A small blocking WebSocket client (RFC 6455, with RFC 7692 permessage-deflate) for the
-// integration tests of wsgwd. It is written independently of libwebsockets so that it can test
+// A small blocking WebSocket client (RFC 6455, with RFC 7692 permessage-deflate, over TCP or
+// TLS) for the integration tests of wsgwd. It is written independently of libwebsockets so that it can test
 // our libwebsockets-based server, and it can send deliberately broken traffic.
 //
 // Errors: no exception leaves a public function except std::bad_alloc. Every failure, including
@@ -79,7 +79,17 @@ struct ConnectOptions {
     /// Sent as Origin when not empty.
     std::string origin;
     DeflateOffer deflate;
-    /// TCP connect plus the whole handshake must finish within this time.
+    /// TLS (wss://, OpenSSL): the TLS handshake runs right after the TCP connect, and every byte
+    /// after it (the request, frames, sendBytes()) goes through TLS. ALPN offers http/1.1; SNI
+    /// carries the host unless it is an IP address.
+    bool tls = false;
+    /// Verify the server's certificate chain and that it names the host connected to (a DNS name,
+    /// or an IP address in subjectAltName). Off by default: tests use self-signed certificates.
+    bool tlsVerify = false;
+    /// PEM file of the certificates to trust when verifying (a self-signed certificate is its
+    /// own CA). Empty: OpenSSL's default locations.
+    std::string tlsCaFile;
+    /// TCP connect, the TLS handshake and the WebSocket handshake must all finish within this time.
     Millis timeout{5000};
     /// Longest time one send call may wait for the socket to accept its bytes.
     Millis sendTimeout{5000};
@@ -106,6 +116,7 @@ struct ConnectOptions {
 enum class HandshakeFailure {
     None,        ///< upgraded: the client is open
     Connect,     ///< name resolution, bind or TCP connect failed
+    Tls,         ///< the TLS handshake failed, or the server's certificate did not verify
     Timeout,     ///< ConnectOptions::timeout expired
     Eof,         ///< the server closed the connection before a complete response head
     Io,          ///< a socket error while sending or receiving
@@ -245,8 +256,10 @@ public:
     bool isOpen() const noexcept { return fd_ >= 0 && open_ && !eof_; }
     /// The last failure of any call.
     const std::string &error() const noexcept { return error_; }
-    /// The socket, or -1.
+    /// The socket, or -1. With TLS, bytes written to it directly bypass the TLS session.
     int fd() const noexcept { return fd_; }
+    /// The TLS version in use ("TLSv1.3"), empty without TLS.
+    std::string tlsVersion() const;
     /// Our end of the TCP connection as "address:port" ("[addr]:port" for IPv6), empty if none.
     std::string localEndpoint() const;
     /// The request exactly as it was sent.
@@ -309,19 +322,22 @@ public:
     const std::vector<Frame> &frameLog() const noexcept { return frameLog_; }
     void clearFrameLog() noexcept { frameLog_.clear(); }
 
-    /// Half-closes TCP (shutdown SHUT_WR) without a close frame.
+    /// Half-closes TCP (shutdown SHUT_WR) without a close frame; with TLS, after a close_notify.
     void shutdownWrite() noexcept;
     /// Closes the socket at once, without a close frame.
     void disconnect() noexcept;
 
 private:
     struct Deflate;
+    struct Tls;
     using Clock = std::chrono::steady_clock;
     enum class ReadStatus { Data, Timeout, Eof, Error };
     enum class ParseStatus { Incomplete, Frame, Error };
 
     void reset() noexcept;
     bool fail(std::string message);
+    HandshakeFailure startTls(const std::string &host, const ConnectOptions &options,
+                              Clock::time_point deadline);
     HandshakeResult handshake(const std::string &hostHeader, const std::string &path,
                               const ConnectOptions &options, Clock::time_point deadline);
     HandshakeResult refuse(HandshakeResult &result, HandshakeFailure failure, std::string message);
@@ -343,6 +359,7 @@ private:
     ConnectOptions options_;
     std::optional<NegotiatedDeflate> negotiated_;
     std::unique_ptr<Deflate> deflate_;
+    std::unique_ptr<Tls> tls_; // the TLS session over fd_, if ConnectOptions::tls
     std::mt19937 rng_;
 
     std::string in_; // bytes read but not yet consumed, from inPos_

@@ -9,10 +9,18 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <climits>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -27,7 +35,8 @@ namespace {
 // Echo server: just enough of RFC 6455/7692 on the server side to exercise the client. One
 // thread per connection. The request path picks a behaviour; text messages starting with "cmd:"
 // make the server do something instead of echoing (see Session::command()). Everything else is
-// echoed back as one frame, compressed if it arrived compressed.
+// echoed back as one frame, compressed if it arrived compressed. Given a TLS context, it speaks
+// TLS (the client's wss://) on every connection.
 // ---------------------------------------------------------------------------------------------
 
 constexpr std::string_view kTail("\x00\x00\xff\xff", 4);
@@ -87,7 +96,8 @@ std::string inflateMessage(z_stream &z, std::string_view in) {
 
 class EchoServer {
 public:
-    explicit EchoServer(const char *address = "127.0.0.1") {
+    explicit EchoServer(const char *address = "127.0.0.1", SSL_CTX *tls = nullptr)
+        : tls_(tls) {
         sockaddr_storage addr{};
         socklen_t size;
         int family;
@@ -151,6 +161,7 @@ public:
         std::lock_guard lock(mutex_);
         frames_.clear();
     }
+    std::size_t tlsFailures() const { return tlsFailures_; }
 
 private:
     struct Session;
@@ -176,6 +187,8 @@ private:
 
     void serve(int fd);
 
+    SSL_CTX *tls_ = nullptr; // borrowed
+    std::atomic<std::size_t> tlsFailures_{0};
     int listenFd_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
@@ -191,6 +204,7 @@ private:
 struct EchoServer::Session {
     EchoServer &server;
     int fd;
+    SSL *ssl = nullptr; // with TLS: every byte goes through it
     std::string in;
     bool deflate = false;
     bool serverNoContext = false;
@@ -206,6 +220,7 @@ struct EchoServer::Session {
             deflateEnd(&def);
             inflateEnd(&inf);
         }
+        if (ssl) SSL_free(ssl);
         ::close(fd);
     }
 
@@ -214,10 +229,12 @@ struct EchoServer::Session {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         while (in.size() < n) {
             if (server.stop_ || std::chrono::steady_clock::now() > deadline) return false;
-            pollfd p{fd, POLLIN, 0};
-            if (::poll(&p, 1, 20) <= 0) continue;
+            if (!ssl || SSL_pending(ssl) == 0) { // decrypted bytes waiting would not wake poll()
+                pollfd p{fd, POLLIN, 0};
+                if (::poll(&p, 1, 20) <= 0) continue;
+            }
             char buf[65536];
-            const ssize_t got = ::recv(fd, buf, sizeof buf, 0);
+            const ssize_t got = ssl ? SSL_read(ssl, buf, sizeof buf) : ::recv(fd, buf, sizeof buf, 0);
             if (got <= 0) return false;
             in.append(buf, static_cast<std::size_t>(got));
         }
@@ -226,7 +243,8 @@ struct EchoServer::Session {
 
     void write(std::string_view data) {
         while (!data.empty()) {
-            const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+            const ssize_t n = ssl ? SSL_write(ssl, data.data(), static_cast<int>(data.size()))
+                                  : ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
             if (n <= 0) return;
             data.remove_prefix(static_cast<std::size_t>(n));
         }
@@ -534,8 +552,95 @@ struct EchoServer::Session {
 
 void EchoServer::serve(int fd) {
     Session session(*this, fd);
+    if (tls_) {
+        // SSL_write writes with write(2): a client gone must not kill the test with SIGPIPE.
+        sigset_t pipeSet;
+        sigemptyset(&pipeSet);
+        sigaddset(&pipeSet, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipeSet, nullptr);
+        // The socket blocks; a client that never finishes its handshake must not hang the test.
+        timeval limit{5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+        session.ssl = SSL_new(tls_);
+        SSL_set_fd(session.ssl, fd);
+        if (SSL_accept(session.ssl) != 1) {
+            ERR_clear_error();
+            ++tlsFailures_;
+            return;
+        }
+    }
     session.run();
 }
+
+// A self-signed certificate (EC P-256) for `cn` with subjectAltName `altNames`, valid for an hour.
+struct TestCertificate {
+    std::string certPem;
+    std::string keyPem;
+};
+
+TestCertificate makeCertificate(const std::string &cn, const std::string &altNames) {
+    auto pem = [](auto write) {
+        BIO *bio = BIO_new(BIO_s_mem());
+        write(bio);
+        char *data = nullptr;
+        const long size = BIO_get_mem_data(bio, &data);
+        std::string out(data, static_cast<std::size_t>(size));
+        BIO_free(bio);
+        return out;
+    };
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), static_cast<long>(std::random_device{}() & 0x7fffffff));
+    X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char *>(cn.c_str()), -1,
+                               -1, 0);
+    X509_set_issuer_name(cert, name);
+    X509_set_pubkey(cert, key);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+    X509_EXTENSION *san = X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name, altNames.c_str());
+    X509_add_ext(cert, san, -1);
+    X509_EXTENSION_free(san);
+    X509_sign(cert, key, EVP_sha256());
+    TestCertificate out{pem([&](BIO *b) { PEM_write_bio_X509(b, cert); }),
+                        pem([&](BIO *b) { PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); })};
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return out;
+}
+
+// A server context that presents `c`.
+std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> serverContext(const TestCertificate &c) {
+    std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    BIO *certBio = BIO_new_mem_buf(c.certPem.data(), static_cast<int>(c.certPem.size()));
+    BIO *keyBio = BIO_new_mem_buf(c.keyPem.data(), static_cast<int>(c.keyPem.size()));
+    X509 *cert = PEM_read_bio_X509(certBio, nullptr, nullptr, nullptr);
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(keyBio, nullptr, nullptr, nullptr);
+    SSL_CTX_use_certificate(ctx.get(), cert);
+    SSL_CTX_use_PrivateKey(ctx.get(), key);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    BIO_free(certBio);
+    BIO_free(keyBio);
+    return ctx;
+}
+
+// A file with `text`, removed on destruction.
+struct TempFile {
+    explicit TempFile(const std::string &text) {
+        char name[] = "/tmp/ws-client-test-XXXXXX";
+        const int fd = mkstemp(name);
+        if (fd >= 0) ::close(fd);
+        path = name;
+        std::ofstream(path) << text;
+    }
+    ~TempFile() { std::remove(path.c_str()); }
+    std::string path;
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -1085,5 +1190,99 @@ TEST_CASE("source address and IPv6") {
         CHECK(client.localEndpoint().starts_with("[::1]:"));
         REQUIRE(client.sendText("v6"));
         CHECK(client.receive(2s).data == "v6");
+    }
+}
+
+TEST_CASE("TLS (wss://)") {
+    const TestCertificate cert = makeCertificate("localhost", "DNS:localhost,IP:127.0.0.1");
+    auto ctx = serverContext(cert);
+    EchoServer server("127.0.0.1", ctx.get());
+    ConnectOptions tls;
+    tls.tls = true;
+
+    SUBCASE("messages both ways, large ones in many records, compression, close handshake") {
+        WsClient client;
+        auto r = client.connect("127.0.0.1", server.port(), "/echo", tls);
+        REQUIRE_MESSAGE(r.ok(), r.error);
+        CHECK(client.tlsVersion() == "TLSv1.3");
+        for (std::size_t size : {std::size_t{0}, std::size_t{125}, std::size_t{70000}, std::size_t{1} << 20}) {
+            CAPTURE(size);
+            const std::string data = pattern(size, static_cast<unsigned>(size));
+            REQUIRE(client.sendText(data));
+            auto m = client.receive(5s);
+            REQUIRE_MESSAGE(m.isText(), m.error);
+            CHECK(m.data == data);
+            REQUIRE(client.sendBinary(data));
+            m = client.receive(5s);
+            REQUIRE_MESSAGE(m.isBinary(), m.error);
+            CHECK(m.data == data);
+        }
+        REQUIRE(client.sendText("cmd:ping:over tls"));
+        CHECK(client.receive(2s).data == "pong:over tls");
+        REQUIRE(client.sendClose(1000, "bye"));
+        auto closed = client.waitClosed(2s);
+        CHECK(closed.kind == CloseResult::Kind::CloseFrame);
+        CHECK(closed.code == 1000);
+
+        WsClient compressed;
+        ConnectOptions o = deflateOptions();
+        o.tls = true;
+        REQUIRE(compressed.connect("127.0.0.1", server.port(), "/echo", o).ok());
+        REQUIRE(compressed.negotiatedDeflate());
+        REQUIRE(compressed.sendText(pattern(100000)));
+        auto m = compressed.receive(5s);
+        CHECK(m.compressed);
+        CHECK(m.data == pattern(100000));
+    }
+
+    SUBCASE("verified against the certificate as CA: by IP address and by name") {
+        TempFile ca(cert.certPem);
+        tls.tlsVerify = true;
+        tls.tlsCaFile = ca.path;
+        for (const char *host : {"127.0.0.1", "localhost"}) {
+            CAPTURE(host);
+            WsClient client;
+            auto r = client.connect(host, server.port(), "/echo", tls);
+            REQUIRE_MESSAGE(r.ok(), r.error);
+            REQUIRE(client.sendText("verified"));
+            CHECK(client.receive(2s).data == "verified");
+        }
+    }
+
+    SUBCASE("verification fails for an untrusted certificate or another name") {
+        TempFile other(makeCertificate("localhost", "DNS:localhost,IP:127.0.0.1").certPem);
+        tls.tlsVerify = true;
+        tls.tlsCaFile = other.path;
+        WsClient client;
+        auto r = client.connect("127.0.0.1", server.port(), "/echo", tls);
+        CHECK(r.failure == HandshakeFailure::Tls);
+        CHECK(r.error.find("did not verify") != std::string::npos);
+        CHECK_FALSE(client.isOpen());
+
+        const TestCertificate elsewhere = makeCertificate("elsewhere", "DNS:elsewhere.example");
+        auto otherCtx = serverContext(elsewhere);
+        EchoServer misnamed("127.0.0.1", otherCtx.get());
+        TempFile trusted(elsewhere.certPem);
+        tls.tlsCaFile = trusted.path;
+        r = client.connect("127.0.0.1", misnamed.port(), "/echo", tls);
+        CHECK(r.failure == HandshakeFailure::Tls);
+        CHECK(r.error.find("mismatch") != std::string::npos);
+    }
+
+    SUBCASE("a plain client to the TLS server, and a TLS client to a plain server") {
+        WsClient plain;
+        auto r = plain.connect("127.0.0.1", server.port(), "/echo");
+        CHECK_FALSE(r.ok());
+        CHECK(r.status == 0);
+        for (int i = 0; i < 200 && server.tlsFailures() == 0; ++i)
+            std::this_thread::sleep_for(10ms);
+        CHECK(server.tlsFailures() == 1);
+
+        EchoServer plainServer;
+        WsClient client;
+        tls.timeout = 300ms;
+        r = client.connect("127.0.0.1", plainServer.port(), "/echo", tls);
+        CHECK(r.failure == HandshakeFailure::Timeout);
+        CHECK(r.error.find("handshake") != std::string::npos);
     }
 }
