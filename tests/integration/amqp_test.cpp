@@ -5,6 +5,7 @@
 // One private broker (tests/integration/rabbitmq.h) serves every test case; each case uses its
 // own exchange and queue names. Exit code 77 (meson: skipped) when rabbitmq-server is missing.
 #define DOCTEST_CONFIG_IMPLEMENT
+#include "clients.h"
 #include "harness.h"
 #include "rabbitmq.h"
 #if WSGW_TEST_WITH_REDIS
@@ -53,24 +54,9 @@ std::string amqpConfig(const std::string &url, const std::string &exchange, cons
     return c + more;
 }
 
-std::unique_ptr<WsClient> connect(Daemon &d, const std::string &path) {
-    auto ws = std::make_unique<WsClient>();
-    auto hs = ws->connect("127.0.0.1", d.wsPort, path);
-    REQUIRE_MESSAGE(hs.ok(), hs.error);
-    return ws;
-}
-
 void closeClient(WsClient &ws) {
     REQUIRE(ws.sendClose(1000));
     ws.waitClosed(5000ms);
-}
-
-// A sample of /metrics such as `wsgw_event_backlog{sink="amqp"}`; -1 if absent.
-double metric(Daemon &d, const std::string &sample) {
-    std::string text = httpGet(d.controlPort, "/metrics").body;
-    std::size_t at = text.find("\n" + sample + " ");
-    if (at == std::string::npos) return -1;
-    return std::strtod(text.c_str() + at + sample.size() + 2, nullptr);
 }
 
 bool ready(Daemon &d) { return httpGet(d.controlPort, "/readyz").status == 200; }

@@ -245,4 +245,11 @@ HttpResult httpPost(std::uint16_t port, const std::string &target, const std::st
     return httpRequest(port, "POST", target, body, contentType);
 }
 
+double metric(const Daemon &d, const std::string &sample) {
+    std::string text = httpGet(d.controlPort, "/metrics").body;
+    std::size_t at = text.find("\n" + sample + " ");
+    if (at == std::string::npos) return -1;
+    return std::strtod(text.c_str() + at + sample.size() + 2, nullptr);
+}
+
 } // namespace wsgw::itest

@@ -107,4 +107,7 @@ HttpResult httpPost(std::uint16_t port, const std::string &target, const std::st
 HttpResult httpRequest(std::uint16_t port, const std::string &method, const std::string &target,
                        const std::string &body = "", const std::string &contentType = "text/plain");
 
+/// The value of the sample `name` or `name{labels}` in `d`'s /metrics, or -1 if it is absent.
+double metric(const Daemon &d, const std::string &sample);
+
 } // namespace wsgw::itest

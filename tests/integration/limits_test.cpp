@@ -1,6 +1,7 @@
 // Limits and bad input on the WebSocket side of the real wsgwd: connection caps, origins, rate
 // limits, slow consumers, connection lifetimes, malformed upgrades and protocol violations.
 // Each case is a row of the "Bad input" table in the README.
+#include "clients.h"
 #include "harness.h"
 
 #include "ws_client.h"
@@ -17,19 +18,6 @@ using wsgw::test::RawFrame;
 using wsgw::test::WsClient;
 
 namespace {
-
-std::unique_ptr<WsClient> open(Daemon &d, const std::string &path = "/raw", ConnectOptions opts = {}) {
-    auto ws = std::make_unique<WsClient>();
-    auto hs = ws->connect("127.0.0.1", d.wsPort, path, opts);
-    REQUIRE_MESSAGE(hs.ok(), hs.error);
-    return ws;
-}
-
-double metric(Daemon &d, const std::string &line) {
-    std::string body = httpGet(d.controlPort, "/metrics").body;
-    auto at = body.find("\n" + line + " ");
-    return at == std::string::npos ? -1 : std::stod(body.substr(at + line.size() + 2));
-}
 
 std::size_t messageEvents(Daemon &d) {
     std::size_t n = 0;
@@ -56,7 +44,7 @@ std::string upgrade(const std::string &extra, const std::string &method = "GET")
 
 TEST_CASE("max_connections: the global cap and an endpoint's own; 503 beyond them, room again after a close") {
     auto d = Daemon::start("max_connections: 3\n");
-    auto a = open(*d), b = open(*d), c = open(*d);
+    auto a = connect(*d, "/raw"), b = connect(*d, "/raw"), c = connect(*d, "/raw");
     REQUIRE(eventually([&] { return metric(*d, "active_connections_gauge") == 3; }));
     WsClient over;
     auto hs = over.connect("127.0.0.1", d->wsPort, "/raw");
@@ -102,7 +90,7 @@ TEST_CASE("allowed_origins: a browser from another origin gets 403; listed origi
 
 TEST_CASE("rate_limit close: a client over its rate is closed with 1008") {
     auto d = Daemon::start("rate_limit: {max_messages_per_s: 5, burst: 5, policy: close}\n");
-    auto ws = open(*d);
+    auto ws = connect(*d, "/raw");
     for (int i = 0; i < 20; ++i) (void)ws->sendText("m" + std::to_string(i));
     auto closed = ws->waitClosed(3000ms);
     CHECK(closed.code == 1008);
@@ -110,7 +98,7 @@ TEST_CASE("rate_limit close: a client over its rate is closed with 1008") {
     CHECK(eventually([&] { return messageEvents(*d) == 5; }));
     CHECK(metric(*d, "wsgw_rate_limit_closes_total") == 1);
     // Within the rate nothing happens.
-    auto calm = open(*d);
+    auto calm = connect(*d, "/raw");
     for (int i = 0; i < 6; ++i) {
         REQUIRE(calm->sendText("calm"));
         std::this_thread::sleep_for(250ms);
@@ -121,7 +109,7 @@ TEST_CASE("rate_limit close: a client over its rate is closed with 1008") {
 
 TEST_CASE("rate_limit drop: messages over the rate are discarded and counted; the connection stays") {
     auto d = Daemon::start("rate_limit: {max_messages_per_s: 2, burst: 4, policy: drop}\n");
-    auto ws = open(*d);
+    auto ws = connect(*d, "/raw");
     for (int i = 0; i < 12; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
     REQUIRE(eventually([&] { return metric(*d, "wsgw_rate_limit_drops_total") >= 7; }));
     CHECK(messageEvents(*d) <= 5); // the burst, and perhaps one refilled token
@@ -135,7 +123,7 @@ TEST_CASE("slow_consumer drop_newest and drop_oldest keep the connection and cou
     for (const char *policy : {"drop_newest", "drop_oldest"}) {
         CAPTURE(policy);
         auto d = Daemon::start(std::string("slow_consumer: {max_outbound_kb: 64, policy: ") + policy + "}\n");
-        auto slow = open(*d);
+        auto slow = connect(*d, "/raw");
         REQUIRE(eventually([&] { return d->events().size() == 1; }));
         std::string id = d->events()[0]["connection"];
         std::string chunk(16 * 1024, 'x');
@@ -173,7 +161,7 @@ TEST_CASE("slow_consumer drop_newest and drop_oldest keep the connection and cou
 TEST_CASE("max_connection_lifetime_s: connections are closed with 1012 after the lifetime, ±10%") {
     auto d = Daemon::start("max_connection_lifetime_s: 2\n");
     auto t0 = std::chrono::steady_clock::now();
-    auto ws = open(*d);
+    auto ws = connect(*d, "/raw");
     Received closed;
     while (std::chrono::steady_clock::now() - t0 < 5000ms && (closed = ws->receive(50ms)).kind == Received::Kind::Timeout) {
     }
@@ -236,7 +224,7 @@ TEST_CASE("protocol violations close the connection (1002) and publish nothing")
     };
     for (const Row &row : rows) {
         CAPTURE(row.what);
-        auto ws = open(*d);
+        auto ws = connect(*d, "/raw");
         REQUIRE(ws->sendRaw(row.frame));
         auto closed = ws->waitClosed(3000ms);
         CHECK(closed.code == row.code);
@@ -244,7 +232,7 @@ TEST_CASE("protocol violations close the connection (1002) and publish nothing")
     // libwebsockets drops a control frame over 125 bytes without a close frame (the client sees
     // 1006): still gone, still nothing published.
     for (std::uint8_t opcode : {0x9, 0x8}) {
-        auto ws = open(*d);
+        auto ws = connect(*d, "/raw");
         REQUIRE(ws->sendRaw(frame(opcode, std::string(opcode == 0x8 ? "\x03\xe8" : "", opcode == 0x8 ? 2 : 0) +
                                               std::string(200, 'p'))));
         auto closed = ws->waitClosed(3000ms);

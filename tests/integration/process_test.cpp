@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <future>
 #include <memory>
 
 using namespace wsgw::itest;
@@ -105,13 +106,15 @@ TEST_CASE("SIGTERM and SIGINT: clients get 1012, events are flushed, exit 0") {
         }
         REQUIRE(eventually([&] { return d->events().size() == 10; }));
         auto t0 = std::chrono::steady_clock::now();
-        CHECK(d->stop(sig, 10000ms) == 0);
-        CHECK(std::chrono::steady_clock::now() - t0 < 5000ms);
+        // The clients read meanwhile and answer the close, as real ones do.
+        auto stopped = std::async(std::launch::async, [&] { return d->stop(sig, 10000ms); });
         for (auto &c : clients) {
-            auto closed = c->waitClosed(2000ms);
+            auto closed = c->waitClosed(5000ms);
             CHECK(closed.code == 1012);
             CHECK(closed.reason == "service restart");
         }
+        CHECK(stopped.get() == 0);
+        CHECK(std::chrono::steady_clock::now() - t0 < 3000ms);
         std::size_t closes = 0;
         for (auto &e : d->events()) closes += e["action"] == "close";
         CHECK(closes == 10);
@@ -197,7 +200,11 @@ TEST_CASE("SIGHUP reloads: endpoint tags, limits and the allowlist change live; 
     ::kill(d.pid(), SIGHUP);
     REQUIRE(eventually([&] { return httpGet(ctl, "/status").status == 403; }));
     CHECK(before.isOpen());
-    CHECK(d.stop(SIGTERM) == 0);
+    // The clients answer the drain's 1012 (a silent one would hold the drain for lws' 5 s wait).
+    auto stopped = std::async(std::launch::async, [&] { return d.stop(SIGTERM, 20000ms); });
+    CHECK(before.waitClosed(15000ms).code == 1012);
+    CHECK(after.waitClosed(15000ms).code == 1012);
+    CHECK(stopped.get() == 0);
 }
 
 TEST_CASE("SIGTERM is prompt even while a backend holds an idle keep-alive connection") {

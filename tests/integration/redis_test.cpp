@@ -1,5 +1,6 @@
 // The Redis sinks against a real redis-server: stream entries, templated names, the connection
 // mirror, outages (a stopped and a restarted server), bounded backlogs and their policies.
+#include "clients.h"
 #include "harness.h"
 #include "redis_server.h"
 
@@ -8,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <future>
 #include <memory>
 #include <set>
 #include <thread>
@@ -17,21 +19,6 @@ using wsgw::test::ConnectOptions;
 using wsgw::test::WsClient;
 
 namespace {
-
-std::unique_ptr<WsClient> connect(Daemon &d, const std::string &path = "/connect") {
-    auto ws = std::make_unique<WsClient>();
-    auto hs = ws->connect("127.0.0.1", d.wsPort, path);
-    REQUIRE_MESSAGE(hs.ok(), hs.error);
-    return ws;
-}
-
-// The value of a metric line "name{labels} value" (or "name value"), or -1.
-double metric(Daemon &d, const std::string &name) {
-    std::string body = httpGet(d.controlPort, "/metrics").body;
-    auto at = body.find("\n" + name + " ");
-    if (at == std::string::npos) return -1;
-    return std::stod(body.substr(at + name.size() + 2));
-}
 
 std::string idOf(Daemon &d, std::size_t nth = 0) {
     std::string id;
@@ -354,7 +341,10 @@ TEST_CASE("shutdown flushes the backlog to Redis") {
     std::vector<std::unique_ptr<WsClient>> clients;
     for (int i = 0; i < 5; ++i) clients.push_back(connect(*d, "/raw"));
     for (auto &c : clients) REQUIRE(c->sendText("bye"));
-    CHECK(d->stop(SIGTERM) == 0);
+    // The clients answer the 1012 like real ones, so the drain does not wait out their silence.
+    auto stopped = std::async(std::launch::async, [&] { return d->stop(SIGTERM, 20000ms); });
+    for (auto &c : clients) CHECK(c->waitClosed(15000ms).code == 1012);
+    CHECK(stopped.get() == 0);
     RedisProbe probe(redis.port());
     CHECK(probe.command({"XLEN", "connectionevents"}) == "15"); // 5 open, 5 message, 5 close
 }

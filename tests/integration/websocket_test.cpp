@@ -1,5 +1,6 @@
 // The WebSocket side of the real wsgwd: handshakes, limits, framing, compression, idle timeouts,
 // events, and delivery across shards.
+#include "clients.h"
 #include "harness.h"
 
 #include "ws_client.h"
@@ -19,13 +20,6 @@ using wsgw::test::Received;
 using wsgw::test::WsClient;
 
 namespace {
-
-std::unique_ptr<WsClient> connect(Daemon &d, const std::string &path = "/connect", ConnectOptions opts = {}) {
-    auto ws = std::make_unique<WsClient>();
-    auto hs = ws->connect("127.0.0.1", d.wsPort, path, opts);
-    REQUIRE_MESSAGE(hs.ok(), hs.error);
-    return ws;
-}
 
 std::size_t countEvents(Daemon &d, const std::string &action) {
     std::size_t n = 0;
