@@ -64,6 +64,7 @@ test('a client message one byte over the endpoint limit is closed with 1009', T,
 // with 1011 instead of the 1009 it would send once the limit is crossed. Either way the
 // connection goes and the message is not published.
 const OVERSIZE_COMPRESSED = [1009, 1011];
+const SANITIZED = !['', 'none', undefined].includes(process.env.WSGW_SANITIZE);
 
 test('a compressed message that inflates far past the limit is closed (1009, or 1011 on a stall)', T, async () => {
   // 3 MB of zeros compress to a few KB; the limit applies to what they inflate to (2 MiB).
@@ -91,7 +92,10 @@ test(
       await resolveIds([c]);
       c.send(Buffer.alloc(LIMIT.compressed + 1, 0x61), { binary: false }).catch(() => {});
       await assertClosedSoon(c);
-      await assertClosedFor(c, OVERSIZE_COMPRESSED);
+      // Under a sanitizer (WSGW_SANITIZE, from meson's b_sanitize) the daemon is slow enough that
+      // lws 4.1.6 can stay stuck in this message's inflate until the 5 s kill, so not even the
+      // close frame gets out: 1006. The connection still goes.
+      await assertClosedFor(c, SANITIZED ? [...OVERSIZE_COMPRESSED, 1006] : OVERSIZE_COMPRESSED);
     } finally {
       c.terminate();
     }
