@@ -42,13 +42,15 @@ test-asan: bootstrap
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
 
-# ThreadSanitizer build of the suites that run threads (the hub, the event bus, the daemon).
+# ThreadSanitizer build of every suite but fuzz-smoke: the hub and event bus unit tests, and the
+# daemon (a TSan-built wsgwd) under the integration, node and churn tests. tests/tsan.supp says
+# why each suppression is there.
 test-tsan: bootstrap
 	@test -f $(BUILD)-tsan/build.ninja || meson setup $(BUILD)-tsan -Db_sanitize=thread \
-		-Db_lundef=false -Dbench=false -Dexamples=false $(MESON_ARGS)
+		-Db_lundef=false -Dbench=false -Dexamples=false -Doptimization=1 $(MESON_ARGS)
 	meson compile -C $(BUILD)-tsan
-	TSAN_OPTIONS=halt_on_error=1 meson test -C $(BUILD)-tsan --print-errorlogs --timeout-multiplier 3 \
-		$(or $(TEST_ARGS),hub event_bus)
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" meson test -C $(BUILD)-tsan \
+		--print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
 
 # libFuzzer targets (tests/fuzz/README.md): a clang build of their own in $(FUZZ_BUILD), then each
 # target (selector, form, template, config; FUZZ_TARGETS picks some) for FUZZ_SECONDS seconds.
