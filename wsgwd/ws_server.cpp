@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1023,6 +1024,8 @@ bool WsServer::start(std::string *error) {
         auto promise = std::make_shared<std::promise<std::string>>();
         started.push_back(promise->get_future());
         s->thread = std::thread([s, promise, &d] {
+            // "wsgw-shard-N" in top -H, perf and /proc/PID/task/*/comm (15 characters at most).
+            pthread_setname_np(pthread_self(), ("wsgw-shard-" + std::to_string(s->index % 1000)).c_str());
             const std::optional<TlsFiles> &tls = d.options.tls;
             // lws 4.1 keeps OpenSSL ex-data indexes in globals that every TLS context's creation
             // sets: one shard at a time.

@@ -1,5 +1,7 @@
 #include <wsgw/sink.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -241,7 +243,11 @@ void EventBus::start() {
     impl_->started = true;
     for (auto &slot : impl_->sinks) {
         SinkSlot *s = slot.get();
-        s->thread = std::thread([this, s] { impl_->run(*s); });
+        s->thread = std::thread([this, s] {
+            // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
+            pthread_setname_np(pthread_self(), "wsgw-sink");
+            impl_->run(*s);
+        });
     }
 }
 
