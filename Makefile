@@ -71,7 +71,7 @@ bench-micro: bench
 bench-amqp: bootstrap build
 	$(BUILD)/bench/amqp_bench --events 100000
 
-# wsgwd beside nginx+nchan, Pushpin and the raw-socket bound (about 5 minutes; installs the
+# wsgwd beside nginx+nchan, Pushpin and the raw-socket bound (about 6 minutes; installs the
 # peers' Debian packages if missing). COMPARE_ARGS=--quick for a short check.
 COMPARE_ARGS ?=
 bench-compare: bench
