@@ -33,25 +33,7 @@ wsgw_ensure_ws >&2
 
 # --- 2. ports and config --------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/wsgw-churn.XXXXXX")
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    wsgw_kill
-    if [ "$rc" -ne 0 ] && [ -f "$tmp/wsgwd.log" ]; then
-        echo "--- last lines of wsgwd's log ($tmp/wsgwd.log) ---" >&2
-        tail -n 40 "$tmp/wsgwd.log" >&2 || true
-    fi
-    if [ -n "${WSGW_CHURN_KEEP:-}" ]; then
-        echo "$wsgw_label: kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+wsgw_traps "$tmp" "${WSGW_CHURN_KEEP:-}"
 
 read -r ws_port control_port < <(wsgw_free_ports 2)
 [ -n "${control_port:-}" ] || wsgw_die "could not pick free ports"

@@ -20,6 +20,10 @@
 #                                (10 unless told), else prints why and returns 1
 #   wsgw_kill                    for an EXIT trap: stops wsgwd by its PID if it still runs
 #                                (SIGTERM, then SIGKILL after 5 s)
+#   wsgw_traps DIR [KEEP]        the EXIT, INT and TERM traps of a runner whose files are in DIR:
+#                                on exit wsgw_kill, on failure the tail of DIR/wsgwd.log, then
+#                                DIR is removed (kept, and its path printed, when KEEP is not
+#                                empty); the exit status stays the script's
 #
 # Only the process started by wsgw_start is ever signalled, by its PID.
 
@@ -133,4 +137,29 @@ wsgw_kill() {
         wait "$wsgw_pid" 2>/dev/null || true
     fi
     wsgw_pid=""
+}
+
+wsgw_traps() {
+    wsgw_trap_dir=$1
+    wsgw_trap_keep=${2:-}
+    trap wsgw_on_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+wsgw_on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    wsgw_kill
+    if [ "$rc" -ne 0 ] && [ -f "$wsgw_trap_dir/wsgwd.log" ]; then
+        echo "--- last lines of wsgwd's log ($wsgw_trap_dir/wsgwd.log) ---" >&2
+        tail -n 40 "$wsgw_trap_dir/wsgwd.log" >&2 || true
+    fi
+    if [ -n "$wsgw_trap_keep" ]; then
+        echo "$wsgw_label: kept $wsgw_trap_dir" >&2
+    else
+        rm -rf "$wsgw_trap_dir"
+    fi
+    exit "$rc"
 }
