@@ -397,20 +397,45 @@ public:
     // For the inflate stall watchdog: whether a message is still in progress; drops the watch
     // when it is not.
     bool messageInProgress() {
-        if (rxActive_ && !closing_) return true;
+        // A closeNow() in the middle of a compressed message is ignored by lws until it has
+        // inflated the rest, which it may never do: keep watching until lws has the close.
+        if (rxActive_ && !stallHandled_ && (!closing_ || (rxDiscard_ && !closeHandedOver_))) return true;
         watched_ = false;
         return false;
     }
 
-    // The inflate stall: the client sent a whole compressed message that lws cannot finish.
+    // The inflate stall: the client sent a whole compressed message that lws cannot finish (or,
+    // under load, lws' inflate failed on it). lws is stuck on this connection's input and would
+    // not get to a WRITEABLE, so the close frame is written here (1011, or the code closeNow()
+    // chose), and the connection cut a second later.
     void closeStalled() {
-        spdlog::warn("connection {}: a compressed message stalled inside libwebsockets' permessage-deflate; "
-                     "closing with 1011 so the client reconnects",
-                     id().toString());
+        stallHandled_ = true;
         shard_.counters.inflateStalls.add();
+        if (!closing_) {
+            spdlog::warn("connection {}: a compressed message stalled inside libwebsockets' permessage-deflate; "
+                         "closing with 1011 so the client reconnects",
+                         id().toString());
+            closing_ = true;
+            clearQueue();
+            closeCode_ = close_code::kInternalError;
+            closeReason_ = "compressed message could not be completed; please reconnect";
+        } else {
+            spdlog::debug("connection {}: stuck inside permessage-deflate while closing with {}", id().toString(),
+                          closeCode_);
+        }
         rxDiscard_ = true;
-        close(close_code::kInternalError, "compressed message could not be completed; please reconnect");
-        // lws is stuck on this connection's input; it may not get to write the close frame.
+        closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE, should lws come back
+        // A whole close frame, written raw (lws 4.1 keeps LWS_WRITE_CLOSE to itself; a close
+        // frame is never compressed).
+        unsigned char frame[LWS_PRE + 4 + 123];
+        unsigned char *p = frame + LWS_PRE;
+        std::size_t n = std::min<std::size_t>(closeReason_.size(), 123);
+        p[0] = 0x88; // FIN + close
+        p[1] = static_cast<unsigned char>(2 + n);
+        p[2] = static_cast<unsigned char>(closeCode_ >> 8);
+        p[3] = static_cast<unsigned char>(closeCode_ & 0xff);
+        std::memcpy(p + 4, closeReason_.data(), n);
+        (void)lws_write(wsi_, p, 4 + n, LWS_WRITE_HTTP); // the cut below follows either way
         lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, 1);
     }
 
@@ -542,6 +567,7 @@ private:
     bool rxBinary_ = false;
     bool rxDiscard_ = false; // closing for a protocol violation: ignore further input
     bool closeHandedOver_ = false; // lws runs the closing handshake now (WS_SERVER_DROP_PROTOCOL came)
+    bool stallHandled_ = false;    // closeStalled() wrote the close frame itself
     bool rxPaused_ = false;  // reading stopped for event backpressure
     bool watched_ = false;   // in the shard's partialCompressed list
     bool pendingFlush_ = false; // in the shard's toFlush list
