@@ -129,22 +129,48 @@ std::map<std::string, std::string> RedisProbe::hash(const std::string &key) {
     return out;
 }
 
+namespace {
+
+// The entries of an XRANGE-shaped array reply: [[id, [field, value, ...]], ...].
+void appendEntries(const redisReply *entries, std::vector<std::map<std::string, std::string>> &out) {
+    if (!entries || entries->type != REDIS_REPLY_ARRAY) return;
+    for (std::size_t i = 0; i < entries->elements; ++i) {
+        const redisReply *entry = entries->element[i];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+        const redisReply *fields = entry->element[1];
+        std::map<std::string, std::string> m;
+        for (std::size_t j = 0; j + 1 < fields->elements; j += 2)
+            m[std::string(fields->element[j]->str, fields->element[j]->len)] =
+                std::string(fields->element[j + 1]->str, fields->element[j + 1]->len);
+        m["_id"] = std::string(entry->element[0]->str, entry->element[0]->len);
+        out.push_back(std::move(m));
+    }
+}
+
+} // namespace
+
 std::vector<std::map<std::string, std::string>> RedisProbe::stream(const std::string &key) {
     redisReply *r = run(ctx_, {"XRANGE", key, "-", "+"});
     if (!r) throw std::runtime_error("redis probe: connection lost");
     std::vector<std::map<std::string, std::string>> out;
-    if (r->type == REDIS_REPLY_ARRAY) {
-        for (std::size_t i = 0; i < r->elements; ++i) {
-            redisReply *entry = r->element[i];
-            if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
-            redisReply *fields = entry->element[1];
-            std::map<std::string, std::string> m;
-            for (std::size_t j = 0; j + 1 < fields->elements; j += 2)
-                m[std::string(fields->element[j]->str, fields->element[j]->len)] =
-                    std::string(fields->element[j + 1]->str, fields->element[j + 1]->len);
-            out.push_back(std::move(m));
-        }
-    }
+    appendEntries(r, out);
+    freeReplyObject(r);
+    for (auto &m : out) m.erase("_id");
+    return out;
+}
+
+std::vector<std::map<std::string, std::string>> RedisProbe::readGroup(const std::string &group,
+                                                                      const std::string &consumer,
+                                                                      const std::string &key, int blockMs) {
+    redisReply *r = run(ctx_, {"XREADGROUP", "GROUP", group, consumer, "COUNT", "100", "BLOCK",
+                               std::to_string(blockMs), "STREAMS", key, ">"});
+    if (!r) throw std::runtime_error("redis probe: connection lost");
+    std::vector<std::map<std::string, std::string>> out;
+    // [[key, entries], ...], or nil when the block timed out.
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (std::size_t i = 0; i < r->elements; ++i)
+            if (r->element[i]->type == REDIS_REPLY_ARRAY && r->element[i]->elements == 2)
+                appendEntries(r->element[i]->element[1], out);
     freeReplyObject(r);
     return out;
 }

@@ -56,6 +56,10 @@ public:
     std::map<std::string, std::string> hash(const std::string &key);    ///< HGETALL
     /// XRANGE key - +: each entry's fields as a map.
     std::vector<std::map<std::string, std::string>> stream(const std::string &key);
+    /// XREADGROUP GROUP group consumer COUNT 100 BLOCK blockMs STREAMS key >, as a backend reads:
+    /// each new entry's fields as a map, plus its id under "_id". Empty when nothing came.
+    std::vector<std::map<std::string, std::string>> readGroup(const std::string &group, const std::string &consumer,
+                                                              const std::string &key, int blockMs);
 
 private:
     redisContext *ctx_ = nullptr;

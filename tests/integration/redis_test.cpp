@@ -334,6 +334,41 @@ TEST_CASE("Redis unreachable at start: wsgwd serves WebSockets; /readyz says why
     CHECK(warnings == 1);
 }
 
+TEST_CASE("the original's backend flow: XREADGROUP the events, answer through /send?id=, /settags, /send?tag=") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    RedisProbe backend(redis.port());
+    // The backend's consumer group exists before any event, as a deployed backend's would.
+    REQUIRE(backend.command({"XGROUP", "CREATE", "connectionevents", "backend", "$", "MKSTREAM"}) == "OK");
+    auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
+    auto ws = connect(*d, "/json");
+    REQUIRE(ws->sendText(R"({"command": "join", "data": {"room": "r1"}})"));
+
+    // The backend reads until the message arrives, acknowledging what it read.
+    std::map<std::string, std::string> message;
+    std::vector<std::string> actions;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (message.empty() && std::chrono::steady_clock::now() < until) {
+        for (auto &e : backend.readGroup("backend", "b1", "connectionevents", 500)) {
+            actions.push_back(e["action"]);
+            CHECK(backend.command({"XACK", "connectionevents", "backend", e["_id"]}) == "1");
+            if (e["action"] == "message") message = e;
+        }
+    }
+    REQUIRE_FALSE(message.empty());
+    CHECK(actions == std::vector<std::string>{"open", "message"});
+    CHECK(message["type"] == "text");
+    const std::string id = message["connection"];
+    CHECK(id == idOf(*d));
+
+    // It answers that one connection, tags it, and then addresses it by the new tag.
+    CHECK(httpPost(d->controlPort, "/send?id=" + id, "welcome").body == "1");
+    CHECK(httpPost(d->controlPort, "/settags?id=" + id, "room=r1").body == "1");
+    CHECK(httpPost(d->controlPort, "/send?room=r1", "hello room r1").body == "1");
+    CHECK(ws->receive(3000ms).data == "welcome");
+    CHECK(ws->receive(3000ms).data == "hello room r1");
+}
+
 TEST_CASE("shutdown flushes the backlog to Redis") {
     SKIP_WITHOUT_REDIS();
     RedisServer redis;
