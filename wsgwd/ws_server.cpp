@@ -218,10 +218,11 @@ public:
         }
         queue_.push_back(msg);
         queuedBytes_ += bytes;
-        if (!compressed_ && !writeRequested_ && !lws_partial_buffered(wsi_)) {
+        if (!compressed_ && !writeRequested_) {
             // Written when the shard has run this wake-up's commands (flushPending): whatever
             // they queued for this connection goes out in one send(), without a trip through
-            // the event loop.
+            // the event loop. (flushPending checks lws' own backlog, so the lws state is
+            // touched once per connection and wake-up, not once per message.)
             if (!pendingFlush_) {
                 pendingFlush_ = true;
                 shard_.toFlush.push_back(this);
@@ -232,7 +233,8 @@ public:
         return SendStatus::Queued;
     }
 
-    // After a drain: writes what the drain queued (see send()). Returns -1 if the socket failed.
+    // After a drain: writes what the drain queued (see send()); if lws still holds part of an
+    // earlier write, waits for WRITEABLE instead. A failed write closes the connection.
     void flushPending() {
         pendingFlush_ = false;
         if (queueSize() == 0 || writeRequested_ || closing_) return;
@@ -687,15 +689,20 @@ int refuseVersion(lws *wsi) {
     return 1;
 }
 
+// An HTTP header list item without the spaces and tabs around it.
+std::string_view trimOws(std::string_view item) {
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    return item;
+}
+
 // Whether a comma-separated header value has `token` (case-insensitive).
 bool hasToken(const std::string &value, std::string_view token) {
     std::size_t start = 0;
     while (start <= value.size()) {
         std::size_t end = value.find(',', start);
         if (end == std::string::npos) end = value.size();
-        std::string_view item(value.data() + start, end - start);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        std::string_view item = trimOws(std::string_view(value.data() + start, end - start));
         if (item.size() == token.size() &&
             std::equal(item.begin(), item.end(), token.begin(),
                        [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; }))
@@ -755,8 +762,7 @@ int confirmUpgrade(lws *wsi) {
     if (!offered.empty()) {
         std::string_view first(offered);
         first = first.substr(0, first.find(','));
-        while (!first.empty() && (first.front() == ' ' || first.front() == '\t')) first.remove_prefix(1);
-        while (!first.empty() && (first.back() == ' ' || first.back() == '\t')) first.remove_suffix(1);
+        first = trimOws(first);
         if (first.empty() || first.size() >= sizeof s.echoedProtocol)
             return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "invalid Sec-WebSocket-Protocol");
         std::memcpy(s.echoedProtocol, first.data(), first.size());

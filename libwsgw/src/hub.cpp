@@ -309,15 +309,17 @@ void Hub::forEachShard(std::function<std::size_t(Shard &)> fn, CountCallback don
 void Hub::send(Selector sel, MessagePtr msg, CountCallback done) {
     // One copy of the message per shard: every recipient's queue takes a reference, and a
     // reference count shared by shards on different cores would bounce its cache line between
-    // them once per recipient. A copy per shard costs one allocation per shard per message.
-    std::vector<MessagePtr> perShard(impl_->shards.size());
-    for (std::size_t i = 0; i < perShard.size(); ++i)
-        perShard[i] = i == 0 ? msg : Message::create(msg->opcode(), msg->payload(), msg->headroom());
+    // them once per recipient. Shard 0 uses the caller's message; another shard makes its copy
+    // on its own thread, and only once it has a recipient (an id= send copies nothing).
     forEachShard(
-        [sel = std::move(sel), perShard = std::move(perShard)](Shard &s) {
-            const MessagePtr &mine = perShard[s.index()];
+        [sel = std::move(sel), msg = std::move(msg)](Shard &s) {
+            MessagePtr copy;
+            const MessagePtr &mine = s.index() == 0 ? msg : copy;
             std::size_t queued = 0;
-            s.registry().match(sel, [&](Connection &c) { queued += c.send(mine) == SendStatus::Queued; });
+            s.registry().match(sel, [&](Connection &c) {
+                if (!mine) copy = Message::create(msg->opcode(), msg->payload(), msg->headroom());
+                queued += c.send(mine) == SendStatus::Queued;
+            });
             return queued;
         },
         std::move(done));

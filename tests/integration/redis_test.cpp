@@ -11,7 +11,6 @@
 #include <csignal>
 #include <future>
 #include <memory>
-#include <set>
 #include <thread>
 
 using namespace wsgw::itest;
@@ -29,6 +28,21 @@ std::string idOf(Daemon &d, std::size_t nth = 0) {
         return true;
     }));
     return id;
+}
+
+// How often each message body stands in the connectionevents stream (at-least-once: a retried
+// batch may add copies).
+std::map<std::string, int> messagesIn(RedisProbe &probe) {
+    std::map<std::string, int> seen;
+    for (auto &e : probe.stream("connectionevents"))
+        if (e["action"] == "message") ++seen[e["message"]];
+    return seen;
+}
+
+int extraCopies(const std::map<std::string, int> &seen) {
+    int n = 0;
+    for (const auto &[message, copies] : seen) n += copies - 1;
+    return n;
 }
 
 #define SKIP_WITHOUT_REDIS()                                                                                           \
@@ -202,18 +216,9 @@ TEST_CASE("an outage (Redis stopped) loses nothing: every event arrives once Red
         REQUIRE(ws->sendText("m" + std::to_string(i)));
         std::this_thread::sleep_for(2ms);
     }
-    std::set<std::string> got;
     std::map<std::string, int> seen;
-    REQUIRE(eventually(
-        [&] {
-            seen.clear();
-            for (auto &e : probe.stream("connectionevents"))
-                if (e["action"] == "message") ++seen[e["message"]];
-            return seen.size() == kMessages;
-        },
-        20000ms));
-    int duplicates = 0;
-    for (auto &[m, n] : seen) duplicates += n - 1;
+    REQUIRE(eventually([&] { return (seen = messagesIn(probe)).size() == kMessages; }, 20000ms));
+    int duplicates = extraCopies(seen);
     MESSAGE("duplicates after the outage (at-least-once): " << duplicates);
     CHECK(duplicates <= 512); // at most one retried batch
     CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
@@ -236,16 +241,8 @@ TEST_CASE("a stop longer than timeout_ms: wsgwd reconnects, retries, loses nothi
     CHECK(httpGet(d->controlPort, "/readyz").status == 503);
     redis.resume();
     std::map<std::string, int> seen;
-    REQUIRE(eventually(
-        [&] {
-            seen.clear();
-            for (auto &e : probe.stream("connectionevents"))
-                if (e["action"] == "message") ++seen[e["message"]];
-            return seen.size() == 100;
-        },
-        20000ms));
-    int duplicates = 0;
-    for (auto &[m, n] : seen) duplicates += n - 1;
+    REQUIRE(eventually([&] { return (seen = messagesIn(probe)).size() == 100; }, 20000ms));
+    int duplicates = extraCopies(seen);
     MESSAGE("duplicates after a timed-out outage (at-least-once): " << duplicates);
     CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
 }

@@ -52,6 +52,22 @@ public:
 
 const EventSpec kNoEvents{};
 
+// Keeps every event it is given (under `mu`); `mirror`: also the TagsChanged events that only
+// connection-state mirrors ask for.
+struct CaptureSink final : EventSink {
+    CaptureSink(std::mutex &m, std::vector<EventPtr> &o, bool mirror) : mu(m), out(o), all(mirror) {}
+    std::string name() const override { return all ? "mirror" : "capture"; }
+    bool accepts(EventAction action) const override { return all || EventSink::accepts(action); }
+    std::size_t publish(const std::vector<EventPtr> &batch) override {
+        std::lock_guard lock(mu);
+        out.insert(out.end(), batch.begin(), batch.end());
+        return batch.size();
+    }
+    std::mutex &mu;
+    std::vector<EventPtr> &out;
+    bool all;
+};
+
 } // namespace
 
 TEST_CASE("commands reach every shard; counts are exact sums") {
@@ -259,22 +275,9 @@ TEST_CASE("forEachShard runs on each shard's own thread") {
 
 TEST_CASE("open, message and close events carry the included tags and vars") {
     Hub hub({.shards = 1, .ownThreads = true});
-    struct Capture final : EventSink {
-        std::mutex *mu;
-        std::vector<EventPtr> *out;
-        std::string name() const override { return "capture"; }
-        std::size_t publish(const std::vector<EventPtr> &batch) override {
-            std::lock_guard lock(*mu);
-            out->insert(out->end(), batch.begin(), batch.end());
-            return batch.size();
-        }
-    };
     std::mutex mu;
     std::vector<EventPtr> events;
-    auto sink = std::make_unique<Capture>();
-    sink->mu = &mu;
-    sink->out = &events;
-    hub.events().addSink(std::move(sink));
+    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, false));
     hub.start();
 
     EventSpec spec;
@@ -311,24 +314,10 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
 }
 
 TEST_CASE("tag changes become TagsChanged events only when a sink wants them; open can carry details") {
-    struct Mirror final : EventSink {
-        std::mutex *mu;
-        std::vector<EventPtr> *out;
-        std::string name() const override { return "mirror"; }
-        bool accepts(EventAction) const override { return true; }
-        std::size_t publish(const std::vector<EventPtr> &batch) override {
-            std::lock_guard lock(*mu);
-            out->insert(out->end(), batch.begin(), batch.end());
-            return batch.size();
-        }
-    };
     std::mutex mu;
     std::vector<EventPtr> events;
     Hub hub({.shards = 2, .ownThreads = true});
-    auto sink = std::make_unique<Mirror>();
-    sink->mu = &mu;
-    sink->out = &events;
-    hub.events().addSink(std::move(sink));
+    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, true));
     hub.start();
     EventSpec spec;
     spec.connectionDetails = true;
