@@ -359,7 +359,11 @@ bool Gateway::start(std::string *error) {
     d.control = std::make_unique<ControlApi>(std::move(ctx), std::move(api));
 
     if (!d.ws->start(error)) return false;
-    d.hub->start();
+    if (!d.hub->start(error)) {
+        d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
+                   std::chrono::milliseconds(0));
+        return false;
+    }
     if (!d.control->start(error)) {
         d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
                    std::chrono::milliseconds(0));
@@ -471,8 +475,10 @@ void Gateway::stop(std::chrono::milliseconds drain, std::chrono::milliseconds gr
     if (!d.started || d.stopped) return;
     d.stopped = true;
     d.stopping.store(true); // /readyz: 503 from now on
-    // Connections first (the control API still answers meanwhile), then the API, then the
-    // events the closes produced.
+    // Connections first (the control API still answers meanwhile); before its shard threads end,
+    // ws->stop() ends every command still queued or yet to come with Stopped, so no request of
+    // the control API waits for a shard that will not run again and the API stops at once;
+    // then the events the closes produced.
     d.ws->stop(close_code::kServiceRestart, "service restart", drain, grace);
     d.control->stop();
     d.hub->stop(flushFor);

@@ -87,6 +87,7 @@ struct EventBus::Impl {
     std::chrono::steady_clock::time_point deadline;
     std::atomic<unsigned> wanted{0};
     std::atomic<bool> paused{false};
+    std::atomic<std::uint64_t> lost{0};
     StateListener stateListener;
     std::function<void(bool)> backpressureListener;
 
@@ -237,19 +238,32 @@ std::size_t EventBus::sinkCount() const {
     return impl_->sinks.size();
 }
 
-void EventBus::start() {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->started) return;
-    impl_->started = true;
-    for (auto &slot : impl_->sinks) {
-        SinkSlot *s = slot.get();
-        s->thread = std::thread([this, s] {
-            // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
-            pthread_setname_np(pthread_self(), "wsgw-sink");
-            impl_->run(*s);
-        });
+bool EventBus::start(std::string *error) noexcept {
+    {
+        std::lock_guard lock(impl_->mu);
+        if (impl_->started) return true;
+        impl_->started = true;
+        try {
+            for (auto &slot : impl_->sinks) {
+                SinkSlot *s = slot.get();
+                s->thread = std::thread([this, s] {
+                    // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
+                    pthread_setname_np(pthread_self(), "wsgw-sink");
+                    impl_->run(*s);
+                });
+            }
+            return true;
+        } catch (const std::exception &e) {
+            if (error) *error = std::string("cannot start an event sink thread: ") + e.what();
+        }
     }
+    stop(std::chrono::milliseconds(0));
+    return false;
 }
+
+void EventBus::countLost() noexcept { impl_->lost.fetch_add(1, std::memory_order_relaxed); }
+
+std::uint64_t EventBus::lost() const noexcept { return impl_->lost.load(std::memory_order_relaxed); }
 
 void EventBus::onStateChange(StateListener listener) {
     std::lock_guard lock(impl_->mu);
@@ -265,7 +279,16 @@ bool EventBus::wants(EventAction action) const noexcept { return (impl_->wanted.
 
 bool EventBus::paused() const noexcept { return impl_->paused.load(std::memory_order_relaxed); }
 
-std::uint64_t EventBus::publish(Event &&event) {
+std::uint64_t EventBus::publish(Event &&event) noexcept {
+    try {
+        return publishOrThrow(std::move(event));
+    } catch (...) {
+        countLost();
+        return 0;
+    }
+}
+
+std::uint64_t EventBus::publishOrThrow(Event &&event) {
     auto shared = std::make_shared<Event>(std::move(event));
     std::size_t bytes = shared->footprint();
     const unsigned action = bit(shared->action);

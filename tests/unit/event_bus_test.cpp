@@ -67,7 +67,7 @@ TEST_CASE("events get increasing ids and reach every sink in order") {
     Flaky::State a, b;
     bus.addSink(std::make_unique<Flaky>(a));
     bus.addSink(std::make_unique<Flaky>(b));
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 1000; ++i) CHECK(bus.publish(makeEvent()) == static_cast<std::uint64_t>(i + 1));
     CHECK(bus.stop(5000ms) == 0);
     for (Flaky::State *s : {&a, &b}) {
@@ -99,7 +99,7 @@ TEST_CASE("an outage keeps events in the backlog and retries; nothing is lost") 
     s.up = false;
     bus.addSink(std::make_unique<Flaky>(s),
                 SinkOptions{.maxBacklogEvents = 10000, .minBackoff = 1ms, .maxBackoff = 20ms});
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 500; ++i) bus.publish(makeEvent());
     REQUIRE(waitFor([&] { return bus.stats()[0].failures >= 3; }));
     CHECK_FALSE(bus.ready());
@@ -128,7 +128,7 @@ TEST_CASE("overflow: drop-oldest keeps the newest, drop-newest keeps the oldest,
                                                             .maxBatch = 1000,
                                                             .minBackoff = 1ms,
                                                             .maxBackoff = 5ms});
-        bus.start();
+        REQUIRE(bus.start());
         for (int i = 0; i < 250; ++i) bus.publish(makeEvent());
         auto st = bus.stats()[0];
         CHECK(st.backlog == 100);
@@ -152,7 +152,7 @@ TEST_CASE("the byte bound applies too") {
     Flaky::State s;
     s.up = false;
     bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.maxBacklogBytes = 64 * 1024, .minBackoff = 50ms});
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 100; ++i) bus.publish(makeEvent(std::string(4096, 'x')));
     auto st = bus.stats()[0];
     CHECK(st.backlogBytes <= 64 * 1024);
@@ -166,7 +166,7 @@ TEST_CASE("stop flushes what it can within the deadline and reports the rest") {
     Flaky::State s;
     s.up = false;
     bus.addSink(std::make_unique<Flaky>(s), SinkOptions{.minBackoff = 10ms, .maxBackoff = 10ms});
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 10; ++i) bus.publish(makeEvent());
     auto t0 = std::chrono::steady_clock::now();
     CHECK(bus.stop(200ms) == 10);
@@ -182,7 +182,7 @@ TEST_CASE("the log sink writes one JSON object per line") {
     {
         EventBus bus;
         bus.addSink(makeLogSink(f, "node-a"));
-        bus.start();
+        REQUIRE(bus.start());
         Event open;
         open.action = EventAction::Open;
         open.connection = ConnectionId::random();
@@ -279,7 +279,7 @@ TEST_CASE("connect() is retried with back-off; state changes are reported once e
         changes.emplace_back(up, error);
     });
     CHECK_FALSE(bus.ready()); // not connected before the first connect()
-    bus.start();
+    REQUIRE(bus.start());
     bus.publish(makeEvent());
     REQUIRE(waitFor([&] { return bus.stats()[0].published == 1; }));
     CHECK(bus.ready());
@@ -325,7 +325,7 @@ TEST_CASE("sinks get only the actions they accept; wants() tells producers") {
     bus.addSink(std::make_unique<Connecting>(stream));
     bus.addSink(std::make_unique<Connecting>(mirror, true));
     CHECK(bus.wants(EventAction::TagsChanged));
-    bus.start();
+    REQUIRE(bus.start());
     for (EventAction act : {EventAction::Open, EventAction::Message, EventAction::TagsChanged, EventAction::Close}) {
         Event e = makeEvent();
         e.action = act;
@@ -351,7 +351,7 @@ TEST_CASE("pause-reading keeps every event, pauses over the bound and resumes at
         std::lock_guard lock(mu);
         signals.push_back(paused);
     });
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 10; ++i) bus.publish(makeEvent());
     CHECK_FALSE(bus.paused());
     for (int i = 0; i < 5; ++i) bus.publish(makeEvent()); // over the bound: kept, and paused

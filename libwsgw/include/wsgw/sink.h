@@ -118,8 +118,9 @@ public:
     /// Set before start().
     void onBackpressure(std::function<void(bool paused)> listener);
 
-    /// Starts one thread per sink.
-    void start();
+    /// Starts one thread per sink. Returns false with a message if a thread cannot be started;
+    /// then none is left running.
+    [[nodiscard]] bool start(std::string *error = nullptr) noexcept;
 
     /// Whether any sink takes events with this action (cheap; fixed once started). Lets
     /// producers skip building events nobody wants.
@@ -127,8 +128,14 @@ public:
 
     /// Assigns the next event id (for TagsChanged: only a sequence number), queues the event for
     /// every sink that accepts it, and returns the id. With no sinks the event is counted and
-    /// discarded. After stop() events are discarded (0 is returned).
-    std::uint64_t publish(Event &&event);
+    /// discarded. After stop() events are discarded (0 is returned). Out of memory, the event is
+    /// counted in lost() and 0 is returned.
+    std::uint64_t publish(Event &&event) noexcept;
+
+    /// Counts an event its producer could not build (out of memory) as lost.
+    void countLost() noexcept;
+    /// Events lost before reaching any sink's backlog (out of memory).
+    std::uint64_t lost() const noexcept;
 
     /// True while a PauseReading sink's backlog is over its bound and not yet down to half.
     bool paused() const noexcept;
@@ -144,6 +151,7 @@ public:
     std::uint64_t lastEventId() const;
 
 private:
+    std::uint64_t publishOrThrow(Event &&event);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
