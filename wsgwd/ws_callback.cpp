@@ -152,6 +152,7 @@ void wokenUp(lws *wsi) {
     // Connections cannot go away during a drain, so the list holds only live ones.
     for (WsConnection *c : s.toFlush) c->flushPending();
     s.toFlush.clear();
+    resumeReadersIfDue(s);
 }
 
 } // namespace

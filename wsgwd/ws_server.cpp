@@ -117,14 +117,13 @@ void WsServer::reload(WsServerOptions next) {
 }
 
 void WsServer::resumeReading() {
+    // A request the shard reads at its next wake-up (and at its next sweep, should the wake-up
+    // be lost), never a command a full inbox could drop.
     for (auto &ptr : impl_->shards) {
         ShardState *s = ptr.get();
-        // If the inbox is full, the next resume (or the next message) catches up.
-        (void)s->shard.post([s](Shard &shard) {
-            for (ConnectionId id : s->pausedReading)
-                if (Connection *c = shard.registry().find(id)) static_cast<WsConnection *>(c)->resumeReading();
-            s->pausedReading.clear();
-        });
+        s->resumeRequests.fetch_add(1, std::memory_order_acq_rel);
+        std::lock_guard lock(s->wakeMu);
+        if (s->context) lws_cancel_service(s->context);
     }
 }
 
@@ -178,12 +177,15 @@ void WsServer::stop(std::uint16_t code, std::string_view reason, std::chrono::mi
     // The rest (and any that slipped in), until all are gone or grace runs out.
     auto deadline = std::chrono::steady_clock::now() + grace;
     do {
-        auto closed = d.hub.close(Selector::all(), code, why, {});
+        auto closed = d.hub.close(Selector::all(), code, why, {}, deadline);
         closed.wait_until(deadline);
         if (connections() == 0) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     } while (std::chrono::steady_clock::now() < deadline);
 
+    // The shard loops end next: every command still queued, or sent from now on, is answered
+    // Stopped at once instead of waiting for a loop that will not run again.
+    d.hub.stopCommands();
     endThreads(d);
 }
 

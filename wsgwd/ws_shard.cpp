@@ -135,12 +135,24 @@ void startShardThread(WsServer::Impl &d, ShardState &shard, std::function<void(s
             if (s->context) lws_cancel_service(s->context);
         });
         startSweep(*s);
+        openReserveFd(*s);
         started("");
         // Runs until a wake-up finds `quit` set (EVENT_WAIT_CANCELLED breaks the loop).
         if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
         lws_sul_cancel(&s->sweepTimer.sul);
+        closeReserveFd(*s);
         // The context is destroyed by stop() once this thread has ended.
     });
+}
+
+void resumeReadersIfDue(ShardState &s) {
+    if (s.pausedReading.empty()) return;
+    const std::uint64_t requests = s.resumeRequests.load(std::memory_order_acquire);
+    if (requests == s.resumeRequestsSeen && s.shard.hub().events().paused()) return;
+    s.resumeRequestsSeen = requests;
+    for (ConnectionId id : s.pausedReading)
+        if (Connection *c = s.shard.registry().find(id)) static_cast<WsConnection *>(c)->resumeReading();
+    s.pausedReading.clear();
 }
 
 void endThreads(WsServer::Impl &d) {

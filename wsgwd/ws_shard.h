@@ -53,6 +53,11 @@ struct WsServer::Impl {
     std::atomic<bool> running{false};
     std::mutex stopMu;
     bool stopped = false;
+    // The open-file limit (ws_accept.cpp): whether an episode is on, when accept last failed
+    // for it, and how many clients were refused since it began (one warning per episode).
+    std::atomic<bool> atFdLimit{false};
+    std::atomic<std::int64_t> lastFdLimitMs{0};
+    std::atomic<std::uint64_t> refusedAtFdLimit{0};
     // tls: see sharedClientTls() in lws_workarounds.h.
     std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> unusedClientTls{nullptr, SSL_CTX_free};
 };
@@ -94,14 +99,26 @@ struct ShardState {
     lws *listener = nullptr;    // the adopted listening socket
     lws_vhost *vhost = nullptr;
     bool acceptErrorLogged = false;
+    // At the open-file limit (ws_accept.cpp): a descriptor held in reserve, given up for a moment
+    // to accept a client and refuse it; the listener is paused when even that fails.
+    int reserveFd = -1;
+    struct ListenerTimer {
+        lws_sorted_usec_list_t sul;
+        ShardState *owner;
+    } listenerTimer{};
 
     std::string coalesce; // scratch for coalesced raw writes
 
     // Connections with frames queued by the commands being drained, written after the drain.
     std::vector<WsConnection *> toFlush;
 
-    // Connections that stopped reading while the event sinks were backed up (pause_reading).
+    // Connections that stopped reading while the event sinks were backed up (pause_reading),
+    // and the resume requests: a counter that WsServer::resumeReading() bumps from any thread
+    // (then wakes the shard), and the last value this shard acted on. A state the shard reads,
+    // not a command that a full inbox could drop.
     std::vector<ConnectionId> pausedReading;
+    std::atomic<std::uint64_t> resumeRequests{0};
+    std::uint64_t resumeRequestsSeen = 0;
     // Compressed connections with a message in progress, for the inflate stall watchdog.
     std::vector<ConnectionId> partialCompressed;
     // max_connection_lifetime_s: when each connection is due, earliest first.
@@ -149,5 +166,16 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
 
 /// The listening socket is readable: accepts what is pending and hands it to lws (ws_accept.cpp).
 void acceptPending(ShardState &s);
+/// Opens the shard's reserve descriptor (ws_accept.cpp); call before serving.
+void openReserveFd(ShardState &s);
+/// Closes the reserve descriptor and cancels the listener timer; call when the thread ends.
+void closeReserveFd(ShardState &s);
+/// Ends an open-file-limit episode once accepts have not failed for it for a while (the sweep
+/// calls it): logs how many clients were refused.
+void endFdLimitEpisodeIfQuiet(WsServer::Impl &server);
+
+/// Lets the connections paused for event backpressure read again if a resume was requested or
+/// the event bus no longer asks for the pause (ws_shard.cpp). Run at each wake-up and sweep.
+void resumeReadersIfDue(ShardState &s);
 
 } // namespace wsgw::daemon

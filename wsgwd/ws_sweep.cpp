@@ -39,6 +39,9 @@ void sweep(lws_sorted_usec_list_t *sul) {
         ++i;
     }
 
+    resumeReadersIfDue(s);
+    endFdLimitEpisodeIfQuiet(s.server);
+
     // max_connection_lifetime_s: 1012 so clients reconnect, likely elsewhere.
     while (!s.lifetimes.empty() && s.lifetimes.top().first <= now) {
         ConnectionId id = s.lifetimes.top().second;
