@@ -13,7 +13,6 @@
 #include <strings.h>
 
 #include <cstring>
-#include <random>
 
 namespace wsgw::daemon {
 
@@ -91,18 +90,14 @@ int established(lws *wsi, SessionStorage *session) {
         conn->~WsConnection();
         return -1;
     }
+    // Registered: from here on CLOSED undoes it all, whatever fails below.
     session->live = true;
-    conn->linkIdle();
-    if (auto life = s.settings.maxLifetime.count(); life > 0) {
-        // Spread ±10% so connections made together do not all leave together.
-        std::int64_t ms = life * 1000;
-        std::uniform_int_distribution<std::int64_t> spread(-ms / 10, ms / 10);
-        s.lifetimes.emplace(nowMs() + ms + spread(s.jitter), conn->id());
-    }
-    if (session->compressed) enlargeInflateBuffer(wsi);
     s.connections.fetch_add(1, std::memory_order_relaxed);
     s.counters.connectionsOpened.add();
     s.counters.endpointConnections[index].add(1);
+    conn->linkIdle();
+    scheduleLifetime(s, conn->id());
+    if (session->compressed) enlargeInflateBuffer(wsi);
     return 0;
 }
 
@@ -119,7 +114,10 @@ void closed(lws *wsi, SessionStorage *session) {
     session->live = false;
 }
 
-// A plain HTTP request on the WebSocket port: nothing but upgrades is served here.
+// A plain HTTP request on the WebSocket port: nothing but upgrades is served here. A GET is
+// answered and may keep its connection alive (lws closes it after keepalive_timeout); any other
+// request is answered and its connection closed at once: its body is never waited for, however
+// slowly it comes.
 int plainHttp(lws *wsi) {
     ShardState &s = shardOf(wsi);
     char *uri = nullptr;
@@ -134,6 +132,7 @@ int plainHttp(lws *wsi) {
                                : status == 426 ? "this endpoint speaks WebSocket only: send a GET with Upgrade: websocket"
                                                : "a WebSocket upgrade is a GET"))
         return -1;
+    if (method != LWSHUMETH_GET) return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 

@@ -24,6 +24,9 @@ WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointInde
     : Connection(ConnectionId::random()), shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
       compressed_(compressed) {
     lastActivityMs = nowMs();
+    // The handshake's bytes are not a sign of life after it: without this, the first idle check
+    // took them for one, and a silent client was closed only after 1.5 times the idle timeout.
+    rxBytesSeen_ = tcpBytesReceived(lws_get_socket_fd(wsi)).value_or(0);
 }
 
 const WsEndpoint &WsConnection::ep() const { return shard_.settings.endpoints[endpoint_]; }
@@ -241,6 +244,17 @@ void WsConnection::closeStalled() {
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE, should lws come back
     writeCloseFrameAndCut(wsi_, closeCode_, closeReason_, 1);
+}
+
+void WsConnection::cut(std::uint16_t code, std::string_view reason) {
+    if (closeHandedOver_ || stallHandled_) return;
+    closing_ = true;
+    queue_.clear();
+    closeCode_ = code;
+    closeReason_.assign(reason.substr(0, 123));
+    rxDiscard_ = true;
+    closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
+    writeCloseFrameAndCut(wsi_, code, closeReason_, 0);
 }
 
 void WsConnection::pauseReading() {

@@ -60,6 +60,10 @@ public:
     /// The inflate stall (lws_workarounds.h): writes the close frame itself and cuts the
     /// connection a second later.
     void closeStalled();
+    /// Closes without a closing handshake, for a client that has shown no sign of life for the
+    /// whole idle timeout: writes the close frame and drops the connection at once, rather than
+    /// wait for a close frame it will not send.
+    void cut(std::uint16_t code, std::string_view reason);
 
     /// Stops reading from this client until resumeReading(): its messages wait in the kernel and
     /// then in the client, instead of overflowing the event backlog.

@@ -160,6 +160,8 @@ void endThreads(WsServer::Impl &d);
 void sweep(lws_sorted_usec_list_t *sul);
 /// Schedules the first sweep; the shard's context exists.
 void startSweep(ShardState &s);
+/// max_connection_lifetime_s: schedules the connection's close (ws_sweep.cpp).
+void scheduleLifetime(ShardState &s, ConnectionId id);
 
 /// The libwebsockets callback of every protocol of a shard's vhost (ws_callback.cpp).
 int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::size_t len);
