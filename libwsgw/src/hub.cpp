@@ -236,6 +236,7 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
             e.remoteAddress = conn.remoteAddress();
         }
         hub_.events().publish(std::move(e));
+        if (ConnectionMirror *m = hub_.mirror()) m->opened(index_, conn, reg.tags(conn.id()));
     } catch (...) {
         // No open event, so no connection: the transport refuses it and no close event follows.
         reg.remove(conn.id());
@@ -263,6 +264,7 @@ void Shard::closed(const Connection &conn, const EventSpec &spec) noexcept {
     if (!reg.find(conn.id())) return;
     // The close event carries the tags the connection had; it is published once the connection
     // has left the registry, so a consumer reacting to it no longer finds it there.
+    if (ConnectionMirror *m = hub_.mirror()) m->closed(index_, conn.id());
     try {
         Event e = Event::make(EventAction::Close, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
         reg.remove(conn.id());
@@ -315,6 +317,7 @@ struct Hub::Impl {
     HubOptions options;
     std::vector<std::unique_ptr<Shard>> shards;
     EventBus events;
+    std::unique_ptr<ConnectionMirror> mirror; // set before start, then read-only
     std::atomic<bool> started{false};
     std::atomic<bool> commandsStopped{false};
     std::atomic<bool> stopped{false};
@@ -379,9 +382,19 @@ Shard &Hub::shard(std::size_t index) noexcept {
 
 EventBus &Hub::events() noexcept { return impl_->events; }
 
+void Hub::setMirror(std::unique_ptr<ConnectionMirror> mirror) { impl_->mirror = std::move(mirror); }
+
+ConnectionMirror *Hub::mirror() noexcept { return impl_->mirror.get(); }
+
+ConnectionMirror::~ConnectionMirror() = default;
+
 bool Hub::start(std::string *error) noexcept {
     if (impl_->started.exchange(true)) return true;
     if (!impl_->events.start(error)) return false;
+    if (impl_->mirror && !impl_->mirror->start(*this, error)) {
+        impl_->events.stop(std::chrono::milliseconds(0));
+        return false;
+    }
     if (!impl_->options.ownThreads) return true;
     for (auto &s : impl_->shards) {
         Shard *shard = s.get();
@@ -418,7 +431,13 @@ void Hub::stop(std::chrono::milliseconds flushFor) noexcept {
     stopCommands();
     for (auto &s : impl_->shards)
         if (s->impl_->thread.joinable()) s->impl_->thread.join();
+    // The mirror gets what is left of the flush time after the event sinks.
+    const auto deadline = std::chrono::steady_clock::now() + flushFor;
     impl_->events.stop(flushFor);
+    if (impl_->mirror)
+        impl_->mirror->stop(std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         deadline - std::chrono::steady_clock::now()),
+                                     std::chrono::milliseconds(0)));
 }
 
 void Hub::forEachShard(std::function<std::size_t(Shard &)> fn, CountCallback done, Deadline deadline) noexcept {
@@ -466,6 +485,7 @@ namespace {
 // Applies `changes` to one connection and, when a mirror wants it, publishes what changed.
 void changeTags(Shard &s, Connection &c, const TagList &changes, bool mirrored) {
     s.registry().setTags(c.id(), changes);
+    if (ConnectionMirror *m = s.hub().mirror()) m->changed(s.index(), c.id(), s.registry().tags(c.id()));
     if (!mirrored) return;
     Event e;
     e.action = EventAction::TagsChanged;

@@ -487,3 +487,41 @@ TEST_CASE("a bounded setTags checks and changes each connection in one step") {
     CHECK(twice.value.over == 0);
     hub.stop();
 }
+
+TEST_CASE("a mirror hears every open, tag change and close on the shard threads, and starts and stops with the hub") {
+    struct Recording final : ConnectionMirror {
+        std::mutex mu;
+        std::vector<std::string> log;
+        bool started = false, stopped = false;
+        std::string name() const override { return "recording"; }
+        void opened(std::size_t shard, const Connection &c, const Tags &tags) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("open " + std::to_string(shard) + " " + c.id().toString() + " " + encodeForm(tags));
+        }
+        void changed(std::size_t shard, ConnectionId id, const Tags &tags) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("change " + std::to_string(shard) + " " + id.toString() + " " + encodeForm(tags));
+        }
+        void closed(std::size_t shard, ConnectionId id) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("close " + std::to_string(shard) + " " + id.toString());
+        }
+        bool start(Hub &, std::string *) noexcept override { return started = true; }
+        void stop(std::chrono::milliseconds) noexcept override { stopped = true; }
+        MirrorStats stats() const override { return {}; }
+    };
+    auto owned = std::make_unique<Recording>();
+    Recording &m = *owned;
+    Hub hub({.shards = 2, .ownThreads = true});
+    hub.setMirror(std::move(owned));
+    REQUIRE(hub.start());
+    CHECK(m.started);
+    FakeConnection c;
+    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, kNoEvents)); });
+    CHECK(hub.setTags(sel("g=1"), {{"x", "2"}, {"g", ""}}).get().value == 1);
+    onShard(hub.shard(1), [&](Shard &s) { s.closed(c, kNoEvents); });
+    hub.stop();
+    CHECK(m.stopped);
+    const std::string id = c.id().toString();
+    CHECK(m.log == std::vector<std::string>{"open 1 " + id + " g=1", "change 1 " + id + " x=2", "close 1 " + id});
+}

@@ -4,6 +4,7 @@
 #include <wsgw/event.h>
 #include <wsgw/export.h>
 #include <wsgw/message.h>
+#include <wsgw/mirror.h>
 #include <wsgw/registry.h>
 #include <wsgw/selector.h>
 #include <wsgw/sink.h>
@@ -152,6 +153,12 @@ public:
     ~Hub(); ///< stop()s first
     Hub(const Hub &) = delete;
     Hub &operator=(const Hub &) = delete;
+
+    /// Sets the mirror of connection state that the shards keep informed (see ConnectionMirror);
+    /// only before start(). start() starts it; stop() stops it after the event sinks.
+    void setMirror(std::unique_ptr<ConnectionMirror> mirror);
+    /// The mirror, or nullptr.
+    ConnectionMirror *mirror() noexcept;
 
     std::size_t shardCount() const noexcept;
     /// Precondition: index < shardCount() (a programming error otherwise: the process aborts).
