@@ -20,7 +20,9 @@ bool fail(std::string *error, std::string message) {
 }
 
 /// A URL's user, password and path: '+' is a '+' there, not a space.
-std::optional<std::string> decodeComponent(std::string_view s) { return wsgw::percentDecode(s, false); }
+std::optional<std::string> decodeComponent(std::string_view s) {
+    return wsgw::percentDecode(s, false);
+}
 
 /// Parses "host[:port]" or "[v6][:port]" of a URL authority. An absent port leaves `port`.
 bool parseAuthorityHost(std::string_view hostport, std::string &host, std::uint16_t &port,
@@ -48,8 +50,7 @@ bool parseAuthorityHost(std::string_view hostport, std::string &host, std::uint1
         }
         host = std::string(hostport.substr(0, colon));
         if (host.empty()) return fail(error, "missing host");
-        if (!hasOnlyHostNameChars(host))
-            return fail(error, "invalid host '" + host + "'");
+        if (!hasOnlyHostNameChars(host)) return fail(error, "invalid host '" + host + "'");
     }
     if (hasPort) {
         std::uint64_t p = 0;
@@ -61,7 +62,7 @@ bool parseAuthorityHost(std::string_view hostport, std::string &host, std::uint1
 }
 
 struct UrlParts {
-    std::string scheme; ///< lower case
+    std::string scheme;     ///< lower case
     std::string_view rest;  ///< after "://", without the query
     std::string_view query; ///< after '?'
 };
@@ -106,10 +107,10 @@ bool splitUserInfo(std::string_view &authority, std::string &user, std::string &
 
 // Options go-redis accepts in a URL; wsgw keeps them but does not act on them.
 constexpr std::string_view kGoRedisOptions[] = {
-    "protocol",         "max_retries",    "min_retry_backoff", "max_retry_backoff", "dial_timeout",
-    "read_timeout",     "write_timeout",  "pool_fifo",         "pool_size",         "pool_timeout",
-    "min_idle_conns",   "max_idle_conns", "max_active_conns",  "conn_max_idle_time", "conn_max_lifetime",
-    "idle_timeout",     "idle_check_frequency", "max_conn_age", "skip_verify",
+    "protocol",       "max_retries",          "min_retry_backoff", "max_retry_backoff",  "dial_timeout",
+    "read_timeout",   "write_timeout",        "pool_fifo",         "pool_size",          "pool_timeout",
+    "min_idle_conns", "max_idle_conns",       "max_active_conns",  "conn_max_idle_time", "conn_max_lifetime",
+    "idle_timeout",   "idle_check_frequency", "max_conn_age",      "skip_verify",
 };
 
 /// One "key=value" of a URL's query, as written ('=' and value may be absent).
@@ -128,7 +129,8 @@ std::vector<QueryOption> splitQuery(std::string_view query) {
         query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
         if (pair.empty()) continue;
         std::size_t eq = pair.find('=');
-        out.push_back({pair, pair.substr(0, eq), eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)});
+        out.push_back({pair, pair.substr(0, eq),
+                       eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)});
     }
     return out;
 }
@@ -207,7 +209,8 @@ std::optional<RedisAddress> RedisAddress::parse(std::string_view url, std::strin
 // ---------------------------------------------------------------------------------------------
 // AmqpAddress
 
-std::optional<AmqpAddress> AmqpAddress::parse(std::string_view url, std::string *error, std::size_t *optionAt) {
+std::optional<AmqpAddress> AmqpAddress::parse(std::string_view url, std::string *error,
+                                              std::size_t *optionAt) {
     if (optionAt) *optionAt = std::string_view::npos;
     AmqpAddress out;
     out.url = std::string(url);
@@ -248,8 +251,8 @@ std::optional<AmqpAddress> AmqpAddress::parse(std::string_view url, std::string 
         std::uint64_t n = 0;
         if (!text || !parseDecimal(*text, max, n) || n < min) {
             if (optionAt) *optionAt = static_cast<std::size_t>(option.text.data() - url.data());
-            return bad(*key + "='" + std::string(option.value) + "': " +
-                       (heartbeat ? "use seconds, 0 to 65535" : "use milliseconds, 1 to 600000"));
+            return bad(*key + "='" + std::string(option.value) +
+                       "': " + (heartbeat ? "use seconds, 0 to 65535" : "use milliseconds, 1 to 600000"));
         }
         (heartbeat ? out.heartbeatS : out.connectionTimeoutMs) = static_cast<unsigned>(n);
     }

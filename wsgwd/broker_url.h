@@ -21,16 +21,16 @@ namespace wsgw::daemon {
 /// (pool_size, dial_timeout, ...) are accepted for compatibility and kept in `options`; any
 /// other option is an error.
 struct RedisAddress {
-    std::string host;       ///< empty for a unix socket
+    std::string host; ///< empty for a unix socket
     std::uint16_t port = 6379;
-    std::string unixPath;   ///< non-empty for a unix socket
-    bool tls = false;       ///< rediss://
+    std::string unixPath; ///< non-empty for a unix socket
+    bool tls = false;     ///< rediss://
     int db = 0;
-    std::string user;       ///< empty: no ACL user (AUTH password)
-    std::string password;   ///< empty: no AUTH
-    std::string clientName; ///< CLIENT SETNAME; empty: none
+    std::string user;                           ///< empty: no ACL user (AUTH password)
+    std::string password;                       ///< empty: no AUTH
+    std::string clientName;                     ///< CLIENT SETNAME; empty: none
     std::map<std::string, std::string> options; ///< accepted go-redis options wsgw does not use
-    std::string url;        ///< as written
+    std::string url;                            ///< as written
 
     /// nullopt with a message in `*error` for a URL of another form.
     [[nodiscard]] static std::optional<RedisAddress> parse(std::string_view url,

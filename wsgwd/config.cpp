@@ -35,7 +35,8 @@ std::optional<Config> parseConfig(std::string_view yamlText, const std::string &
     // Everything below reports by throwing; nothing escapes.
     try {
         const std::string text(yamlText);
-        if (auto comma = endlessDocuments(text)) return failed(*comma, "invalid YAML: a document cannot start with ','");
+        if (auto comma = endlessDocuments(text))
+            return failed(*comma, "invalid YAML: a document cannot start with ','");
         // One document; empty ones around it (a stray '---') do no harm.
         std::vector<YAML::Node> docs = YAML::LoadAll(text);
         docs.erase(std::remove_if(docs.begin(), docs.end(), [](const YAML::Node &d) { return d.IsNull(); }),

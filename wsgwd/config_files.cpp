@@ -13,7 +13,9 @@ namespace {
 
 using File = std::unique_ptr<std::FILE, int (*)(std::FILE *)>;
 
-File open(const std::string &path) { return File(std::fopen(path.c_str(), "rb"), std::fclose); }
+File open(const std::string &path) {
+    return File(std::fopen(path.c_str(), "rb"), std::fclose);
+}
 
 bool fail(std::string *error, std::string message) {
     if (error) *error = std::move(message);
@@ -33,8 +35,10 @@ bool readConfigFiles(Config &config, std::string *error) {
         std::string token;
         char buf[4096];
         std::size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, fp.get())) > 0 && token.size() < 65536) token.append(buf, n);
-        while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+        while ((n = std::fread(buf, 1, sizeof buf, fp.get())) > 0 && token.size() < 65536)
+            token.append(buf, n);
+        while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
+            token.pop_back();
         if (token.empty()) return fail(error, f.at + ": " + f.key + ": '" + f.path + "' is empty");
         config.controlToken = std::move(token);
     }
@@ -57,7 +61,8 @@ std::optional<Config> loadConfig(const std::string &path, std::string *error) {
     std::string text;
     char buf[65536];
     std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) text.append(buf, n);
+    while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0)
+        text.append(buf, n);
     if (std::ferror(f.get())) {
         const int err = errno;
         fail(error, path + ": cannot read: " + std::strerror(err));

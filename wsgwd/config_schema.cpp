@@ -35,7 +35,8 @@ const Section<RateLimit> &rateLimitKeys() {
             {"max_messages_per_s", number(&RateLimit::perSecond, 0, 1'000'000),
              "'max_messages_per_s: 50' (0 turns the limit off)"},
             {"burst", number(&RateLimit::burst, 1, 1'000'000)},
-            {"policy", choice(&RateLimit::policy, {{"close", RateLimit::Policy::Close}, {"drop", RateLimit::Policy::Drop}})},
+            {"policy", choice(&RateLimit::policy,
+                              {{"close", RateLimit::Policy::Close}, {"drop", RateLimit::Policy::Drop}})},
         },
         [](RateLimit &r) {
             if (r.burst == 0) r.burst = std::max(1u, r.perSecond);
@@ -50,8 +51,9 @@ const Section<SlowConsumer> &slowConsumerKeys() {
         IfNull::Defaults,
         {
             {"max_outbound_kb", number(&SlowConsumer::maxOutboundKb, 1, kMaxSizeKb)},
-            {"policy", choice(&SlowConsumer::policy,
-                              {{"close", P::Close}, {"drop_newest", P::DropNewest}, {"drop_oldest", P::DropOldest}})},
+            {"policy",
+             choice(&SlowConsumer::policy,
+                    {{"close", P::Close}, {"drop_newest", P::DropNewest}, {"drop_oldest", P::DropOldest}})},
         }};
     return keys;
 }
@@ -114,7 +116,8 @@ const Section<StreamAmqpConfig> &streamAmqpKeys() {
 
 void readPath(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
     ep.path = r.w.nonEmpty(e, name, "a URL path such as /connect");
-    if (ep.path.front() != '/') r.w.fail(e.value.Mark(), name + ": must start with '/', got '" + ep.path + "'");
+    if (ep.path.front() != '/')
+        r.w.fail(e.value.Mark(), name + ": must start with '/', got '" + ep.path + "'");
     if (ep.path.find_first_of("?# \t") != std::string::npos)
         r.w.fail(e.value.Mark(), name + ": a path has no query, fragment or spaces, got '" + ep.path + "'");
 }
@@ -132,7 +135,8 @@ void readStreamIncludeTags(Reader &r, const Entry &e, const std::string &name, E
         std::string item = name + "[" + std::to_string(i++) + "]";
         std::string tag = r.w.scalarNode(t, item, "a tag name");
         if (tag.empty()) r.w.fail(t.Mark(), item + ": a tag name must not be empty");
-        if (std::find(ep.streamIncludeTags.begin(), ep.streamIncludeTags.end(), tag) == ep.streamIncludeTags.end())
+        if (std::find(ep.streamIncludeTags.begin(), ep.streamIncludeTags.end(), tag) ==
+            ep.streamIncludeTags.end())
             ep.streamIncludeTags.push_back(tag);
     }
 }
@@ -203,7 +207,8 @@ std::vector<Inherits> readEndpoints(Reader &r, const Entry &e, const std::string
     for (const YAML::Node &item : list) {
         std::string itemName = name + "[" + std::to_string(config.endpoints.size()) + "]";
         if (!item.IsMap())
-            r.w.fail(item.Mark(), itemName + ": expected " + std::string(keys.what) + ", got " + kindName(item));
+            r.w.fail(item.Mark(),
+                     itemName + ": expected " + std::string(keys.what) + ", got " + kindName(item));
         EndpointConfig ep;
         ep.line = item.Mark().line + 1;
         ep.maxMessageSizeKb = 0; // 0 until settled: the global max_message_size_kb may come later
@@ -213,7 +218,8 @@ std::vector<Inherits> readEndpoints(Reader &r, const Entry &e, const std::string
             if (config.endpoints[j].path == ep.path)
                 r.w.fail(findEntry(given, "path")->value.Mark(),
                          itemName + ".path: duplicate endpoint path '" + ep.path + "' (also endpoints[" +
-                             std::to_string(j) + "] on line " + std::to_string(config.endpoints[j].line) + ")");
+                             std::to_string(j) + "] on line " + std::to_string(config.endpoints[j].line) +
+                             ")");
         config.endpoints.push_back(std::move(ep));
     }
     return inherits;
@@ -256,7 +262,8 @@ void readControlToken(Reader &r, const Entry &e, const std::string &name, Config
 void readControlTokenFile(Reader &r, const Entry &e, const std::string &name, Config &config) {
     onlyOneToken(r, e);
     std::string path = r.w.nonEmpty(e, name, "the path of a file holding the token");
-    config.files.push_back({ConfigFile::Use::ControlToken, name, path, position(config.file, e.value.Mark())});
+    config.files.push_back(
+        {ConfigFile::Use::ControlToken, name, path, position(config.file, e.value.Mark())});
 }
 
 /// The first spelling of slow_consumer.max_outbound_kb; kept working.
@@ -298,8 +305,9 @@ const Section<Config> &topLevelKeys() {
             {"node_id", readNodeId},
             {"backlog_max_events", number(&Config::backlogMaxEvents, 1, kMaxEvents)},
             {"backlog_max_mb", number(&Config::backlogMaxMb, 1, 1024 * 1024)},
-            {"backlog_overflow", choice(&Config::backlogOverflow,
-                                        {{"drop_oldest", Overflow::DropOldest}, {"pause_reading", Overflow::PauseReading}})},
+            {"backlog_overflow",
+             choice(&Config::backlogOverflow,
+                    {{"drop_oldest", Overflow::DropOldest}, {"pause_reading", Overflow::PauseReading}})},
             {"shutdown_flush_s", number(&Config::shutdownFlushS, 0, kDayS)},
             {"max_connections", number(&Config::maxConnections, 0, kMaxConnections)},
             {"rate_limit", section(&Config::rateLimit, rateLimitKeys())},
@@ -340,7 +348,8 @@ void checkSetTags(const Walker &w, const Config &config, const Entry &endpoints)
         std::string name = "endpoints[" + std::to_string(i) + "].set_tags";
         YAML::Mark at = endpoints.value[i].Mark();
         if (ep.setTags.size() > config.maxTagsPerConnection)
-            w.fail(at, name + ": " + std::to_string(ep.setTags.size()) + " tags, more than max_tags_per_connection (" +
+            w.fail(at, name + ": " + std::to_string(ep.setTags.size()) +
+                           " tags, more than max_tags_per_connection (" +
                            std::to_string(config.maxTagsPerConnection) + ")");
         for (const auto &[k, v] : ep.setTags)
             if (k.size() > config.maxTagKeyLen || v.size() > config.maxTagValueLen)
@@ -348,7 +357,9 @@ void checkSetTags(const Walker &w, const Config &config, const Entry &endpoints)
     }
 }
 
-bool isWildcard(const std::string &host) { return host.empty() || host == "0.0.0.0" || host == "::"; }
+bool isWildcard(const std::string &host) {
+    return host.empty() || host == "0.0.0.0" || host == "::";
+}
 
 void checkAddressClash(const Walker &w, const Config &config, const Entry *listen, const Entry *control) {
     const HostPort &a = config.listen, &b = config.control;

@@ -39,7 +39,9 @@ template <class T> using Read = std::function<void(Reader &, const Entry &, cons
 /// A row: a key and how its value is read (its type and bounds are in the Read: number(), ...).
 template <class T> struct Key {
     Key(std::string_view name_, Read<T> read_, const char *requiredExample_ = nullptr)
-        : name(name_), read(std::move(read_)), requiredExample(requiredExample_) {}
+        : name(name_)
+        , read(std::move(read_))
+        , requiredExample(requiredExample_) {}
     std::string_view name;
     Read<T> read;
     /// Not null: the key must be given, and the message for its absence offers this example.
@@ -55,11 +57,16 @@ enum class IfNull {
 
 /// A table: the keys of one map, read into a T.
 template <class T> struct Section {
-    Section(std::string_view what_, IfNull ifNull_, std::vector<Key<T>> keys_, std::function<void(T &)> finish_ = {})
-        : what(what_), ifNull(ifNull_), keys(std::move(keys_)), finish(std::move(finish_)) {
-        for (const Key<T> &k : keys) names.push_back(k.name);
+    Section(std::string_view what_, IfNull ifNull_, std::vector<Key<T>> keys_,
+            std::function<void(T &)> finish_ = {})
+        : what(what_)
+        , ifNull(ifNull_)
+        , keys(std::move(keys_))
+        , finish(std::move(finish_)) {
+        for (const Key<T> &k : keys)
+            names.push_back(k.name);
     }
-    std::string_view what;               ///< for "expected WHAT, got a list"
+    std::string_view what; ///< for "expected WHAT, got a list"
     IfNull ifNull;
     std::vector<Key<T>> keys;            ///< in the order "known keys are ..." lists them
     std::vector<std::string_view> names; ///< the keys' names, for the walker
@@ -117,7 +124,8 @@ template <class T> Read<T> flag(bool T::*field) {
 /// One of some names, each standing for a value of the field.
 template <class T, class V> Read<T> choice(V T::*field, std::vector<std::pair<std::string_view, V>> values) {
     std::vector<std::string_view> names;
-    for (const auto &v : values) names.push_back(v.first);
+    for (const auto &v : values)
+        names.push_back(v.first);
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
         std::string s = r.w.choice(e, name, names);
         for (const auto &[n, v] : values)
@@ -128,13 +136,16 @@ template <class T, class V> Read<T> choice(V T::*field, std::vector<std::pair<st
 /// One of some names, kept as the name.
 template <class T> Read<T> oneOf(std::string T::*field, std::vector<std::string_view> names) {
     std::vector<std::pair<std::string_view, std::string>> values;
-    for (std::string_view n : names) values.emplace_back(n, std::string(n));
+    for (std::string_view n : names)
+        values.emplace_back(n, std::string(n));
     return choice(field, std::move(values));
 }
 
 /// Any text, empty included.
 template <class T> Read<T> text(std::string T::*field, std::string_view what) {
-    return [=](Reader &r, const Entry &e, const std::string &name, T &t) { t.*field = r.w.scalar(e, name, what); };
+    return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
+        t.*field = r.w.scalar(e, name, what);
+    };
 }
 
 /// A wsgw::Template source, checked; a problem points at its character.
@@ -188,7 +199,8 @@ template <class T> Read<T> amqpUrl(AmqpAddress T::*field) {
 template <class T> Read<T> pemFile(std::string T::*field) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
         t.*field = r.w.nonEmpty(e, name, "the path of a PEM file");
-        r.config.files.push_back({ConfigFile::Use::Readable, name, t.*field, position(r.config.file, e.value.Mark())});
+        r.config.files.push_back(
+            {ConfigFile::Use::Readable, name, t.*field, position(r.config.file, e.value.Mark())});
     };
 }
 
@@ -211,7 +223,9 @@ template <class T, class S> Read<T> optionalSection(std::optional<S> T::*field, 
 
 /// A section whose keys belong to the target itself (prometheus.enabled).
 template <class T> Read<T> inPlace(const Section<T> &keys) {
-    return [&keys](Reader &r, const Entry &e, const std::string &name, T &t) { readSection(r, e, name, keys, t); };
+    return [&keys](Reader &r, const Entry &e, const std::string &name, T &t) {
+        readSection(r, e, name, keys, t);
+    };
 }
 
 } // namespace wsgw::daemon::schema

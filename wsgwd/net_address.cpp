@@ -76,7 +76,9 @@ bool isHostChar(char c) noexcept {
 
 } // namespace
 
-bool hasOnlyHostNameChars(std::string_view host) noexcept { return std::all_of(host.begin(), host.end(), isHostChar); }
+bool hasOnlyHostNameChars(std::string_view host) noexcept {
+    return std::all_of(host.begin(), host.end(), isHostChar);
+}
 
 bool isIpv6Literal(std::string_view text) {
     auto ip = parseIp(text);

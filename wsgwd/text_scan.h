@@ -10,7 +10,9 @@
 
 namespace wsgw::daemon {
 
-inline bool isDigit(char c) noexcept { return c >= '0' && c <= '9'; }
+inline bool isDigit(char c) noexcept {
+    return c >= '0' && c <= '9';
+}
 
 /// Decimal digits only (no sign, no spaces, not empty), at most `max`: true and the value in
 /// `out`; false otherwise, `out` untouched.

@@ -10,7 +10,8 @@ namespace {
 
 std::size_t editDistance(std::string_view a, std::string_view b) {
     std::vector<std::size_t> row(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t j = 0; j <= b.size(); ++j)
+        row[j] = j;
     for (std::size_t i = 1; i <= a.size(); ++i) {
         std::size_t diag = row[0];
         row[0] = i;
@@ -23,9 +24,12 @@ std::size_t editDistance(std::string_view a, std::string_view b) {
     return row[b.size()];
 }
 
-std::string in(const std::string &where) { return where.empty() ? std::string() : where + ": "; }
+std::string in(const std::string &where) {
+    return where.empty() ? std::string() : where + ": ";
+}
 
-std::string unknownKey(const std::string &key, const std::string &where, const std::vector<std::string_view> &known) {
+std::string unknownKey(const std::string &key, const std::string &where,
+                       const std::vector<std::string_view> &known) {
     std::string msg = "unknown key '" + key + "'" + (where.empty() ? " at the top level" : " in " + where);
     std::string_view best = nearestKey(key, known);
     if (!best.empty()) return msg + ": did you mean '" + std::string(best) + "'?";
@@ -67,7 +71,9 @@ std::string_view nearestKey(std::string_view key, const std::vector<std::string_
     return best;
 }
 
-void Walker::fail(const YAML::Mark &mark, std::string message) const { throw ConfigError{mark, std::move(message)}; }
+void Walker::fail(const YAML::Mark &mark, std::string message) const {
+    throw ConfigError{mark, std::move(message)};
+}
 
 std::vector<Entry> Walker::entries(const YAML::Node &map, const std::string &where,
                                    const std::vector<std::string_view> &known) const {
@@ -75,7 +81,8 @@ std::vector<Entry> Walker::entries(const YAML::Node &map, const std::string &whe
     if (map.IsNull()) return out;
     for (const auto &pair : map) {
         const YAML::Node k = pair.first; // a handle: copies share the node
-        if (!k.IsScalar()) fail(k.Mark(), in(where) + "a key must be a name, not " + std::string(kindName(k)));
+        if (!k.IsScalar())
+            fail(k.Mark(), in(where) + "a key must be a name, not " + std::string(kindName(k)));
         std::string key = k.Scalar();
         for (const Entry &e : out)
             if (e.key == key)
@@ -95,7 +102,8 @@ std::string Walker::scalar(const Entry &e, const std::string &name, std::string_
 
 std::string Walker::scalarNode(const YAML::Node &n, const std::string &name, std::string_view what) const {
     if (n.IsNull()) fail(n.Mark(), name + ": missing value: expected " + std::string(what));
-    if (!n.IsScalar()) fail(n.Mark(), name + ": expected " + std::string(what) + ", got " + std::string(kindName(n)));
+    if (!n.IsScalar())
+        fail(n.Mark(), name + ": expected " + std::string(what) + ", got " + std::string(kindName(n)));
     return n.Scalar();
 }
 
@@ -105,7 +113,8 @@ std::string Walker::nonEmpty(const Entry &e, const std::string &name, std::strin
     return s;
 }
 
-std::uint64_t Walker::number(const Entry &e, const std::string &name, std::uint64_t min, std::uint64_t max) const {
+std::uint64_t Walker::number(const Entry &e, const std::string &name, std::uint64_t min,
+                             std::uint64_t max) const {
     std::string what = "a whole number " + std::to_string(min) + ".." + std::to_string(max);
     std::string s = scalar(e, name, what);
     if (s.empty() || !std::all_of(s.begin(), s.end(), isDigit))
@@ -151,7 +160,8 @@ YAML::Mark Walker::charMark(const YAML::Node &n, std::size_t index, bool *exact)
     auto start = static_cast<std::size_t>(m.pos);
     if (text_[start] == '"' || text_[start] == '\'') ++start;
     const std::string &value = n.Scalar();
-    if (index > value.size() || value.find('\n') != std::string::npos || text_.substr(start, value.size()) != value)
+    if (index > value.size() || value.find('\n') != std::string::npos ||
+        text_.substr(start, value.size()) != value)
         return m;
     *exact = true;
     m.column += static_cast<int>(start - static_cast<std::size_t>(m.pos) + index);
@@ -164,7 +174,8 @@ void Walker::failWithin(const YAML::Node &n, const std::string &prefix, std::str
     std::size_t at = inner.find(kAt);
     if (at != std::string::npos) {
         std::size_t digits = at + kAt.size(), end = digits;
-        while (end < inner.size() && isDigit(inner[end])) ++end;
+        while (end < inner.size() && isDigit(inner[end]))
+            ++end;
         std::uint64_t col = 0;
         if (parseDecimal(std::string_view(inner).substr(digits, end - digits), 1u << 30, col) && col > 0) {
             bool exact = false;

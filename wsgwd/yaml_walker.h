@@ -45,7 +45,8 @@ class Walker {
 public:
     /// `text` is the YAML source, kept to find characters within scalars (charMark). Borrowed:
     /// it must outlive the Walker.
-    explicit Walker(std::string_view text) : text_(text) {}
+    explicit Walker(std::string_view text)
+        : text_(text) {}
 
     [[noreturn]] void fail(const YAML::Mark &mark, std::string message) const;
 
@@ -65,7 +66,8 @@ public:
     /// true/yes/on or false/no/off, any case.
     bool boolean(const Entry &e, const std::string &name) const;
     /// One of `choices`, exactly.
-    std::string choice(const Entry &e, const std::string &name, const std::vector<std::string_view> &choices) const;
+    std::string choice(const Entry &e, const std::string &name,
+                       const std::vector<std::string_view> &choices) const;
     /// A map value (null is an empty map).
     const YAML::Node &map(const Entry &e, const std::string &name, std::string_view what) const;
     /// A list value (null is an empty list).

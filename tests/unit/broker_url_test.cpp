@@ -76,9 +76,12 @@ TEST_CASE("AMQP query: a bad value is refused, naming the option and where it is
         {"amqp://h/?heartbeat", "heartbeat='': use seconds, 0 to 65535", 10},
         {"amqp://h/?heartbeat=+5", "heartbeat='+5': use seconds, 0 to 65535", 10},
         {"amqp://h/?heartbeat=%zz", "heartbeat='%zz': use seconds, 0 to 65535", 10},
-        {"amqp://h/?heartbeat=99999999999999999999999", "heartbeat='99999999999999999999999': use seconds, 0 to 65535", 10},
-        {"amqp://u:p@h/v?frame_max=1&connection_timeout=0", "connection_timeout='0': use milliseconds, 1 to 600000", 27},
-        {"amqp://h?connection_timeout=600001", "connection_timeout='600001': use milliseconds, 1 to 600000", 9},
+        {"amqp://h/?heartbeat=99999999999999999999999",
+         "heartbeat='99999999999999999999999': use seconds, 0 to 65535", 10},
+        {"amqp://u:p@h/v?frame_max=1&connection_timeout=0",
+         "connection_timeout='0': use milliseconds, 1 to 600000", 27},
+        {"amqp://h?connection_timeout=600001", "connection_timeout='600001': use milliseconds, 1 to 600000",
+         9},
         {"amqp://h?connection_timeout=5s", "connection_timeout='5s': use milliseconds, 1 to 600000", 9},
     };
     for (const Case &c : cases) {
@@ -112,19 +115,23 @@ TEST_CASE("AMQP and Redis URLs keep '+' in user, password and path: it is not a 
 TEST_CASE("stream_amqp.addr: the options land in the config; a bad one is a config error at its place") {
     const std::string endpoint = "endpoints:\n  - path: /connect\n";
     std::string error;
-    auto c = parseConfig("stream_amqp:\n  addr: amqp://127.0.0.1/?heartbeat=7&connection_timeout=900\n" + endpoint,
-                         "t.yml", &error);
+    auto c =
+        parseConfig("stream_amqp:\n  addr: amqp://127.0.0.1/?heartbeat=7&connection_timeout=900\n" + endpoint,
+                    "t.yml", &error);
     REQUIRE_MESSAGE(c, error);
     CHECK(c->streamAmqp->addr.heartbeatS == 7u);
     CHECK(c->streamAmqp->addr.connectionTimeoutMs == 900u);
 
     // Column 9 is where the URL starts; the option is 18 characters into it.
-    CHECK_FALSE(parseConfig("stream_amqp:\n  addr: amqp://127.0.0.1/?heartbeat=soon\n" + endpoint, "t.yml", &error));
+    CHECK_FALSE(
+        parseConfig("stream_amqp:\n  addr: amqp://127.0.0.1/?heartbeat=soon\n" + endpoint, "t.yml", &error));
     CHECK(error == "t.yml:2:27: stream_amqp.addr: heartbeat='soon': use seconds, 0 to 65535");
     // Quoted: one column more.
-    CHECK_FALSE(parseConfig("stream_amqp:\n  addr: 'amqp://h?connection_timeout=0'\n" + endpoint, "t.yml", &error));
+    CHECK_FALSE(
+        parseConfig("stream_amqp:\n  addr: 'amqp://h?connection_timeout=0'\n" + endpoint, "t.yml", &error));
     CHECK(error == "t.yml:2:19: stream_amqp.addr: connection_timeout='0': use milliseconds, 1 to 600000");
     // The URL's form: the whole URL, as before.
     CHECK_FALSE(parseConfig("stream_amqp:\n  addr: amqp://h:0?heartbeat=1\n" + endpoint, "t.yml", &error));
-    CHECK(error == "t.yml:2:9: stream_amqp.addr: invalid AMQP URL 'amqp://h:0?heartbeat=1': invalid port '0': use 1..65535");
+    CHECK(error == "t.yml:2:9: stream_amqp.addr: invalid AMQP URL 'amqp://h:0?heartbeat=1': invalid port "
+                   "'0': use 1..65535");
 }

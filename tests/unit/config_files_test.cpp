@@ -92,7 +92,8 @@ TEST_CASE("readConfigFiles reports the first file, in the order written, that ca
           "t.yml:3:13: tls.cert: cannot read '/nonexistent/c': No such file or directory");
 
     std::string error;
-    auto c = loadConfigText(kEndpoint + "tls: {cert: " + ok.path() + ", key: " + ok.path() + "}\n", "t.yml", &error);
+    auto c = loadConfigText(kEndpoint + "tls: {cert: " + ok.path() + ", key: " + ok.path() + "}\n", "t.yml",
+                            &error);
     REQUIRE_MESSAGE(c, error);
     CHECK(c->tls->cert == ok.path());
     CHECK(c->tls->key == ok.path());
@@ -114,9 +115,11 @@ TEST_CASE("control_token_file: read by readConfigFiles, trailing newlines and sp
 
 TEST_CASE("control_token and control_token_file exclude each other, in either order") {
     std::string error;
-    CHECK_FALSE(parseConfig(kEndpoint + "control_token_file: /nonexistent/tok\ncontrol_token: a\n", "t.yml", &error));
+    CHECK_FALSE(
+        parseConfig(kEndpoint + "control_token_file: /nonexistent/tok\ncontrol_token: a\n", "t.yml", &error));
     CHECK(error == "t.yml:4:1: give control_token or control_token_file, not both");
-    CHECK_FALSE(parseConfig(kEndpoint + "control_token: a\ncontrol_token_file: /nonexistent/tok\n", "t.yml", &error));
+    CHECK_FALSE(
+        parseConfig(kEndpoint + "control_token: a\ncontrol_token_file: /nonexistent/tok\n", "t.yml", &error));
     CHECK(error == "t.yml:4:1: give control_token or control_token_file, not both");
 }
 
@@ -131,5 +134,6 @@ TEST_CASE("loadConfig: the file, then the files it names") {
 
     TempFile broken(kEndpoint + "tls: {cert: /nonexistent/c, key: /nonexistent/k}\n");
     CHECK_FALSE(loadConfig(broken.path(), &error));
-    CHECK(error == broken.path() + ":3:13: tls.cert: cannot read '/nonexistent/c': No such file or directory");
+    CHECK(error ==
+          broken.path() + ":3:13: tls.cert: cannot read '/nonexistent/c': No such file or directory");
 }
