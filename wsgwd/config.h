@@ -12,8 +12,9 @@
 // files, no names resolved: the fuzzer runs it); readConfigFiles then opens the files the config
 // names. loadConfig does both for a file. The files of the parser, along the data path:
 // yaml_cpp_workarounds (guards before yaml-cpp reads the text), yaml_walker (typed reads,
-// unknown keys), config_schema (the table of keys: type, bounds, where each value goes),
-// net_address and broker_url (the values that are addresses), config_files (the file step).
+// unknown keys), config_table (how a table of keys is read), config_schema (the tables: each
+// key's type, bounds and field; the checks across keys), net_address and broker_url (the values
+// that are addresses), config_files (the file step).
 //
 // All types here are plain values: thread-compatible.
 

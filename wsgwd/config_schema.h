@@ -3,6 +3,9 @@
 // The schema of config.yml: a table per map (the top level, each section, an endpoint) of its
 // keys, each with its type, its bounds and where its value goes in Config, and the checks that
 // span keys. Driven by the YAML walker (yaml_walker.h); called by parseConfig only.
+//
+// Thread-safe: the tables are built once (function-local statics) and only read after; each
+// call works on its own Config.
 
 #include "config.h"
 #include "yaml_walker.h"
