@@ -23,6 +23,9 @@ namespace {
 
 constexpr unsigned bit(EventAction a) { return 1u << static_cast<unsigned>(a); }
 
+// How long an idle sink waits for more before it sleeps and asks producers to wake it.
+constexpr std::chrono::microseconds kLinger{500};
+
 // One sink: its queues (one per producer), its thread and its counters.
 struct SinkSlot {
     std::unique_ptr<EventSink> sink;
@@ -38,13 +41,12 @@ struct SinkSlot {
     mutable std::mutex stateMu;
     std::string lastError; // guarded by stateMu
 
-    // The sink thread sleeps here while its queues are empty; a producer that finds it asleep
-    // wakes it (and only then takes wakeMu).
+    // The sink thread sleeps in `parker` while its queues are empty; producers wake it there.
+    // Back-offs wait on `wake` (stop() notifies it).
+    Parker parker;
     std::mutex wakeMu;
     std::condition_variable wake;
-    std::atomic<bool> sleeping{false};
     std::thread thread;
-    std::size_t rotate = 0; // sink thread: the queue the next batch starts with
 
     bool anyQueued() const {
         for (const auto &q : queues)
@@ -70,8 +72,11 @@ struct SinkSlot {
         return events() <= options.maxBacklogEvents / 2 && bytes() <= options.maxBacklogBytes / 2;
     }
     void wakeUp() {
-        std::lock_guard lock(wakeMu);
-        wake.notify_all();
+        {
+            std::lock_guard lock(wakeMu);
+            wake.notify_all();
+        }
+        parker.wakeAlways();
     }
 };
 
@@ -165,13 +170,13 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
                     queued = false;
                     break;
                 case OverflowPolicy::DropOldest:
-                    // This producer's oldest: another's queue is not ours to touch. With none
+                    // This producer's oldest (another's queue is not ours to touch). With none
                     // of its own left, the new event goes instead.
                     while (!q.entries.empty() && slot.full(bytes)) {
                         q.popFront();
                         q.dropped.fetch_add(1, std::memory_order_relaxed);
                     }
-                    if (slot.full(bytes) && q.entries.empty()) {
+                    if (slot.full(bytes)) {
                         q.dropped.fetch_add(1, std::memory_order_relaxed);
                         queued = false;
                     }
@@ -181,10 +186,7 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
             if (queued) q.push(ptr, bytes);
         }
         if (pauseNow) sinkPausing(slot, true);
-        if (!queued) continue;
-        // Against the sink's sleeping.store then anyQueued(): one of the two sees the other.
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (slot.sleeping.load()) slot.wakeUp();
+        if (queued) slot.parker.wake();
     }
     return id;
 }
@@ -197,8 +199,9 @@ void EventBus::Impl::run(SinkSlot &slot) {
     };
     std::vector<Taken> taken;
     std::vector<EventPtr> batch;
-    std::vector<std::uint64_t> ackedSeq(slot.queues.size());
-    std::vector<bool> ackedAny(slot.queues.size());
+    const std::size_t nq = slot.queues.size();
+    std::vector<std::uint64_t> ackedSeq(nq);
+    std::vector<bool> ackedAny(nq);
     const std::size_t maxBatch = std::max<std::size_t>(slot.options.maxBatch, 1);
     std::chrono::milliseconds backoff = slot.options.minBackoff;
     bool connected = false;
@@ -224,15 +227,20 @@ void EventBus::Impl::run(SinkSlot &slot) {
         }
 
         if (!slot.anyQueued()) {
-            bool woke;
-            {
-                std::unique_lock lock(slot.wakeMu);
-                slot.sleeping.store(true);
-                woke = slot.wake.wait_for(lock, slot.options.idleInterval,
-                                          [&] { return slot.anyQueued() || stopping.load(); });
-                slot.sleeping.store(false);
+            // Linger a moment before going to sleep: under a steady stream, the next events come
+            // within it and are taken as a batch, without a producer having to wake us for each.
+            std::this_thread::sleep_for(kLinger);
+            if (slot.anyQueued() || stopping.load()) continue;
+            const std::uint32_t token = slot.parker.prepare();
+            if (slot.anyQueued() || stopping.load()) {
+                slot.parker.cancel();
+                continue;
             }
-            if (woke) continue;
+            const auto slept = std::chrono::steady_clock::now();
+            slot.parker.sleep(token, slot.options.idleInterval);
+            if (slot.anyQueued() || stopping.load() ||
+                std::chrono::steady_clock::now() - slept < slot.options.idleInterval)
+                continue;
             bool ok = false;
             try {
                 ok = slot.sink->idle();
@@ -248,32 +256,19 @@ void EventBus::Impl::run(SinkSlot &slot) {
             continue;
         }
 
-        // A batch from every queue, each queue's share first so that none starves the others,
-        // then merged in publish order (each queue is in that order already).
+        // Up to a batch from each queue's front (copies: the queue keeps them until they are
+        // acknowledged), then the oldest of those overall, in publish order.
         taken.clear();
-        const std::size_t nq = slot.queues.size();
-        const std::size_t share = (maxBatch + nq - 1) / nq;
-        std::fill(ackedAny.begin(), ackedAny.end(), false); // here: "took from this queue"
-        for (std::size_t pass = 0; pass < 2 && taken.size() < maxBatch; ++pass) {
-            for (std::size_t k = 0; k < nq && taken.size() < maxBatch; ++k) {
-                const std::size_t qi = (slot.rotate + k) % nq;
-                EventQueue &q = *slot.queues[qi];
-                if (q.size.load(std::memory_order_acquire) == 0) continue;
-                std::lock_guard lock(q.mu);
-                std::size_t want = pass == 0 ? share : maxBatch;
-                for (const EventQueue::Entry &e : q.entries) {
-                    if (taken.size() >= maxBatch || want == 0) break;
-                    if (ackedAny[qi] && e.seq <= ackedSeq[qi]) continue; // taken in the first pass
-                    taken.push_back(Taken{e.event, qi, e.seq});
-                    ackedSeq[qi] = e.seq;
-                    ackedAny[qi] = true;
-                    --want;
-                }
-            }
+        for (std::size_t qi = 0; qi < nq; ++qi) {
+            EventQueue &q = *slot.queues[qi];
+            if (q.size.load(std::memory_order_acquire) == 0) continue;
+            std::lock_guard lock(q.mu);
+            const std::size_t n = std::min(q.entries.size(), maxBatch);
+            for (std::size_t i = 0; i < n; ++i) taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
         }
-        slot.rotate = (slot.rotate + 1) % nq;
         std::stable_sort(taken.begin(), taken.end(),
-                         [](const Taken &a, const Taken &b) { return a.event->sequence < b.event->sequence; });
+                         [](const Taken &x, const Taken &y) { return x.event->sequence < y.event->sequence; });
+        if (taken.size() > maxBatch) taken.resize(maxBatch);
         batch.clear();
         for (const Taken &t : taken) batch.push_back(t.event);
 
@@ -286,7 +281,8 @@ void EventBus::Impl::run(SinkSlot &slot) {
         const bool failed = acked < batch.size();
 
         if (acked > 0) {
-            // Overflow may have dropped some of the batch from a queue meanwhile: pop by position.
+            // DropOldest may have dropped some of the batch from its queue meanwhile: pop by
+            // position. The acknowledged ones are a prefix of each queue's share of the batch.
             std::fill(ackedAny.begin(), ackedAny.end(), false);
             for (std::size_t i = 0; i < acked; ++i) {
                 ackedSeq[taken[i].queue] = taken[i].seq;
