@@ -1,13 +1,16 @@
 // stream_amqp against a real RabbitMQ: what reaches the broker, routing keys, headers, confirms
-// through a broker restart, bounded backlogs, and clear failures (credentials, unreachable broker,
-// an exchange of another type, a frozen broker noticed by heartbeats).
+// through a broker restart, bounded backlogs, clear failures (credentials, unreachable broker, an
+// exchange of another type, a frozen broker noticed by heartbeats), and bounds: a memory alarm
+// (connection.blocked) and a frozen broker never hold the sink or wsgwd's shutdown.
 //
 // One private broker (tests/integration/rabbitmq.h) serves every test case; each case uses its
-// own exchange and queue names. Exit code 77 (meson: skipped) when rabbitmq-server is missing.
+// own exchange and queue names. Exit code 77 (meson: skipped) when rabbitmq-server is missing, or
+// a failure under CI=true (tests/support/skip.h).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include "clients.h"
 #include "harness.h"
 #include "rabbitmq.h"
+#include "skip.h"
 #if WSGW_TEST_WITH_REDIS
 #include "redis_server.h"
 #endif
@@ -429,7 +432,7 @@ TEST_CASE("a broker frozen while a large event is written: the write gives up af
 
 TEST_CASE("amqps: TLS with the broker's certificate and name verified") {
     if (broker().tlsPort() == 0) {
-        MESSAGE("no openssl command to make certificates: skipped");
+        wsgw::test::skipCase("no openssl command to make the broker's certificates (Debian package openssl)");
         return;
     }
     const std::string url = "amqps://guest:guest@localhost:" + std::to_string(broker().tlsPort()) + "/";
@@ -459,7 +462,7 @@ TEST_CASE("amqps: TLS with the broker's certificate and name verified") {
 #if WSGW_TEST_WITH_REDIS
 TEST_CASE("stream_redis and stream_amqp together: every event reaches both") {
     if (!haveRedisServer()) {
-        MESSAGE("redis-server is not installed (scripts/bootstrap installs it): skipped");
+        wsgw::test::skipCase("redis-server is not installed (Debian package redis-server; scripts/bootstrap installs it)");
         return;
     }
     RedisServer redis;
@@ -495,13 +498,12 @@ TEST_CASE("a stream_amqp URL option that is not a number stops wsgwd with exit c
 }
 
 int main(int argc, char **argv) {
-    if (!RabbitBroker::installed()) {
-        std::printf("SKIP: rabbitmq-server is not installed (Debian package rabbitmq-server; scripts/bootstrap "
-                    "installs it)\n");
-        return 77;
-    }
+    if (!RabbitBroker::installed())
+        return wsgw::test::missingPrerequisite("rabbitmq-server is not installed (Debian package rabbitmq-server; "
+                                               "scripts/bootstrap installs it)");
     doctest::Context context(argc, argv);
     int rc = context.run();
     theBroker.reset(); // stops the broker and its epmd
-    return rc;
+    if (context.shouldExit()) return rc;
+    return wsgw::test::finish(rc);
 }
