@@ -246,8 +246,9 @@ struct AmqpSinkOptions {
     /// Heartbeat interval asked of the broker; a silent connection counts as dead after two.
     /// 0 disables heartbeats.
     std::chrono::seconds heartbeat{10};
-    std::chrono::milliseconds connectTimeout{5000}; ///< TCP connect, TLS and login
-    /// Longest wait for a broker reply: a declaration, or the confirms of one batch.
+    std::chrono::milliseconds connectTimeout{5000}; ///< TCP connect, TLS and login (each)
+    /// Longest wait for a broker reply (a declaration), and for one batch to be written and
+    /// confirmed.
     std::chrono::milliseconds replyTimeout{10'000};
 };
 
@@ -258,6 +259,16 @@ struct AmqpSinkOptions {
 /// another type, a lost broker) make connect()/publish() fail with a lastError() that says what
 /// to fix; EventBus retries with back-off. An event whose routing key exceeds AMQP's 255 bytes
 /// is refused for good (counted in rejected()).
+///
+/// No call waits on the broker without limit, even for one that stops reading: connect() takes
+/// at most connectTimeout per step of TCP, TLS and login and replyTimeout per declaration,
+/// publish() and idle() at most replyTimeout, each plus 1 s (rabbitmq-c 0.11 has no write
+/// timeout; the sink shuts a stuck socket down). A broker that blocks publishing (RabbitMQ's
+/// connection.blocked, sent on a memory or disk alarm; the sink asks for it at login) makes
+/// publish() stop writing and fail with lastError() "the broker at HOST:PORT blocked publishing:
+/// <its reason>", and keeps the connection: connect() fails with the same reason, without waiting,
+/// until connection.unblocked arrives on it, and then succeeds. Events written but not confirmed
+/// before the block are published again after it (at least once).
 ///
 /// Returns nullptr with a message in `*error` for options that can never work (an invalid
 /// routing key template, an empty host) or when libwsgw was built without AMQP (rabbitmq-c).
