@@ -319,7 +319,9 @@ bool Gateway::start(std::string *error) {
                               if (stopping->load()) return "shutting down";
                               if (!wsServer->listening()) return "the WebSocket listener is not running";
                               for (const SinkStats &s : hub->events().stats())
-                                  if (!s.connected) return "event sink '" + s.name + "' is not connected";
+                                  if (!s.connected)
+                                      return "event sink '" + s.name + "' is not connected" +
+                                             (s.lastError.empty() ? std::string() : ": " + s.lastError);
                               return {};
                           }};
     auto controlHost = resolveHost(c.control.host, error);

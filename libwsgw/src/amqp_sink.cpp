@@ -104,6 +104,8 @@ public:
     bool idle() override;
     std::string lastError() const override { return error_; }
     std::uint64_t rejected() const override { return rejected_.load(std::memory_order_relaxed); }
+    // A shutdown past its flush time: the call in progress gives up now, not at its own bound.
+    void cancel() noexcept override { watchdog_.abort(); }
 
 private:
     using ConfirmFn = void (*)(void *ctx, const amqp_frame_t &frame);

@@ -35,6 +35,7 @@ struct SinkSlot {
     std::vector<std::unique_ptr<EventQueue>> queues;
 
     std::atomic<bool> pausing{false}; // PauseReading: over the bound, not yet back to half
+    std::atomic<bool> exited{false};  // its thread has returned from run()
     std::atomic<std::uint64_t> published{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<bool> connected{false};
@@ -83,12 +84,33 @@ struct SinkSlot {
 } // namespace
 
 struct EventBus::Impl {
-    Impl(std::uint64_t firstId, std::size_t producerCount) : producers(producerCount), lastId(firstId - 1) {}
+    Impl(std::uint64_t firstId, std::size_t producerCount)
+        : producers(producerCount), lastId(firstId - 1), publishing(new Publishing[producerCount + 1]) {}
+
+    // The last id whose event is queued, and every one before it: a sink takes no event with a
+    // greater id, so that it delivers in id order without gaps a later batch would fill. Waits
+    // for producers caught between taking an id and queueing it (a few hundred nanoseconds,
+    // unless one is preempted just then: it yields to it).
+    std::uint64_t settledId() {
+        const std::uint64_t last = lastId.load(std::memory_order_seq_cst);
+        for (std::size_t p = 0; p <= producers; ++p) {
+            const std::uint64_t e = publishing[p].epoch.load(std::memory_order_seq_cst);
+            if (e % 2 == 0) continue;
+            for (int spins = 0; publishing[p].epoch.load(std::memory_order_acquire) == e; ++spins)
+                if (spins > 64) std::this_thread::yield();
+        }
+        return last;
+    }
 
     const std::size_t producers; // shard queues; index `producers` is the shared queue
     std::vector<std::unique_ptr<SinkSlot>> sinks; // fixed once started
     std::atomic<std::uint64_t> lastId;            // the last id handed out (open/close/message)
-    std::atomic<std::uint64_t> lastSequence{0};   // every event
+    // One per producer queue slot (and the shared one), odd while that producer is between
+    // taking an id and having queued its event for every sink (see run()).
+    struct alignas(64) Publishing {
+        std::atomic<std::uint64_t> epoch{0};
+    };
+    std::unique_ptr<Publishing[]> publishing;
     std::mutex sharedMu;                          // publishes through the shared queue
     std::mutex lifecycleMu;                       // addSink, start, stop
     bool started = false;                         // guarded by lifecycleMu
@@ -97,6 +119,8 @@ struct EventBus::Impl {
     std::atomic<unsigned> wanted{0};
     std::atomic<int> pausingSinks{0};
     std::atomic<std::uint64_t> lost{0};
+    std::mutex exitMu; // with exitCv: sink threads say when they return
+    std::condition_variable exitCv;
     StateListener stateListener;                   // set before start
     std::function<void(bool)> backpressureListener; // set before start
 
@@ -146,9 +170,18 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
     auto shared = std::make_shared<Event>(std::move(event));
     const std::size_t bytes = shared->footprint();
     const unsigned action = bit(shared->action);
-    shared->sequence = lastSequence.fetch_add(1, std::memory_order_relaxed) + 1;
-    // Ids count the events of the streams only, so a stream consumer sees no gaps.
-    if (shared->action != EventAction::TagsChanged) shared->id = lastId.fetch_add(1, std::memory_order_relaxed) + 1;
+    // Odd from before the id is taken until the event is in every queue (settledId()).
+    struct Publish {
+        std::atomic<std::uint64_t> &epoch;
+        explicit Publish(std::atomic<std::uint64_t> &e) : epoch(e) { epoch.fetch_add(1, std::memory_order_seq_cst); }
+        ~Publish() { epoch.fetch_add(1, std::memory_order_release); }
+    } publish(publishing[queue].epoch);
+    // Ids count the events of the streams only, so a stream consumer sees no gaps; a mirror's
+    // TagsChanged takes its place after the last one.
+    if (shared->action != EventAction::TagsChanged)
+        shared->id = shared->sequence = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
+    else
+        shared->sequence = lastId.load(std::memory_order_seq_cst);
     const std::uint64_t id = shared->id ? shared->id : shared->sequence;
     EventPtr ptr = std::move(shared);
     for (auto &s : sinks) {
@@ -257,15 +290,19 @@ void EventBus::Impl::run(SinkSlot &slot) {
         }
 
         // Up to a batch from each queue's front (copies: the queue keeps them until they are
-        // acknowledged), then the oldest of those overall, in publish order.
+        // acknowledged), no further than the settled id, then the oldest of those overall: the
+        // destination gets the events in id order.
         taken.clear();
+        const std::uint64_t settled = settledId();
         for (std::size_t qi = 0; qi < nq; ++qi) {
             EventQueue &q = *slot.queues[qi];
             if (q.size.load(std::memory_order_acquire) == 0) continue;
             std::lock_guard lock(q.mu);
             const std::size_t n = std::min(q.entries.size(), maxBatch);
-            for (std::size_t i = 0; i < n; ++i) taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
+            for (std::size_t i = 0; i < n && q.entries[i].event->sequence <= settled; ++i)
+                taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
         }
+        if (taken.empty()) continue; // only events still being published: next round
         std::stable_sort(taken.begin(), taken.end(),
                          [](const Taken &x, const Taken &y) { return x.event->sequence < y.event->sequence; });
         if (taken.size() > maxBatch) taken.resize(maxBatch);
@@ -347,6 +384,9 @@ bool EventBus::start(std::string *error) noexcept {
                     // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
                     pthread_setname_np(pthread_self(), "wsgw-sink");
                     impl_->run(*s);
+                    std::lock_guard exiting(impl_->exitMu);
+                    s->exited.store(true);
+                    impl_->exitCv.notify_all();
                 });
             }
             return true;
@@ -403,6 +443,18 @@ std::size_t EventBus::stop(std::chrono::milliseconds flushFor) {
         d.stopping.store(true, std::memory_order_release);
     }
     for (auto &slot : d.sinks) slot->wakeUp();
+    // Until the deadline (and a moment for a call that just ended), then a sink still inside a
+    // call is told to give it up.
+    {
+        std::unique_lock lock(d.exitMu);
+        auto allExited = [&] {
+            return std::all_of(d.sinks.begin(), d.sinks.end(),
+                               [](const auto &slot) { return !slot->thread.joinable() || slot->exited.load(); });
+        };
+        d.exitCv.wait_until(lock, d.deadline + std::chrono::milliseconds(100), allExited);
+    }
+    for (auto &slot : d.sinks)
+        if (slot->thread.joinable() && !slot->exited.load()) slot->sink->cancel();
     std::size_t left = 0;
     for (auto &slot : d.sinks) {
         if (slot->thread.joinable()) slot->thread.join();

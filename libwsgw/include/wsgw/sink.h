@@ -57,6 +57,11 @@ public:
 
     /// Events the destination refused for good so far (thread-safe).
     virtual std::uint64_t rejected() const { return 0; }
+
+    /// Thread-safe, must not block: called by EventBus::stop() once its flush time has run out
+    /// while the sink's thread is still inside one of the calls above. Make that call return
+    /// soon (failing), and later ones fail at once. Default: nothing.
+    virtual void cancel() noexcept {}
 };
 
 /// What a sink does when its backlog is full.
@@ -154,7 +159,8 @@ public:
     bool paused() const noexcept;
 
     /// Stops accepting events, lets every sink deliver its backlog for up to `flushFor`, then
-    /// stops the threads. Returns the number of events that were left undelivered.
+    /// stops the threads (a sink still inside a call then is cancelled: EventSink::cancel).
+    /// Returns the number of events that were left undelivered.
     std::size_t stop(std::chrono::milliseconds flushFor);
 
     std::vector<SinkStats> stats() const;
