@@ -6,7 +6,6 @@
 
 #include <wsgw/hub.h>
 #include <wsgw/sink.h>
-#include <wsgw/template.h>
 
 #include <spdlog/spdlog.h>
 
@@ -24,19 +23,6 @@
 namespace wsgw::daemon {
 
 namespace {
-
-// The tags the sinks' templates read, so each event carries them.
-std::vector<std::string> templateTags(const Config &c) {
-    std::vector<std::string> names;
-    auto add = [&](const std::string &source) {
-        if (auto t = Template::parse(source))
-            for (auto &n : t->tagNames())
-                if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
-    };
-    if (c.streamRedis) add(c.streamRedis->streamName);
-    if (c.streamAmqp) add(c.streamAmqp->routingKey);
-    return names;
-}
 
 // An IP literal for a host name ("localhost" -> "127.0.0.1"); IP literals and "" stay as they are.
 std::optional<std::string> resolveHost(const std::string &host, std::string *error) {
@@ -121,7 +107,6 @@ std::string unavailableFeature(const Config &c) {
 
 bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *error) {
     out.clear();
-    const std::vector<std::string> contextTags = templateTags(c);
     for (const EndpointConfig &e : c.endpoints) {
         WsEndpoint ep;
         ep.path = e.path;
@@ -137,10 +122,7 @@ bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *err
         ep.slowConsumer = e.slowConsumer.policy == SlowConsumer::Policy::DropNewest ? WsEndpoint::SlowConsumerPolicy::DropNewest
                           : e.slowConsumer.policy == SlowConsumer::Policy::DropOldest ? WsEndpoint::SlowConsumerPolicy::DropOldest
                                                                                       : WsEndpoint::SlowConsumerPolicy::Close;
-        ep.events.includeTags = e.streamIncludeTags;
-        for (const std::string &t : contextTags)
-            if (std::find(e.streamIncludeTags.begin(), e.streamIncludeTags.end(), t) == e.streamIncludeTags.end())
-                ep.events.contextTags.push_back(t);
+        ep.events.includeTags = e.streamIncludeTags; // what the sinks' templates read, they say themselves
         std::string jsonError;
         auto json = JsonExtractor::create(e.jsonExtractVars, &jsonError);
         if (!json) { // validated at load already
@@ -401,15 +383,8 @@ std::vector<std::string> Gateway::reload(const Config &next) {
         WsServerOptions ws;
         std::string error;
         if (wsEndpoints(next, ws.endpoints, &error)) {
-            // Templates (and so their context tags) belong to the sinks, which do not reload.
-            for (std::size_t i = 0; i < ws.endpoints.size(); ++i) {
-                WsEndpoint &ep = ws.endpoints[i];
-                ep.events.contextTags.clear();
-                for (const std::string &t : templateTags(cur))
-                    if (std::find(ep.events.includeTags.begin(), ep.events.includeTags.end(), t) == ep.events.includeTags.end())
-                        ep.events.contextTags.push_back(t);
-                ep.events.connectionDetails = cur.connectionRedisSync.has_value();
-            }
+            // The mirror (a sink family) does not reload: keep what it asks of the endpoints.
+            for (WsEndpoint &ep : ws.endpoints) ep.events.connectionDetails = cur.connectionRedisSync.has_value();
             ws.idleTimeout = std::chrono::seconds(next.idleTimeoutS);
             ws.maxConnections = next.maxConnections;
             ws.maxLifetime = std::chrono::seconds(next.maxConnectionLifetimeS);

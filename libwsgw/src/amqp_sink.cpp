@@ -94,6 +94,7 @@ public:
     ~AmqpSink() override { disconnect(true); }
 
     std::string name() const override { return "amqp"; }
+    std::vector<std::string> tagsUsed() const override { return routingKey_.tagNames(); }
 
     bool connect() override;
     std::size_t publish(const std::vector<EventPtr> &batch) override;

@@ -117,6 +117,7 @@ struct EventBus::Impl {
     std::atomic<bool> stopping{false};
     std::chrono::steady_clock::time_point deadline; // written before `stopping`
     std::atomic<unsigned> wanted{0};
+    std::vector<std::string> tagsUsed; // by some sink; fixed once started
     std::atomic<int> pausingSinks{0};
     std::atomic<std::uint64_t> lost{0};
     std::mutex exitMu; // with exitCv: sink threads say when they return
@@ -360,6 +361,8 @@ std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions optio
     for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message, EventAction::TagsChanged})
         if (sink->accepts(a)) slot->acceptMask |= bit(a);
     d.wanted.fetch_or(slot->acceptMask);
+    for (std::string &tag : sink->tagsUsed())
+        if (std::find(d.tagsUsed.begin(), d.tagsUsed.end(), tag) == d.tagsUsed.end()) d.tagsUsed.push_back(std::move(tag));
     slot->sink = std::move(sink);
     slot->options = options;
     for (std::size_t i = 0; i <= d.producers; ++i) slot->queues.push_back(std::make_unique<EventQueue>());
@@ -403,6 +406,8 @@ void EventBus::onStateChange(StateListener listener) { impl_->stateListener = st
 void EventBus::onBackpressure(std::function<void(bool)> listener) { impl_->backpressureListener = std::move(listener); }
 
 bool EventBus::wants(EventAction action) const noexcept { return (impl_->wanted.load() & bit(action)) != 0; }
+
+const std::vector<std::string> &EventBus::tagsUsed() const noexcept { return impl_->tagsUsed; }
 
 bool EventBus::paused() const noexcept { return impl_->pausingSinks.load(std::memory_order_acquire) > 0; }
 

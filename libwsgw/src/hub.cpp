@@ -219,6 +219,17 @@ namespace {
 Event::TagLookup lookupIn(const Registry &registry, ConnectionId id) {
     return [&registry, id](std::string_view key) { return registry.tag(id, key); };
 }
+
+// The event for a connection, carrying what its endpoint includes and what the sinks read.
+Event eventFor(EventAction action, const Connection &conn, const Registry &reg, const EventSpec &spec,
+               const EventBus &bus) {
+    Event e = Event::make(action, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
+    for (const std::string &name : bus.tagsUsed()) {
+        if (e.tags.count(name) || e.context.count(name)) continue;
+        if (std::string_view v = reg.tag(conn.id(), name); !v.empty()) e.context.emplace(name, v);
+    }
+    return e;
+}
 } // namespace
 
 bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) noexcept {
@@ -230,7 +241,7 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
         return false;
     }
     try {
-        Event e = Event::make(EventAction::Open, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
+        Event e = eventFor(EventAction::Open, conn, reg, spec, hub_.events());
         if (spec.connectionDetails) {
             e.allTags = reg.tags(conn.id());
             e.remoteAddress = conn.remoteAddress();
@@ -247,8 +258,7 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
 
 bool Shard::message(const Connection &conn, Opcode type, std::string_view payload, const EventSpec &spec) noexcept {
     try {
-        Event e = Event::make(EventAction::Message, conn.id(), conn.endpoint(), lookupIn(impl_->registry, conn.id()),
-                              spec);
+        Event e = eventFor(EventAction::Message, conn, impl_->registry, spec, hub_.events());
         e.type = type;
         e.message.assign(payload);
         if (!spec.json.empty()) e.vars = spec.json.extract(payload);
@@ -266,7 +276,7 @@ void Shard::closed(const Connection &conn, const EventSpec &spec) noexcept {
     // has left the registry, so a consumer reacting to it no longer finds it there.
     if (ConnectionMirror *m = hub_.mirror()) m->closed(index_, conn.id());
     try {
-        Event e = Event::make(EventAction::Close, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
+        Event e = eventFor(EventAction::Close, conn, reg, spec, hub_.events());
         reg.remove(conn.id());
         hub_.events().publish(index_, std::move(e));
     } catch (...) {
@@ -501,12 +511,14 @@ void changeTags(Shard &s, Connection &c, const TagList &changes, bool mirrored) 
 std::size_t tagCountAfter(const Registry &reg, ConnectionId id, const TagList &changes) {
     // Later entries for the same key win, as in Registry::setTags.
     std::vector<std::pair<std::string_view, bool>> last; // key -> sets (true) or deletes
-    for (const auto &[k, v] : changes) {
-        auto it = std::find_if(last.begin(), last.end(), [&](const auto &p) { return p.first == k; });
+    for (const auto &change : changes) {
+        const std::string &key = change.first;
+        const bool sets = !change.second.empty();
+        auto it = std::find_if(last.begin(), last.end(), [&key](const auto &p) { return p.first == key; });
         if (it == last.end())
-            last.emplace_back(k, !v.empty());
+            last.emplace_back(key, sets);
         else
-            it->second = !v.empty();
+            it->second = sets;
     }
     std::size_t n = reg.tagCount(id);
     for (const auto &[k, sets] : last) {

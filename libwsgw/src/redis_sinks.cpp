@@ -21,6 +21,7 @@ public:
           maxLen_(std::to_string(options_.maxLen)) {}
 
     std::string name() const override { return "redis"; }
+    std::vector<std::string> tagsUsed() const override { return stream_.tagNames(); }
     bool connect() override { return client_.connect(); }
     void onFailure() override { client_.disconnect(); }
     std::string lastError() const override { return client_.error(); }

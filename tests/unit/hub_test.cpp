@@ -525,3 +525,39 @@ TEST_CASE("a mirror hears every open, tag change and close on the shard threads,
     const std::string id = c.id().toString();
     CHECK(m.log == std::vector<std::string>{"open 1 " + id + " g=1", "change 1 " + id + " x=2", "close 1 " + id});
 }
+
+TEST_CASE("the tags a sink's templates read reach every event's context, whatever the endpoint includes") {
+    struct Reads final : EventSink {
+        std::mutex mu;
+        std::vector<EventPtr> got;
+        std::string name() const override { return "reads"; }
+        std::vector<std::string> tagsUsed() const override { return {"room", "group"}; }
+        std::size_t publish(const std::vector<EventPtr> &batch) override {
+            std::lock_guard lock(mu);
+            got.insert(got.end(), batch.begin(), batch.end());
+            return batch.size();
+        }
+    };
+    auto owned = std::make_unique<Reads>();
+    Reads &sink = *owned;
+    Hub hub({.shards = 1, .ownThreads = true});
+    hub.events().addSink(std::move(owned));
+    REQUIRE(hub.start());
+    CHECK(hub.events().tagsUsed() == std::vector<std::string>{"room", "group"});
+    EventSpec spec;
+    spec.includeTags = {"group"};
+    FakeConnection c;
+    onShard(hub.shard(0), [&](Shard &s) {
+        REQUIRE(s.open(c, {{"group", "g"}, {"room", "r1"}, {"other", "x"}}, spec));
+        s.message(c, Opcode::Text, "hi", spec);
+        s.closed(c, spec);
+    });
+    hub.stop(2000ms);
+    REQUIRE(sink.got.size() == 3);
+    for (const EventPtr &e : sink.got) {
+        CHECK(e->tags == Tags{{"group", "g"}});  // included: written out
+        CHECK(e->context == Tags{{"room", "r1"}}); // read by the sink's template only
+        REQUIRE(e->findTag("room"));
+        CHECK(*e->findTag("room") == "r1");
+    }
+}

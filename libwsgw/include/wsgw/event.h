@@ -62,8 +62,8 @@ private:
 struct EventSpec {
     /// Tags copied into the event's `tags` field (stream_include_tags).
     std::vector<std::string> includeTags;
-    /// Further tags the sinks' templates read (stream names, routing keys); carried in
-    /// Event::context, never written out as fields.
+    /// Further tags to carry in Event::context, never written out as fields. The tags the
+    /// hub's sinks read themselves (EventSink::tagsUsed) are added by the shards anyway.
     std::vector<std::string> contextTags;
     /// Variables extracted from message bodies (json_extract_vars).
     JsonExtractor json;

@@ -27,6 +27,11 @@ public:
     /// A short name for logs and metrics ("log", "redis", ...).
     virtual std::string name() const = 0;
 
+    /// The tags the sink's templates read (stream names, routing keys): every event carries them
+    /// in Event::context, whatever its endpoint includes. Called once, by EventBus::addSink.
+    /// Default: none.
+    virtual std::vector<std::string> tagsUsed() const { return {}; }
+
     /// Which events the sink takes. Default: open, close and message (the event streams of the
     /// compatibility contract); a mirror of connection state also takes TagsChanged.
     virtual bool accepts(EventAction action) const { return action != EventAction::TagsChanged; }
@@ -140,6 +145,10 @@ public:
     /// Whether any sink takes events with this action (cheap; fixed once started). Lets
     /// producers skip building events nobody wants.
     bool wants(EventAction action) const noexcept;
+
+    /// Every tag some sink reads (EventSink::tagsUsed), fixed once started: producers put them
+    /// into each event's context (Shard does).
+    const std::vector<std::string> &tagsUsed() const noexcept;
 
     /// Assigns the next event id (for TagsChanged: only a sequence number), queues the event for
     /// every sink that accepts it, and returns the id. With no sinks the event is counted and
