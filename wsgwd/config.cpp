@@ -714,7 +714,7 @@ public:
                                           "max_connection_lifetime_s", "max_tags_per_connection",
                                           "max_tag_key_len", "max_tag_value_len", "max_body_kb",
                                           "control_timeout_s", "control_token", "control_token_file", "tls",
-                                          "control_tls", "drain_s"})) {
+                                          "control_tls", "drain_s", "control_request_timeout_s"})) {
             const std::string &k = e.key;
             if (k == "listen_addr") {
                 config_.listen = hostPort(e, k);
@@ -785,6 +785,8 @@ public:
                 config_.maxBodyKb = static_cast<std::size_t>(w_.number(e, k, 1, kMaxSizeKb));
             } else if (k == "control_timeout_s") {
                 config_.controlTimeoutS = static_cast<unsigned>(w_.number(e, k, 1, 3600));
+            } else if (k == "control_request_timeout_s") {
+                config_.controlRequestTimeoutS = static_cast<unsigned>(w_.number(e, k, 1, 3600));
             } else if (k == "control_token") {
                 if (token) w_.fail(e.keyNode.Mark(), "give control_token or control_token_file, not both");
                 config_.controlToken = w_.nonEmpty(e, k, "a secret string");
