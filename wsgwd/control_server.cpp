@@ -1,7 +1,7 @@
 #include "control_server.h"
 
-#include "control_transport.h"
-#include "listener.h"
+#include "control_acceptor.h"
+#include "control_connections.h"
 #include "metrics.h"
 #include "tls.h"
 #include "work_queue.h"
@@ -22,10 +22,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <list>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 namespace wsgw::daemon {
@@ -33,6 +31,8 @@ namespace wsgw::daemon {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using Conn = ControlConnection;
+using Phase = ConnPhase;
 
 constexpr std::uint64_t kListenerId = 0;
 constexpr std::uint64_t kWakeId = 1;
@@ -41,34 +41,6 @@ constexpr std::size_t kAcceptBatch = 64;        // per wake-up, so connections a
 constexpr std::size_t kLingerMaxBytes = 4 << 20; // a peer that keeps sending while we close is cut off
 constexpr auto kTick = std::chrono::milliseconds(100); // deadline granularity
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-
-const char *reasonPhrase(int status) {
-    switch (status) {
-    case 400: return "Bad Request";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-    }
-}
-
-// An answer written by the server itself, shaped like the handlers' (plain text, one line).
-std::string plainAnswer(int status, std::string_view body, bool close, bool retryAfter) {
-    std::string r = "HTTP/1.1 " + std::to_string(status) + " " + reasonPhrase(status) + "\r\n";
-    if (close) r += "Connection: close\r\n";
-    r += "Content-Length: " + std::to_string(body.size() + 1) + "\r\n";
-    r += "Content-Type: text/plain; charset=utf-8\r\n";
-    if (retryAfter) r += "Retry-After: 1\r\n";
-    r += "\r\n";
-    r += body;
-    r += "\n";
-    return r;
-}
 
 void numericAddress(const sockaddr_storage &ss, socklen_t len, std::string &ip, int &port) {
     char host[NI_MAXHOST] = "";
@@ -90,43 +62,6 @@ Peer peerOf(int fd) {
     return p;
 }
 
-// Where a connection is. Each phase has a list of its connections in the order they entered
-// it: the oldest is at the front, which is whom eviction picks.
-enum class Phase : std::size_t {
-    Handshake, ///< TLS handshake (counts against the first request's deadline)
-    Reading,   ///< receiving a request
-    Working,   ///< a complete request is with a lane; nothing is read meanwhile
-    Writing,   ///< writing the answer
-    Idle,      ///< keep-alive, between requests
-    Lingering, ///< our side is shut; reading and dropping what the peer still sends
-    Count
-};
-
-struct Conn {
-    Conn(std::uint64_t i, int fd, SSL *ssl, const FramingLimits &limits) : id(i), io(fd, ssl), framer(limits) {}
-
-    std::uint64_t id;
-    ControlTransport io;
-    Peer peer;
-    Phase phase = Phase::Reading;
-    bool listed = false;
-    std::list<Conn *>::iterator order; ///< in its phase's list
-    Clock::time_point since;
-    Clock::time_point deadline = Clock::time_point::max();
-    std::string in; ///< received and not yet handed on: the current request, and what follows it
-    RequestFramer framer;
-    std::string out;
-    std::size_t outPos = 0;
-    bool continueSent = false;    ///< we wrote "100 Continue" for the current request
-    bool closeAfterWrite = false;
-    bool peerDone = false;        ///< the peer has shut its side (EOF read)
-    bool readWantsWrite = false;  ///< TLS: the last read (or handshake) needs the socket writable
-    bool writeWantsRead = false;  ///< TLS: the last write needs it readable
-    unsigned requests = 0;
-    std::size_t lingered = 0;
-    std::uint32_t interest = 0;
-};
-
 } // namespace
 
 struct ControlServer::Impl {
@@ -140,15 +75,13 @@ struct ControlServer::Impl {
     HttpRouter router;
     std::atomic<bool> stopping{false};
     std::atomic<long long> requestTimeoutMs;
-    std::uint16_t boundPort = 0;
 
     std::mutex lifecycle;
     bool started = false;
     bool stopped = false;
-    int listenFd = -1;
+    ControlAcceptor acceptor;
     int epollFd = -1;
     int wakeFd = -1;
-    int reserveFd = -1; // a spare descriptor, given up to refuse a connection when out of them
     SSL_CTX *sslCtx = nullptr;
     std::unique_ptr<WorkQueue> commands, aux;
     std::thread loop;
@@ -159,21 +92,21 @@ struct ControlServer::Impl {
     std::atomic<bool> stopRequested{false};
 
     // The loop thread's own.
-    std::unordered_map<std::uint64_t, std::unique_ptr<Conn>> conns;
-    std::list<Conn *> lists[static_cast<std::size_t>(Phase::Count)];
+    ConnectionTable conns;
     std::vector<std::uint64_t> ready; // connections with work to do without a socket event
     std::uint64_t nextId = 2;
     std::vector<char> scratch;
     bool shuttingDown = false;
     Clock::time_point shutdownDeadline;
     Clock::time_point listenerPausedUntil;
-    Clock::time_point lastFdWarning;
+    std::size_t bufferBudget() const {
+        return opt.maxBufferedBytes ? opt.maxBufferedBytes : std::max<std::size_t>(64 << 20, 8 * maxBuffered());
+    }
 
     std::chrono::milliseconds requestTimeout() const { return std::chrono::milliseconds(requestTimeoutMs.load()); }
     std::size_t maxBuffered() const {
         return opt.limits.maxHeaderBytes + 2 * opt.limits.maxBodyBytes + 128 * 1024;
     }
-    std::list<Conn *> &listOf(Phase p) { return lists[static_cast<std::size_t>(p)]; }
 
     void wake() {
         std::uint64_t one = 1;
@@ -192,15 +125,7 @@ struct ControlServer::Impl {
 
     // --- the loop -------------------------------------------------------------------------
 
-    void enterPhase(Conn &c, Phase p, Clock::time_point deadline) {
-        if (c.listed) listOf(c.phase).erase(c.order);
-        c.phase = p;
-        c.since = Clock::now();
-        c.deadline = deadline;
-        auto &l = listOf(p);
-        c.order = l.insert(l.end(), &c);
-        c.listed = true;
-    }
+    void enterPhase(Conn &c, Phase p, Clock::time_point deadline) { conns.enter(c, p, deadline); }
     void enterPhase(Conn &c, Phase p) {
         auto now = Clock::now();
         switch (p) {
@@ -218,15 +143,27 @@ struct ControlServer::Impl {
     }
 
     void close(Conn &c) {
-        if (c.listed) listOf(c.phase).erase(c.order);
         counters.connections.add(-1);
-        conns.erase(c.id); // closes the socket, which takes it out of epoll
+        conns.remove(c); // closes the socket, which takes it out of epoll
     }
 
-    void updateInterest(std::uint64_t id) {
-        auto it = conns.find(id);
-        if (it == conns.end()) return;
-        Conn &c = *it->second;
+    // After anything done to a connection: what it waits for, and what its buffers hold.
+    void settle(std::uint64_t id) {
+        Conn *c = conns.find(id);
+        if (!c) return;
+        conns.account(*c);
+        updateInterest(*c);
+        // Over the budget (thousands of clients each sending most of a large body, say): the
+        // connections holding the most go.
+        while (conns.buffered() > bufferBudget()) {
+            Conn *victim = conns.largest();
+            if (!victim) break;
+            if (victim->phase != Phase::Idle && victim->phase != Phase::Lingering) counters.refuse(ControlRefusal::Evicted);
+            close(*victim);
+        }
+    }
+
+    void updateInterest(Conn &c) {
         constexpr std::uint32_t rd = EPOLLIN, wr = EPOLLOUT;
         std::uint32_t want = 0;
         switch (c.phase) {
@@ -258,9 +195,9 @@ struct ControlServer::Impl {
 
     // Reads what the socket has, up to the buffer's bound.
     ReadResult readAvailable(Conn &c) {
-        while (c.in.size() < maxBuffered()) {
+        while (c.in.size() - c.inStart < maxBuffered()) {
             std::size_t n = 0;
-            switch (c.io.read(scratch.data(), std::min(scratch.size(), maxBuffered() - c.in.size()), n)) {
+            switch (c.io.read(scratch.data(), std::min(scratch.size(), maxBuffered() - (c.in.size() - c.inStart)), n)) {
             case ControlTransport::Io::Done:
                 c.in.append(scratch.data(), n);
                 continue;
@@ -299,8 +236,7 @@ struct ControlServer::Impl {
                 return false;
             }
         }
-        c.out.clear();
-        c.outPos = 0;
+        c.dropOutput();
         if (c.phase == Phase::Writing) return written(c);
         return true;
     }
@@ -315,7 +251,7 @@ struct ControlServer::Impl {
             linger(c);
             return true;
         }
-        enterPhase(c, c.in.empty() ? Phase::Idle : Phase::Reading);
+        enterPhase(c, c.nothingPending() ? Phase::Idle : Phase::Reading);
         ready.push_back(c.id); // pipelined bytes, or TLS bytes already decrypted
         return true;
     }
@@ -325,7 +261,7 @@ struct ControlServer::Impl {
     // answer it has not read yet (a 413 sent before the body was read, say).
     void linger(Conn &c) {
         c.io.shutdownWrite();
-        c.in.clear();
+        c.dropInput();
         c.lingered = 0;
         enterPhase(c, Phase::Lingering);
         ready.push_back(c.id);
@@ -349,10 +285,10 @@ struct ControlServer::Impl {
 
     // An answer of our own, then the connection ends.
     void answerAndClose(Conn &c, int status, const std::string &why) {
-        c.out += plainAnswer(status, why, true, false);
+        c.out += plainResponse(status, why, true);
         c.closeAfterWrite = true;
         c.continueSent = false;
-        c.in.clear();
+        c.dropInput();
         c.framer.reset();
         enterPhase(c, Phase::Writing, Clock::now() + opt.lingerTimeout);
         flush(c);
@@ -363,7 +299,7 @@ struct ControlServer::Impl {
         if (r == ReadResult::Error) return close(c);
         if (r == ReadResult::Eof) c.peerDone = true;
         if (c.phase == Phase::Idle) {
-            if (c.in.empty()) {
+            if (c.nothingPending()) {
                 if (c.peerDone) close(c);
                 return;
             }
@@ -374,7 +310,7 @@ struct ControlServer::Impl {
 
     // Looks for a complete request in what has arrived.
     void advance(Conn &c) {
-        switch (c.framer.scan(c.in)) {
+        switch (c.framer.scan(c.pending())) {
         case RequestFramer::Status::Invalid:
             counters.refuse(ControlRefusal::BadRequest);
             return answerAndClose(c, c.framer.errorStatus(), c.framer.error());
@@ -393,12 +329,13 @@ struct ControlServer::Impl {
 
     void dispatch(Conn &c) {
         Lane lane = classify(c.framer.head());
-        std::string request = c.in.substr(c.framer.begin(), c.framer.length() - c.framer.begin());
-        c.in.erase(0, c.framer.length());
+        std::string request(c.pending().substr(c.framer.begin(), c.framer.length() - c.framer.begin()));
+        c.consume(c.framer.length());
         c.framer.reset();
         ++c.requests;
         bool closeAfter = c.requests >= opt.maxRequestsPerConnection || c.peerDone || shuttingDown;
         enterPhase(c, Phase::Working);
+        c.inFlight = request.size();
         if (lane == Lane::Inline) return finish(c, router.exchange(request, c.peer, closeAfter));
         WorkQueue &queue = lane == Lane::Aux ? *aux : *commands;
         bool queued = queue.tryPush([this, id = c.id, request = std::move(request), peer = c.peer, closeAfter] {
@@ -406,19 +343,23 @@ struct ControlServer::Impl {
         });
         if (!queued) {
             counters.refuse(ControlRefusal::Busy);
-            finish(c, Exchange{plainAnswer(503, "busy: too many control requests at once; retry shortly", closeAfter, true),
+            finish(c, Exchange{plainResponse(503, "busy: too many control requests at once; retry shortly", closeAfter, true),
                                closeAfter});
         }
     }
 
     // A lane's answer for a connection in Working.
     void finish(Conn &c, Exchange ex) {
+        c.inFlight = 0;
         if (c.continueSent) {
             // cpp-httplib writes its own "100 Continue" for such a request: ours went out already.
             if (ex.response.compare(0, kContinue.size(), kContinue) == 0) ex.response.erase(0, kContinue.size());
             c.continueSent = false;
         }
-        c.out += ex.response;
+        if (c.out.empty())
+            c.out = std::move(ex.response);
+        else
+            c.out += ex.response; // after a "100 Continue" not yet written
         c.closeAfterWrite = ex.close;
         enterPhase(c, Phase::Writing);
         flush(c);
@@ -431,10 +372,10 @@ struct ControlServer::Impl {
             batch.swap(done);
         }
         for (auto &[id, ex] : batch) {
-            auto it = conns.find(id);
-            if (it == conns.end() || it->second->phase != Phase::Working) continue; // closed meanwhile
-            finish(*it->second, std::move(ex));
-            updateInterest(id);
+            Conn *c = conns.find(id);
+            if (!c || c->phase != Phase::Working) continue; // closed meanwhile
+            finish(*c, std::move(ex));
+            settle(id);
         }
     }
 
@@ -477,23 +418,9 @@ struct ControlServer::Impl {
         }
     }
 
-    // Room for one more connection: closes the one that has waited longest among those
-    // closing, then idle, then unfinished (a TLS handshake or a request), then slow readers.
-    // Never one whose request is being answered.
+    // Room for one more connection (see ConnectionTable::longestWaiting).
     bool makeRoom() {
-        Conn *victim = nullptr;
-        for (Phase p : {Phase::Lingering, Phase::Idle}) {
-            if (!listOf(p).empty()) {
-                victim = listOf(p).front();
-                break;
-            }
-        }
-        if (!victim) {
-            for (Phase p : {Phase::Handshake, Phase::Reading}) {
-                if (!listOf(p).empty() && (!victim || listOf(p).front()->since < victim->since)) victim = listOf(p).front();
-            }
-        }
-        if (!victim && !listOf(Phase::Writing).empty()) victim = listOf(Phase::Writing).front();
+        Conn *victim = conns.longestWaiting();
         if (!victim) return false;
         if (victim->phase != Phase::Lingering && victim->phase != Phase::Idle) counters.refuse(ControlRefusal::Evicted);
         close(*victim);
@@ -507,18 +434,11 @@ struct ControlServer::Impl {
             char drop[4096];
             while (::recv(fd, drop, sizeof drop, MSG_DONTWAIT) > 0) {
             }
-            std::string a = plainAnswer(503, "too many connections to the control API; retry shortly", true, true);
+            std::string a = plainResponse(503, "too many connections to the control API; retry shortly", true, true);
             ssize_t r = ::send(fd, a.data(), a.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
             (void)r;
         }
         ::close(fd);
-    }
-
-    void warnOutOfFds() {
-        auto now = Clock::now();
-        if (now - lastFdWarning < std::chrono::seconds(10)) return;
-        lastFdWarning = now;
-        spdlog::warn("control API: out of file descriptors (open-file limit reached): refusing new connections");
     }
 
     void addConnection(int fd) {
@@ -542,70 +462,49 @@ struct ControlServer::Impl {
         ev.data.u64 = id;
         if (epoll_ctl(epollFd, EPOLL_CTL_ADD, fd, &ev) != 0) return; // c closes the socket
         c->interest = EPOLLIN;
-        Conn &ref = *c;
-        conns.emplace(id, std::move(c));
+        Conn &ref = conns.add(std::move(c));
         counters.connections.add(1);
         enterPhase(ref, sslCtx ? Phase::Handshake : Phase::Reading);
     }
 
     void acceptSome() {
-        for (std::size_t i = 0; i < kAcceptBatch && listenFd >= 0; ++i) {
-            int fd = accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0) {
-                if (errno == EINTR || errno == ECONNABORTED) continue;
-                if (errno == EMFILE || errno == ENFILE) {
-                    warnOutOfFds();
-                    // Give up the spare descriptor for a moment to take the connection off the
-                    // queue and refuse it; without a spare, stop accepting for a tick.
-                    if (reserveFd >= 0) {
-                        ::close(reserveFd);
-                        reserveFd = -1;
-                        int victim = accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                        if (victim >= 0) refuse(victim);
-                        reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-                        continue;
-                    }
-                    pauseListener();
-                }
-                return; // EAGAIN, or an error that another try would repeat
+        for (std::size_t i = 0; i < kAcceptBatch; ++i) {
+            ControlAcceptor::Accepted a = acceptor.next();
+            if (a.exhausted) {
+                // No descriptor, not even the spare: stop accepting for a tick.
+                epoll_event ev{};
+                ev.data.u64 = kListenerId;
+                epoll_ctl(epollFd, EPOLL_CTL_MOD, acceptor.fd(), &ev);
+                listenerPausedUntil = Clock::now() + kTick;
             }
-            if (shuttingDown) {
-                ::close(fd);
-                continue;
+            if (a.fd < 0) return;
+            if (a.spare) {
+                refuse(a.fd);
+                acceptor.replenish();
+            } else if (shuttingDown) {
+                ::close(a.fd);
+            } else if (conns.size() >= opt.maxConnections && !makeRoom()) {
+                refuse(a.fd);
+            } else {
+                addConnection(a.fd);
             }
-            if (conns.size() >= opt.maxConnections && !makeRoom()) {
-                refuse(fd);
-                continue;
-            }
-            addConnection(fd);
         }
-    }
-
-    void pauseListener() {
-        epoll_event ev{};
-        ev.data.u64 = kListenerId;
-        epoll_ctl(epollFd, EPOLL_CTL_MOD, listenFd, &ev);
-        listenerPausedUntil = Clock::now() + kTick;
     }
 
     void sweep(Clock::time_point now) {
-        if (listenFd >= 0 && listenerPausedUntil != Clock::time_point() && now >= listenerPausedUntil) {
+        if (acceptor.fd() >= 0 && listenerPausedUntil != Clock::time_point() && now >= listenerPausedUntil) {
             epoll_event ev{};
             ev.events = EPOLLIN;
             ev.data.u64 = kListenerId;
-            epoll_ctl(epollFd, EPOLL_CTL_MOD, listenFd, &ev);
+            epoll_ctl(epollFd, EPOLL_CTL_MOD, acceptor.fd(), &ev);
             listenerPausedUntil = Clock::time_point();
-            if (reserveFd < 0) reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+            acceptor.replenish();
         }
-        std::vector<std::uint64_t> expired;
-        for (Phase p : {Phase::Handshake, Phase::Reading, Phase::Writing, Phase::Idle, Phase::Lingering})
-            for (Conn *c : listOf(p))
-                if (c->deadline <= now) expired.push_back(c->id);
-        for (std::uint64_t id : expired) {
-            auto it = conns.find(id);
-            if (it == conns.end()) continue;
-            Conn &c = *it->second;
-            if (c.phase == Phase::Reading && (c.framer.started() || !c.in.empty()) && c.out.empty()) {
+        for (std::uint64_t id : conns.expired(now)) {
+            Conn *found = conns.find(id);
+            if (!found) continue;
+            Conn &c = *found;
+            if (c.phase == Phase::Reading && (c.framer.started() || !c.nothingPending()) && c.out.empty()) {
                 counters.refuse(ControlRefusal::Timeout);
                 auto secs = std::chrono::duration_cast<std::chrono::duration<double>>(requestTimeout()).count();
                 char why[160];
@@ -613,7 +512,7 @@ struct ControlServer::Impl {
                               "request timeout: the request was not complete within %g s (control_request_timeout_s)",
                               secs);
                 answerAndClose(c, 408, why);
-                updateInterest(id);
+                settle(id);
                 continue;
             }
             if (c.phase == Phase::Handshake || c.phase == Phase::Reading || c.phase == Phase::Writing)
@@ -625,15 +524,14 @@ struct ControlServer::Impl {
     void beginShutdown() {
         shuttingDown = true;
         shutdownDeadline = Clock::now() + opt.stopGrace;
-        if (listenFd >= 0) {
-            epoll_ctl(epollFd, EPOLL_CTL_DEL, listenFd, nullptr);
-            ::close(listenFd);
-            listenFd = -1;
+        if (acceptor.fd() >= 0) {
+            epoll_ctl(epollFd, EPOLL_CTL_DEL, acceptor.fd(), nullptr);
+            acceptor.close();
         }
-        std::vector<std::uint64_t> idle;
-        for (auto &[id, c] : conns)
-            if (c->phase != Phase::Working && c->phase != Phase::Writing) idle.push_back(id);
-        for (std::uint64_t id : idle) close(*conns.at(id));
+        for (std::uint64_t id : conns.ids()) {
+            Conn *c = conns.find(id);
+            if (c->phase != Phase::Working && c->phase != Phase::Writing) close(*c);
+        }
     }
 
     void run() {
@@ -651,9 +549,9 @@ struct ControlServer::Impl {
                     ssize_t r = ::read(wakeFd, &v, sizeof v);
                     (void)r;
                     takeAnswers();
-                } else if (auto it = conns.find(id); it != conns.end()) {
-                    service(*it->second, events[i].events);
-                    updateInterest(id);
+                } else if (Conn *c = conns.find(id)) {
+                    service(*c, events[i].events);
+                    settle(id);
                 }
             }
             // Work that needs no socket event, one step per connection per round, so that a
@@ -661,14 +559,13 @@ struct ControlServer::Impl {
             std::vector<std::uint64_t> now;
             now.swap(ready);
             for (std::uint64_t id : now) {
-                auto it = conns.find(id);
-                if (it == conns.end()) continue;
-                Conn &c = *it->second;
-                if (c.phase == Phase::Reading || c.phase == Phase::Idle)
-                    onReadable(c);
-                else if (c.phase == Phase::Lingering)
-                    drainLinger(c);
-                updateInterest(id);
+                Conn *c = conns.find(id);
+                if (!c) continue;
+                if (c->phase == Phase::Reading || c->phase == Phase::Idle)
+                    onReadable(*c);
+                else if (c->phase == Phase::Lingering)
+                    drainLinger(*c);
+                settle(id);
             }
             if (stopRequested.load() && !shuttingDown) beginShutdown();
             auto t = Clock::now();
@@ -678,7 +575,7 @@ struct ControlServer::Impl {
             }
             if (shuttingDown && (conns.empty() || t >= shutdownDeadline)) break;
         }
-        while (!conns.empty()) close(*conns.begin()->second);
+        for (std::uint64_t id : conns.ids()) close(*conns.find(id));
     }
 };
 
@@ -691,8 +588,6 @@ ControlServer::~ControlServer() {
     Impl &d = *impl_;
     if (d.epollFd >= 0) ::close(d.epollFd);
     if (d.wakeFd >= 0) ::close(d.wakeFd);
-    if (d.reserveFd >= 0) ::close(d.reserveFd);
-    if (d.listenFd >= 0) ::close(d.listenFd);
     if (d.sslCtx) SSL_CTX_free(d.sslCtx);
 }
 
@@ -700,7 +595,7 @@ HttpRouter &ControlServer::router() noexcept { return impl_->router; }
 
 bool ControlServer::stopping() const noexcept { return impl_->stopping.load(); }
 
-std::uint16_t ControlServer::port() const noexcept { return impl_->boundPort; }
+std::uint16_t ControlServer::port() const noexcept { return impl_->acceptor.port(); }
 
 void ControlServer::setRequestTimeout(std::chrono::milliseconds timeout) noexcept {
     impl_->requestTimeoutMs.store(timeout.count());
@@ -730,29 +625,15 @@ bool ControlServer::start(std::string *error) {
         logTlsCertificate("control_tls", *d.opt.tls, *cert);
     }
 
-    std::string host = d.opt.host.empty() ? "0.0.0.0" : d.opt.host;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    std::string shown = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(d.opt.port);
-    std::string why;
-    // One listener, so no SO_REUSEPORT: a second process must not share the port.
-    d.listenFd = openListener(host, d.opt.port, &why, /*probe=*/false, /*sharePort=*/false);
-    if (d.listenFd < 0) return fail("cannot listen on " + shown + " for the control API: " + why);
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    getsockname(d.listenFd, reinterpret_cast<sockaddr *>(&ss), &len);
-    std::string ip;
-    int port = 0;
-    numericAddress(ss, len, ip, port);
-    d.boundPort = static_cast<std::uint16_t>(port);
+    if (!d.acceptor.open(d.opt.host, d.opt.port, error)) return false;
 
     d.epollFd = epoll_create1(EPOLL_CLOEXEC);
     d.wakeFd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    d.reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (d.epollFd < 0 || d.wakeFd < 0) return fail(std::string("control API: ") + std::strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kListenerId;
-    epoll_ctl(d.epollFd, EPOLL_CTL_ADD, d.listenFd, &ev);
+    epoll_ctl(d.epollFd, EPOLL_CTL_ADD, d.acceptor.fd(), &ev);
     ev.data.u64 = kWakeId;
     epoll_ctl(d.epollFd, EPOLL_CTL_ADD, d.wakeFd, &ev);
 

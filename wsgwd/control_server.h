@@ -38,6 +38,10 @@ struct ControlServerOptions {
     /// been waiting longest: closing, then idle, then unfinished; else the new one gets 503.
     std::size_t maxConnections = 4096;
     std::size_t maxRequestsPerConnection = 1000;
+    /// What every connection's buffers may hold together; beyond it the connections holding
+    /// the most are closed (idle ones first, then unfinished requests, then slow readers).
+    /// 0: 64 MiB, or eight of the largest requests the limits allow if that is more.
+    std::size_t maxBufferedBytes = 0;
     unsigned commandWorkers = 8;
     std::size_t commandQueue = 256; ///< complete requests waiting for a command worker; then 503
     std::size_t auxQueue = 64;      ///< ... for the aux lane

@@ -43,7 +43,35 @@ private:
     std::string &out_;
 };
 
+const char *reasonPhrase(int status) {
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
 } // namespace
+
+std::string plainResponse(int status, std::string_view text, bool close, bool retryAfter) {
+    std::string r = "HTTP/1.1 " + std::to_string(status) + " " + reasonPhrase(status) + "\r\n";
+    if (close) r += "Connection: close\r\n";
+    r += "Content-Length: " + std::to_string(text.size() + 1) + "\r\n";
+    r += "Content-Type: text/plain; charset=utf-8\r\n";
+    if (retryAfter) r += "Retry-After: 1\r\n";
+    r += "\r\n";
+    r += text;
+    r += "\n";
+    return r;
+}
 
 Exchange HttpRouter::exchange(std::string_view request, const Peer &peer, bool closeAfter) noexcept {
     Exchange ex;
@@ -55,10 +83,7 @@ Exchange HttpRouter::exchange(std::string_view request, const Peer &peer, bool c
         if (!ex.response.empty()) return ex;
     } catch (...) {
     }
-    static constexpr std::string_view kFailed = "internal error: the request could not be processed\n";
-    ex.response = "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                  "Content-Length: " +
-                  std::to_string(kFailed.size()) + "\r\n\r\n" + std::string(kFailed);
+    ex.response = plainResponse(500, "internal error: the request could not be processed", true);
     ex.close = true;
     return ex;
 }

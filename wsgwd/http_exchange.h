@@ -38,4 +38,9 @@ public:
     Exchange exchange(std::string_view request, const Peer &peer, bool closeAfter) noexcept;
 };
 
+/// An answer the server writes without cpp-httplib (framing refusals, 408, 503), shaped like
+/// the handlers' own: plain text, `text` and a newline, "Connection: close" when `close`,
+/// "Retry-After: 1" when `retryAfter`.
+std::string plainResponse(int status, std::string_view text, bool close, bool retryAfter = false);
+
 } // namespace wsgw::daemon

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <future>
 #include <iostream>
 #include <map>
@@ -23,7 +24,13 @@ using namespace wsgw::hostile;
 namespace {
 
 constexpr std::size_t kAttackConnections = 1000;
-constexpr double kHealthP99Ms = 100;
+
+// The bound on /healthz and /readyz at p99: 100 ms; five times that in a sanitizer build (meson
+// sets WSGW_SANITIZE), whose daemon runs several times slower.
+double healthP99BoundMs() {
+    const char *s = std::getenv("WSGW_SANITIZE");
+    return s && *s && std::string(s) != "none" ? 500 : 100;
+}
 
 std::string controlUrl(const Daemon &d, const std::string &target) {
     return "http://127.0.0.1:" + std::to_string(d.controlPort) + target;
@@ -63,7 +70,7 @@ void probeDuring(Daemon &d, const std::string &what, std::vector<std::string> ar
     CHECK(peak >= connections * 9 / 10); // the attack really held its connections
     CHECK(health.count >= 100);
     CHECK(health.failures == 0);
-    CHECK(health.p99 < kHealthP99Ms);
+    CHECK(health.p99 < healthP99BoundMs());
     CHECK(prober.sendsTried() >= 10);
     CHECK(prober.sendsAnswered() == prober.sendsTried());
     CHECK(delivered);

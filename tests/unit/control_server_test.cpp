@@ -402,3 +402,51 @@ TEST_CASE("stop() returns promptly whatever the clients do, and answers the wait
     RawClient late(f->port);
     CHECK_FALSE(late.ok());
 }
+
+TEST_CASE("many pipelined requests on one connection are all answered, while others are served in between") {
+    Fixture f;
+    RawClient greedy(f.port);
+    std::string burst;
+    for (int i = 0; i < 900; ++i) burst += kHealth;
+    auto writer = std::async(std::launch::async, [&] { return greedy.send(burst); });
+    RawClient other(f.port);
+    REQUIRE(other.send(kHealth));
+    CHECK(other.read(1000ms).status == 200);
+    int answered = 0;
+    while (answered < 900 && greedy.read(2000ms).status == 200) ++answered;
+    CHECK(answered == 900);
+    CHECK(writer.get());
+}
+
+TEST_CASE("over the buffer budget, the connections holding the most are closed; the others go on") {
+    ControlServerOptions o = Fixture::options();
+    o.limits.maxBodyBytes = 256 * 1024;
+    o.maxBufferedBytes = 600 * 1024;
+    o.requestTimeout = 10s;
+    Fixture f(o);
+    std::vector<std::unique_ptr<RawClient>> big;
+    for (int i = 0; i < 3; ++i) {
+        big.push_back(std::make_unique<RawClient>(f.port));
+        REQUIRE(big.back()->send("POST /echo HTTP/1.1\r\nContent-Length: 262144\r\n\r\n" + std::string(200 * 1024, 'x')));
+        std::this_thread::sleep_for(100ms);
+    }
+    int closed = 0;
+    std::vector<RawClient *> open;
+    for (auto &b : big) {
+        if (b->closedWithin(300ms))
+            ++closed;
+        else
+            open.push_back(b.get());
+    }
+    CHECK(closed >= 1);
+    REQUIRE_FALSE(open.empty());
+    CHECK(f.refused(ControlRefusal::Evicted) == static_cast<std::uint64_t>(closed));
+    // A survivor finishes its request and is answered.
+    REQUIRE(open.front()->send(std::string(56 * 1024, 'y')));
+    auto r = open.front()->read(2000ms);
+    CHECK(r.status == 200);
+    CHECK(r.body.size() == 256 * 1024 + std::string("|127.0.0.1").size());
+    RawClient health(f.port);
+    REQUIRE(health.send(kHealth));
+    CHECK(health.read(1000ms).status == 200);
+}
