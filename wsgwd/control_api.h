@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>

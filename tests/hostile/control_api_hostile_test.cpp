@@ -47,14 +47,14 @@ void probeDuring(Daemon &d, const std::string &what, std::vector<std::string> ar
     std::size_t peak = 0;
     eventually(
         [&] {
-            peak = std::max(peak, establishedOn(d.controlPort));
+            peak = std::max(peak, establishedOn(d.controlPort, d.pid()));
             return peak >= connections * 9 / 10;
         },
         6000ms);
     Prober prober(d.controlPort, &rx);
     auto until = std::chrono::steady_clock::now() + window;
     while (std::chrono::steady_clock::now() < until) {
-        peak = std::max(peak, establishedOn(d.controlPort));
+        peak = std::max(peak, establishedOn(d.controlPort, d.pid()));
         std::this_thread::sleep_for(200ms);
     }
     prober.stop();

@@ -16,8 +16,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 extern char **environ;
@@ -263,19 +265,27 @@ std::string Prober::report() const {
     return out;
 }
 
-std::size_t establishedOn(std::uint16_t port) {
+std::size_t establishedOn(std::uint16_t port, int pid) {
+    // The process's sockets, by inode: readlink(/proc/PID/fd/N) says "socket:[INODE]".
+    std::set<std::string> inodes;
+    std::error_code ec;
+    for (const auto &entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+        std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
+        if (!ec && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+    }
     std::size_t n = 0;
     for (const char *file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
         std::ifstream in(file);
         std::string line;
         std::getline(in, line); // header
         while (std::getline(in, line)) {
-            // "  sl  local_address rem_address   st ..." with addresses as HEX_IP:HEX_PORT.
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...,
+            // addresses as HEX_IP:HEX_PORT, state 01 = ESTABLISHED.
             std::istringstream f(line);
-            std::string sl, local, remote, state;
-            f >> sl >> local >> remote >> state;
+            std::string sl, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+            f >> sl >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
             auto colon = local.rfind(':');
-            if (colon == std::string::npos || state != "01") continue;
+            if (colon == std::string::npos || state != "01" || !inodes.count(inode)) continue;
             if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) == port) ++n;
         }
     }

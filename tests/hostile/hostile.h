@@ -117,9 +117,9 @@ private:
     std::thread health_, send_;
 };
 
-/// Established TCP connections whose local port is `port` (the server's side, accepted or
-/// still in the listen queue), from /proc/net/tcp and tcp6.
-std::size_t establishedOn(std::uint16_t port);
+/// Established TCP connections on local port `port` that process `pid` holds (the server's
+/// accepted connections), from /proc/PID/fd and /proc/net/tcp and tcp6.
+std::size_t establishedOn(std::uint16_t port, int pid);
 
 /// A connection that sends the start of a request and then nothing (a hand-made slowloris).
 class HalfRequest {
