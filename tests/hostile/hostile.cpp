@@ -273,7 +273,7 @@ std::size_t establishedOn(std::uint16_t port, int pid) {
         std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
         if (!ec && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
     }
-    std::size_t n = 0;
+    std::set<std::string> established; // by inode: a table read while it changes may repeat a line
     for (const char *file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
         std::ifstream in(file);
         std::string line;
@@ -286,10 +286,10 @@ std::size_t establishedOn(std::uint16_t port, int pid) {
             f >> sl >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
             auto colon = local.rfind(':');
             if (colon == std::string::npos || state != "01" || !inodes.count(inode)) continue;
-            if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) == port) ++n;
+            if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) == port) established.insert(inode);
         }
     }
-    return n;
+    return established.size();
 }
 
 HalfRequest::HalfRequest(std::uint16_t port, const std::string &bytes) {
