@@ -86,7 +86,10 @@ int main(int argc, char **argv) {
     so.maxBacklogBytes = std::size_t{8} << 30;
     wsgw::EventBus bus;
     bus.addSink(std::move(sink), so);
-    bus.start();
+    if (std::string why; !bus.start(&why)) {
+        std::fprintf(stderr, "amqp_bench: %s\n", why.c_str());
+        return 1;
+    }
     while (!bus.ready()) {
         auto s = bus.stats()[0];
         if (!s.lastError.empty()) {

@@ -49,6 +49,12 @@ const char *refusalName(Refusal r) noexcept {
         return "capacity";
     case Refusal::Draining:
         return "draining";
+    case Refusal::FdLimit:
+        return "fd_limit";
+    case Refusal::Timeout:
+        return "timeout";
+    case Refusal::Backpressure:
+        return "backpressure";
     case Refusal::NotWebSocket:
         return "not_websocket";
     case Refusal::Count:

@@ -33,7 +33,19 @@ private:
 };
 
 /// Why an upgrade (or a plain HTTP request on the WebSocket port) was refused.
-enum class Refusal : std::size_t { NotFound, BadRequest, Version, Origin, Capacity, Draining, NotWebSocket, Count };
+enum class Refusal : std::size_t {
+    NotFound,
+    BadRequest,
+    Version,
+    Origin,
+    Capacity,
+    Draining,
+    NotWebSocket,
+    FdLimit, ///< at the open-file limit: accepted on the reserve descriptor, answered 503, closed
+    Timeout,      ///< a request not finished within the handshake timeout
+    Backpressure, ///< the event backlog is full (backlog_overflow: pause_reading)
+    Count
+};
 const char *refusalName(Refusal r) noexcept;
 
 /// What one shard counts. Written by that shard's thread only.

@@ -2,6 +2,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "outbound_queue.h"
 
 #include <wsgw/event.h>
 #include <wsgw/hub.h>
@@ -35,7 +36,8 @@ struct WsEndpoint {
 
     /// What is queued for a client beyond this applies the slow-consumer policy.
     std::size_t maxOutboundBytes = 4u << 20;
-    enum class SlowConsumerPolicy { Close, DropNewest, DropOldest } slowConsumer = SlowConsumerPolicy::Close;
+    using SlowConsumerPolicy = daemon::SlowConsumerPolicy;
+    SlowConsumerPolicy slowConsumer = SlowConsumerPolicy::Close;
 };
 
 struct WsServerOptions {

@@ -110,6 +110,8 @@ bool readPayload(const char *p, std::size_t n, PayloadFields *out) noexcept {
 // ---- WebSocket --------------------------------------------------------------------------------
 
 namespace {
+// EVP_EncodeBlock writes 4 characters per 3 bytes, padded, without newlines, and a terminating
+// NUL (hence the + 1).
 std::string base64(const unsigned char *p, std::size_t n) {
     std::string out(4 * ((n + 2) / 3) + 1, '\0');
     int len = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()), p, static_cast<int>(n));

@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <random>
@@ -184,7 +185,7 @@ std::size_t four(std::size_t) { return 4; }
 // A hub with 2 shards on their own threads; connection i is opened on shard i % 2.
 struct HubWorld : World {
     explicit HubWorld(std::size_t size) : n(size), conns(new FakeConnection[size]), hub(options()) {
-        hub.start();
+        if (!hub.start()) std::abort();
         std::vector<std::future<void>> opened;
         for (std::size_t s = 0; s < hub.shardCount(); ++s) {
             auto done = std::make_shared<std::promise<void>>();
@@ -192,7 +193,7 @@ struct HubWorld : World {
             bool posted = hub.shard(s).post([this, done](Shard &shard) {
                 EventSpec spec;
                 for (std::size_t i = shard.index(); i < n; i += hub.shardCount())
-                    shard.open(conns[i], bench::tagsFor(i, n, conns[i].id()), spec);
+                    if (!shard.open(conns[i], bench::tagsFor(i, n, conns[i].id()), spec)) std::abort();
                 done->set_value();
             });
             if (!posted) throw std::runtime_error("shard inbox refused the open batch");

@@ -78,7 +78,10 @@ int main() {
 
     // Sinks are added before start(). Events carry the tags the endpoint asks for.
     hub.events().addSink(wsgw::makeLogSink(stdout, "embed"));
-    hub.start();
+    if (std::string why; !hub.start(&why)) {
+        std::fprintf(stderr, "embed: %s\n", why.c_str());
+        return 1;
+    }
     wsgw::EventSpec spec;
     spec.includeTags = {"group"};
 

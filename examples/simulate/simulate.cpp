@@ -197,7 +197,10 @@ int main(int argc, char **argv) {
     hubOptions.ownThreads = true;
     Hub hub(hubOptions);
     hub.events().addSink(makeNullSink()); // events are made and published, then dropped quietly
-    hub.start();
+    if (std::string why; !hub.start(&why)) {
+        std::fprintf(stderr, "simulate: %s\n", why.c_str());
+        return 1;
+    }
     EventSpec spec;
     spec.includeTags = {"user"};
 

@@ -425,6 +425,11 @@ Tags Registry::tags(ConnectionId id) const {
     return impl_->tagsOf(impl_->records[slot]);
 }
 
+std::size_t Registry::tagCount(ConnectionId id) const noexcept {
+    std::uint32_t slot = impl_->slotOf(id);
+    return slot == kNoSlot ? 0 : impl_->records[slot].tags.size();
+}
+
 std::string_view Registry::tag(ConnectionId id, std::string_view key) const noexcept {
     const Impl &d = *impl_;
     std::uint32_t slot = d.slotOf(id);

@@ -19,7 +19,7 @@
 # What it does:
 #   1. Sets the build dir up once: CXX=clang++ meson setup -Dfuzz=true
 #      -Db_sanitize=address,undefined -Db_lundef=false, without tests, examples and benchmarks.
-#      Then builds only the fuzz targets and what they link (libwsgw and wsgwd's config.cpp);
+#      Then builds only the fuzz targets and what they link (libwsgw and wsgwd's config parser);
 #      later runs recompile only what changed. A lock keeps two runs from building at once.
 #   2. Runs each target for N seconds on its seed corpus tests/fuzz/corpus/TARGET with its
 #      dictionary tests/fuzz/TARGET.dict, inputs up to 4096 bytes, 10 s at most per input.

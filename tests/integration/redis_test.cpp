@@ -299,6 +299,11 @@ TEST_CASE("pause_reading: nothing is dropped; clients are not read while the bac
     std::this_thread::sleep_for(300ms);
     CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") <= 40);
     CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
+    // New connections would add open events to the full backlog: refused until it drains.
+    wsgw::test::WsClient late;
+    auto refused = late.connect("127.0.0.1", d->wsPort, "/raw");
+    CHECK(refused.status == 503);
+    CHECK(refused.body.find("event backlog full") != std::string::npos);
     redis.start();
     RedisProbe probe(redis.port());
     REQUIRE_MESSAGE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "100"; }, 20000ms),

@@ -59,19 +59,12 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
     }
 }
 
+// Sec-WebSocket-Key and -Accept are short (16 and 20 bytes). EVP_EncodeBlock writes 4 characters
+// per 3 bytes, padded, without newlines, and a terminating NUL (hence the + 1).
 std::string base64(const unsigned char *data, std::size_t size) {
-    static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    out.reserve((size + 2) / 3 * 4);
-    for (std::size_t i = 0; i < size; i += 3) {
-        std::uint32_t n = std::uint32_t{data[i]} << 16;
-        if (i + 1 < size) n |= std::uint32_t{data[i + 1]} << 8;
-        if (i + 2 < size) n |= data[i + 2];
-        out.push_back(kAlphabet[(n >> 18) & 63]);
-        out.push_back(kAlphabet[(n >> 12) & 63]);
-        out.push_back(i + 1 < size ? kAlphabet[(n >> 6) & 63] : '=');
-        out.push_back(i + 2 < size ? kAlphabet[n & 63] : '=');
-    }
+    std::string out(4 * ((size + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()), data, static_cast<int>(size));
+    out.resize(static_cast<std::size_t>(n));
     return out;
 }
 

@@ -76,7 +76,7 @@ TEST_CASE("an unreachable broker: the sink is down with the reason and the backl
     REQUIRE(sink);
     EventBus bus;
     bus.addSink(std::move(sink));
-    bus.start();
+    REQUIRE(bus.start());
     for (int i = 0; i < 3; ++i) bus.publish(Event::make(EventAction::Open, ConnectionId::random(), "/e", Tags{}, {}));
     std::vector<SinkStats> stats;
     for (int i = 0; i < 200; ++i) {

@@ -45,7 +45,7 @@ void onShard(Shard &shard, std::function<void(Shard &)> fn) {
 struct Api {
     explicit Api(ControlApiOptions o = options()) {
         std::signal(SIGPIPE, SIG_IGN);
-        hub.start();
+        REQUIRE(hub.start());
         onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(a, {{"group", "g"}, {"admin", "1"}}, kNoEvents)); });
         onShard(hub.shard(1), [&](Shard &s) {
             REQUIRE(s.open(b, {{"group", "g"}}, kNoEvents));

@@ -7,6 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <mutex>
+#include <new>
+#include <stdexcept>
 #include <memory>
 #include <set>
 #include <thread>
@@ -72,7 +75,7 @@ struct CaptureSink final : EventSink {
 
 TEST_CASE("commands reach every shard; counts are exact sums") {
     Hub hub({.shards = 4, .inboxCapacity = 64, .ownThreads = true});
-    hub.start();
+    REQUIRE(hub.start());
     std::vector<std::unique_ptr<FakeConnection>> conns;
     for (std::size_t i = 0; i < 40; ++i) conns.push_back(std::make_unique<FakeConnection>());
     // 10 connections per shard: group g<i%2>, admin on every 5th.
@@ -135,7 +138,7 @@ TEST_CASE("commands reach every shard; counts are exact sums") {
 
 TEST_CASE("a broadcast shares one buffer per shard: the recipients of a shard hold the same message") {
     Hub hub({.shards = 3, .inboxCapacity = 64, .ownThreads = true});
-    hub.start();
+    REQUIRE(hub.start());
     std::vector<std::unique_ptr<FakeConnection>> conns;
     for (std::size_t i = 0; i < 12; ++i) {
         conns.push_back(std::make_unique<FakeConnection>());
@@ -163,7 +166,7 @@ TEST_CASE("a broadcast shares one buffer per shard: the recipients of a shard ho
 TEST_CASE("broadcasts from several threads reach each match exactly once while connections churn") {
     constexpr std::size_t kShards = 3, kStable = 300, kBroadcasts = 200;
     Hub hub({.shards = kShards, .inboxCapacity = 1024, .ownThreads = true});
-    hub.start();
+    REQUIRE(hub.start());
     std::vector<std::unique_ptr<CountingConnection>> stable;
     for (std::size_t i = 0; i < kStable; ++i) {
         stable.push_back(std::make_unique<CountingConnection>());
@@ -218,7 +221,7 @@ TEST_CASE("a full inbox refuses the command everywhere with Busy") {
     Hub hub({.shards = 2, .inboxCapacity = 2, .ownThreads = false});
     std::atomic<int> wakes{0};
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([&] { wakes.fetch_add(1); });
-    hub.start();
+    REQUIRE(hub.start());
     FakeConnection a;
     REQUIRE(hub.shard(0).post([&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}}, kNoEvents)); }));
     std::vector<CountResult> results;
@@ -245,7 +248,7 @@ TEST_CASE("a full inbox refuses the command everywhere with Busy") {
 TEST_CASE("stopping the hub ends queued commands with Stopped") {
     Hub hub({.shards = 2, .inboxCapacity = 16, .ownThreads = false});
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
-    hub.start();
+    REQUIRE(hub.start());
     auto pending = hub.send(Selector::all(), Message::text("x"));
     CHECK(hub.shard(0).drain() == 1); // one shard answered, the other never will
     hub.stop();
@@ -257,7 +260,7 @@ TEST_CASE("stopping the hub ends queued commands with Stopped") {
 
 TEST_CASE("forEachShard runs on each shard's own thread") {
     Hub hub({.shards = 3, .inboxCapacity = 8, .ownThreads = true});
-    hub.start();
+    REQUIRE(hub.start());
     std::mutex mu;
     std::set<std::thread::id> threads;
     auto r = std::promise<CountResult>();
@@ -278,7 +281,7 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
     std::mutex mu;
     std::vector<EventPtr> events;
     hub.events().addSink(std::make_unique<CaptureSink>(mu, events, false));
-    hub.start();
+    REQUIRE(hub.start());
 
     EventSpec spec;
     spec.includeTags = {"group", "absent"};
@@ -318,7 +321,7 @@ TEST_CASE("tag changes become TagsChanged events only when a sink wants them; op
     std::vector<EventPtr> events;
     Hub hub({.shards = 2, .ownThreads = true});
     hub.events().addSink(std::make_unique<CaptureSink>(mu, events, true));
-    hub.start();
+    REQUIRE(hub.start());
     EventSpec spec;
     spec.connectionDetails = true;
     FakeConnection a, b;
@@ -353,7 +356,7 @@ TEST_CASE("tag changes become TagsChanged events only when a sink wants them; op
     auto stream = std::make_unique<Stream>();
     stream->out = &none;
     quiet.events().addSink(std::move(stream));
-    quiet.start();
+    REQUIRE(quiet.start());
     FakeConnection c;
     onShard(quiet.shard(0), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, EventSpec{})); });
     CHECK(quiet.setTags(sel("g=1"), {{"k", "v"}}).get().value == 1);
@@ -361,4 +364,164 @@ TEST_CASE("tag changes become TagsChanged events only when a sink wants them; op
     quiet.stop(2000ms);
     CHECK(none.size() == 1);
     CHECK(none[0]->allTags.empty()); // no connectionDetails asked
+}
+
+TEST_CASE("a command that throws on a shard answers its caller once, with Failed and what the others did") {
+    Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
+    REQUIRE(hub.start());
+    std::vector<CountResult> answers;
+    hub.forEachShard(
+        [](Shard &s) -> std::size_t {
+            if (s.index() == 1) throw std::bad_alloc();
+            return 5;
+        },
+        [&](CountResult r) { answers.push_back(r); });
+    CHECK(hub.shard(0).drain() == 1);
+    CHECK(answers.empty()); // shard 1 has not answered yet
+    CHECK(hub.shard(1).drain() == 1);
+    REQUIRE(answers.size() == 1);
+    CHECK(answers[0].status == CommandStatus::Failed);
+    CHECK(answers[0].value == 5);
+    CHECK(answers[0].shards == 1);
+
+    // A `done` that throws is the caller's bug; the shard goes on and nothing is answered twice.
+    int calls = 0;
+    hub.forEachShard([](Shard &) { return std::size_t{1}; },
+                     [&](CountResult) {
+                         ++calls;
+                         throw std::runtime_error("done must not throw");
+                     });
+    CHECK(hub.shard(0).drain() == 1);
+    CHECK(hub.shard(1).drain() == 1);
+    CHECK(calls == 1);
+
+    // A plain post that throws is dropped; the shard keeps running later commands.
+    REQUIRE(hub.shard(0).post([](Shard &) { throw std::runtime_error("x"); }));
+    bool ran = false;
+    REQUIRE(hub.shard(0).post([&](Shard &) { ran = true; }));
+    CHECK(hub.shard(0).drain() == 2);
+    CHECK(ran);
+}
+
+TEST_CASE("a command past its deadline is not run late: TimedOut with what the prompt shards did") {
+    Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
+    REQUIRE(hub.start());
+    FakeConnection a, b;
+    REQUIRE(hub.shard(0).post([&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}}, kNoEvents)); }));
+    REQUIRE(hub.shard(1).post([&](Shard &s) { REQUIRE(s.open(b, {{"g", "1"}}, kNoEvents)); }));
+    CHECK(hub.shard(0).drain() == 1);
+    CHECK(hub.shard(1).drain() == 1);
+
+    auto pending = hub.send(sel("g=1"), Message::text("late?"), std::chrono::steady_clock::now() + 50ms);
+    CHECK(hub.shard(0).drain() == 1); // in time
+    std::this_thread::sleep_for(80ms);
+    CHECK(hub.shard(1).drain() == 1); // too late: skipped
+    auto r = pending.get();
+    CHECK(r.status == CommandStatus::TimedOut);
+    CHECK(r.value == 1);
+    CHECK(r.shards == 1);
+    CHECK(a.received.size() == 1);
+    CHECK(b.received.empty());
+
+    // Without a deadline, the same delay is fine.
+    auto relaxed = hub.send(sel("g=1"), Message::text("whenever"));
+    std::this_thread::sleep_for(20ms);
+    CHECK(hub.shard(0).drain() == 1);
+    CHECK(hub.shard(1).drain() == 1);
+    CHECK(relaxed.get().value == 2);
+}
+
+TEST_CASE("stopCommands answers every waiting caller at once, refuses new commands, and events still flow") {
+    std::mutex mu;
+    std::vector<EventPtr> events;
+    Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
+    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, false));
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
+    REQUIRE(hub.start());
+    auto queued = hub.status(Selector::all()); // no shard ever drains it
+    auto t0 = std::chrono::steady_clock::now();
+    hub.stopCommands();
+    REQUIRE(queued.wait_for(1s) == std::future_status::ready);
+    CHECK(queued.get().status == CommandStatus::Stopped);
+    CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+    CHECK(hub.send(Selector::all(), Message::text("x")).get().status == CommandStatus::Stopped);
+    CHECK_FALSE(hub.shard(0).post([](Shard &) {}));
+    CHECK(hub.shard(0).drain() == 0);
+
+    // A transport still reports connections going away after its commands stopped.
+    FakeConnection c;
+    REQUIRE(hub.shard(0).open(c, {{"g", "1"}}, kNoEvents));
+    hub.shard(0).closed(c, kNoEvents);
+    hub.stop(2000ms);
+    REQUIRE(events.size() == 2);
+    CHECK(events[1]->action == EventAction::Close);
+}
+
+TEST_CASE("a bounded setTags checks and changes each connection in one step") {
+    Hub hub({.shards = 2, .inboxCapacity = 16, .ownThreads = true});
+    REQUIRE(hub.start());
+    FakeConnection small, full, dup;
+    onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(small, {{"g", "1"}}, kNoEvents)); });
+    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(full, {{"g", "1"}, {"a", "1"}, {"b", "1"}}, kNoEvents)); });
+    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(dup, {{"g", "1"}, {"x", "1"}, {"y", "1"}}, kNoEvents)); });
+
+    // Limit 3: `small` goes to 2 tags; `full` would have 4 and keeps its 3; `dup` already has
+    // x, and deleting y makes room for z.
+    auto r = hub.setTags(sel("g=1"), {{"x", "2"}, {"z", "1"}, {"y", ""}}, 3).get();
+    REQUIRE(r.ok());
+    CHECK(r.value.changed == 2);
+    CHECK(r.value.over == 1);
+    CHECK(r.shards == 2);
+    auto st = hub.status(Selector::all()).get().value;
+    std::map<ConnectionId, Tags> tags;
+    for (auto &c : st) tags[c.id] = c.tags;
+    CHECK(tags[small.id()] == Tags{{"g", "1"}, {"x", "2"}, {"z", "1"}});
+    CHECK(tags[full.id()] == Tags{{"g", "1"}, {"a", "1"}, {"b", "1"}});
+    CHECK(tags[dup.id()] == Tags{{"g", "1"}, {"x", "2"}, {"z", "1"}});
+
+    // The same key twice: the last entry wins, in the count as in the change.
+    auto twice = hub.setTags(sel("id=" + small.id().toString()), {{"n", "1"}, {"n", ""}}, 3).get();
+    CHECK(twice.value.changed == 1);
+    CHECK(twice.value.over == 0);
+    hub.stop();
+}
+
+TEST_CASE("a mirror hears every open, tag change and close on the shard threads, and starts and stops with the hub") {
+    struct Recording final : ConnectionMirror {
+        std::mutex mu;
+        std::vector<std::string> log;
+        bool started = false, stopped = false;
+        std::string name() const override { return "recording"; }
+        void opened(std::size_t shard, const Connection &c, const Tags &tags) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("open " + std::to_string(shard) + " " + c.id().toString() + " " + encodeForm(tags));
+        }
+        void changed(std::size_t shard, ConnectionId id, const Tags &tags) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("change " + std::to_string(shard) + " " + id.toString() + " " + encodeForm(tags));
+        }
+        void closed(std::size_t shard, ConnectionId id) noexcept override {
+            std::lock_guard lock(mu);
+            log.push_back("close " + std::to_string(shard) + " " + id.toString());
+        }
+        bool start(Hub &, std::string *) noexcept override { return started = true; }
+        void stop(std::chrono::milliseconds) noexcept override { stopped = true; }
+        MirrorStats stats() const override { return {}; }
+    };
+    auto owned = std::make_unique<Recording>();
+    Recording &m = *owned;
+    Hub hub({.shards = 2, .ownThreads = true});
+    hub.setMirror(std::move(owned));
+    REQUIRE(hub.start());
+    CHECK(m.started);
+    FakeConnection c;
+    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, kNoEvents)); });
+    CHECK(hub.setTags(sel("g=1"), {{"x", "2"}, {"g", ""}}).get().value == 1);
+    onShard(hub.shard(1), [&](Shard &s) { s.closed(c, kNoEvents); });
+    hub.stop();
+    CHECK(m.stopped);
+    const std::string id = c.id().toString();
+    CHECK(m.log == std::vector<std::string>{"open 1 " + id + " g=1", "change 1 " + id + " x=2", "close 1 " + id});
 }

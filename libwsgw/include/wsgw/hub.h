@@ -4,11 +4,13 @@
 #include <wsgw/event.h>
 #include <wsgw/export.h>
 #include <wsgw/message.h>
+#include <wsgw/mirror.h>
 #include <wsgw/registry.h>
 #include <wsgw/selector.h>
 #include <wsgw/sink.h>
 #include <wsgw/tags.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -21,16 +23,27 @@ namespace wsgw {
 
 class Hub;
 
-/// How a command sent to every shard ended.
+/// How a command sent to every shard ended. When several shards ended differently, the first
+/// of Stopped, Failed, TimedOut that applies is reported.
 enum class CommandStatus {
-    Ok,      ///< every shard ran it; the result is complete
-    Busy,    ///< a shard's inbox was full; the command ran nowhere
-    Stopped, ///< the hub was stopped before every shard ran it
+    Ok,       ///< every shard ran it; the result is complete
+    Busy,     ///< a shard's inbox was full; the command ran nowhere
+    Stopped,  ///< the hub stopped taking commands before every shard ran it
+    Failed,   ///< a shard could not run it (it threw, e.g. out of memory)
+    TimedOut, ///< its deadline passed before every shard started it; those shards never will
 };
 
+/// When a command must have started on a shard; a shard that reaches it later skips it. The
+/// default: no deadline.
+using Deadline = std::chrono::steady_clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+
+/// A command's answer. Whatever the status, `value` covers exactly the `shards` shards that ran
+/// the command (a count is their sum), so a caller that gave up still learns what was done.
 template <class T> struct CommandResult {
     CommandStatus status = CommandStatus::Ok;
     T value{};
+    std::size_t shards = 0; ///< how many shards ran it
     bool ok() const noexcept { return status == CommandStatus::Ok; }
 };
 
@@ -43,7 +56,14 @@ struct ConnectionInfo {
     std::size_t shard = 0;
 };
 
+/// What a bounded setTags did (Hub::setTags with maxTags).
+struct TagChangeCount {
+    std::size_t changed = 0; ///< connections whose tags changed
+    std::size_t over = 0;    ///< connections left unchanged: the change would exceed the bound
+};
+
 using CountResult = CommandResult<std::size_t>;
+using SetTagsResult = CommandResult<TagChangeCount>;
 using StatusResult = CommandResult<std::vector<ConnectionInfo>>;
 using TreeResult = CommandResult<TagTree>;
 
@@ -65,25 +85,31 @@ public:
     Registry &registry() noexcept;
 
     /// A new connection: registers it with `tags` and publishes its open event.
-    /// Returns false (and publishes nothing) if its id is already registered.
-    bool open(Connection &conn, const TagList &tags, const EventSpec &spec);
-    /// A message from the client: publishes a message event. Never blocks.
-    void message(const Connection &conn, Opcode type, std::string_view payload, const EventSpec &spec);
+    /// Returns false (and leaves nothing registered, publishes nothing) if its id is already
+    /// registered or memory runs out.
+    [[nodiscard]] bool open(Connection &conn, const TagList &tags, const EventSpec &spec) noexcept;
+    /// A message from the client: publishes a message event. Never blocks. Returns false if the
+    /// event could not be built (out of memory); it is then counted as dropped.
+    bool message(const Connection &conn, Opcode type, std::string_view payload, const EventSpec &spec) noexcept;
     /// The connection is gone: unregisters it and publishes its close event, which still carries
-    /// its tags. Unknown connection: no-op.
-    void closed(const Connection &conn, const EventSpec &spec);
+    /// its tags. Unknown connection: no-op. The connection always leaves the registry, even when
+    /// its event cannot be built (out of memory; counted as dropped).
+    void closed(const Connection &conn, const EventSpec &spec) noexcept;
 
-    /// Runs the commands queued for this shard, in order; returns how many ran. The transport
-    /// calls it on the shard's thread after the wake-up it set with setWakeup().
-    std::size_t drain();
+    /// Runs the commands queued for this shard, in order; returns how many it took (run, or
+    /// skipped past their deadline). The transport calls it on the shard's thread after the
+    /// wake-up it set with setWakeup(). A command that throws is reported to its caller as
+    /// Failed; nothing escapes.
+    std::size_t drain() noexcept;
 
     /// How the hub wakes this shard's thread when a command arrives: the transport's wake-up
     /// (e.g. lws_cancel_service). Thread-safe to call it; must be set before Hub::start().
     void setWakeup(std::function<void()> wake);
 
     /// Thread-safe: queues `fn` to run on this shard's thread and wakes it. Returns false if the
-    /// inbox is full or the hub is stopped (then `fn` never runs).
-    [[nodiscard]] bool post(std::function<void(Shard &)> fn);
+    /// inbox is full, the hub takes no more commands, or memory runs out (then `fn` never runs).
+    /// An exception thrown by `fn` is caught and dropped.
+    [[nodiscard]] bool post(std::function<void(Shard &)> fn) noexcept;
 
 private:
     friend class Hub;
@@ -116,9 +142,11 @@ struct HubOptions {
 /// (future-returning) calls must not be waited on from a shard's own thread, which would
 /// deadlock.
 ///
-/// Every callback-taking command calls `done` exactly once: with Busy on the calling thread if
-/// any inbox was full (nothing ran anywhere), otherwise on the thread of the last shard to
-/// finish, so `done` must be quick and must not block.
+/// Every callback-taking command calls `done` exactly once, whatever happens (a full inbox, a
+/// stop, a shard that throws, a deadline, running out of memory): with Busy or Stopped on the
+/// calling thread if it could not be queued everywhere (then it ran nowhere), otherwise on the
+/// thread of the last shard to finish, or of stopCommands(). So `done` must be quick, must not
+/// block and must not throw (an exception from it is dropped). No call throws.
 class WSGW_EXPORT Hub {
 public:
     explicit Hub(HubOptions options = {});
@@ -126,40 +154,70 @@ public:
     Hub(const Hub &) = delete;
     Hub &operator=(const Hub &) = delete;
 
+    /// Sets the mirror of connection state that the shards keep informed (see ConnectionMirror);
+    /// only before start(). start() starts it; stop() stops it after the event sinks.
+    void setMirror(std::unique_ptr<ConnectionMirror> mirror);
+    /// The mirror, or nullptr.
+    ConnectionMirror *mirror() noexcept;
+
     std::size_t shardCount() const noexcept;
-    Shard &shard(std::size_t index);
+    /// Precondition: index < shardCount() (a programming error otherwise: the process aborts).
+    Shard &shard(std::size_t index) noexcept;
     EventBus &events() noexcept;
 
-    /// Starts the shards' own threads (with ownThreads) and the event sinks.
-    void start();
-    /// Refuses new commands, ends queued ones with Stopped, joins the hub's own threads and
-    /// stops the event sinks after letting them flush for up to `flushFor`.
-    void stop(std::chrono::milliseconds flushFor = std::chrono::milliseconds(0));
+    /// Starts the shards' own threads (with ownThreads) and the event sinks. Returns false with
+    /// a message if a thread cannot be started; then nothing is left running.
+    [[nodiscard]] bool start(std::string *error = nullptr) noexcept;
+    /// Refuses every new command and ends the queued ones with Stopped at once, so no caller
+    /// waits for a shard that will not run again; events still flow. A transport calls it before
+    /// it stops its shards' loops; stop() calls it too. Idempotent.
+    void stopCommands() noexcept;
+    /// stopCommands(), then joins the hub's own threads and stops the event sinks after letting
+    /// them flush for up to `flushFor`.
+    void stop(std::chrono::milliseconds flushFor = std::chrono::milliseconds(0)) noexcept;
 
     using CountCallback = std::function<void(CountResult)>;
+
+    // Every command takes a Deadline: a shard that has not started the command by then skips
+    // it, and the answer is TimedOut with what the other shards did. A caller that stops
+    // waiting at its deadline can so tell its own caller what happened: nothing runs late.
 
     /// Queues `msg` on every selected connection. The count is the connections it was queued for.
     /// The connections of one shard share one buffer: `msg` itself on shard 0, a copy on each
     /// other shard (so that no reference count is shared between the shards' cores).
-    void send(Selector sel, MessagePtr msg, CountCallback done);
+    void send(Selector sel, MessagePtr msg, CountCallback done, Deadline deadline = kNoDeadline) noexcept;
     /// Applies `changes` (empty value = delete) to every selected connection; counts them.
-    void setTags(Selector sel, TagList changes, CountCallback done);
+    void setTags(Selector sel, TagList changes, CountCallback done, Deadline deadline = kNoDeadline) noexcept;
+    /// setTags with a bound: a connection that the change would leave with more than `maxTags`
+    /// tags keeps its tags as they are and is counted in `over`; the others change and are
+    /// counted in `changed`. Checked and applied in one step on each connection's shard, so no
+    /// concurrent change can slip between the check and the change.
+    void setTags(Selector sel, TagList changes, std::size_t maxTags, std::function<void(SetTagsResult)> done,
+                 Deadline deadline = kNoDeadline) noexcept;
     /// Sends `last` first if it is non-null, then closes every selected connection with
     /// `code` and `reason`; counts them.
-    void close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last, CountCallback done);
+    void close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last, CountCallback done,
+               Deadline deadline = kNoDeadline) noexcept;
     /// The selected connections with their tags, ordered by id.
-    void status(Selector sel, std::function<void(StatusResult)> done);
+    void status(Selector sel, std::function<void(StatusResult)> done, Deadline deadline = kNoDeadline) noexcept;
     /// Every key with its values and their connection counts.
-    void tree(std::function<void(TreeResult)> done);
+    void tree(std::function<void(TreeResult)> done, Deadline deadline = kNoDeadline) noexcept;
     /// Runs `fn` on every shard's thread and sums what it returns: the building block of the
     /// commands above, for embeddings that need their own.
-    void forEachShard(std::function<std::size_t(Shard &)> fn, CountCallback done);
+    void forEachShard(std::function<std::size_t(Shard &)> fn, CountCallback done,
+                      Deadline deadline = kNoDeadline) noexcept;
 
-    std::future<CountResult> send(Selector sel, MessagePtr msg);
-    std::future<CountResult> setTags(Selector sel, TagList changes);
-    std::future<CountResult> close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last = {});
-    std::future<StatusResult> status(Selector sel);
-    std::future<TreeResult> tree();
+    /// The same commands with a future for the answer. Out of memory before the command could be
+    /// queued, the future holds Failed (or, if even that cannot be made, std::terminate runs:
+    /// these calls never throw).
+    std::future<CountResult> send(Selector sel, MessagePtr msg, Deadline deadline = kNoDeadline) noexcept;
+    std::future<CountResult> setTags(Selector sel, TagList changes, Deadline deadline = kNoDeadline) noexcept;
+    std::future<SetTagsResult> setTags(Selector sel, TagList changes, std::size_t maxTags,
+                                       Deadline deadline = kNoDeadline) noexcept;
+    std::future<CountResult> close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last = {},
+                                   Deadline deadline = kNoDeadline) noexcept;
+    std::future<StatusResult> status(Selector sel, Deadline deadline = kNoDeadline) noexcept;
+    std::future<TreeResult> tree(Deadline deadline = kNoDeadline) noexcept;
 
 private:
     struct Impl;

@@ -60,6 +60,8 @@ public:
 
     /// The connection's tags; empty for an unknown id.
     Tags tags(ConnectionId id) const;
+    /// How many tags the connection has; 0 for an unknown id.
+    std::size_t tagCount(ConnectionId id) const noexcept;
     /// The value of one tag, or an empty view. The view stays valid until the registry changes.
     std::string_view tag(ConnectionId id, std::string_view key) const noexcept;
 

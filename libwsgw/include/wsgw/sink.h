@@ -94,12 +94,22 @@ struct SinkStats {
 /// Fans every published event out to every sink that accepts it, each sink with its own
 /// bounded backlog and thread.
 ///
+/// A sink's backlog is one queue per producer: each of the `producers` threads that publish
+/// with publish(producer, event) (the hub's shards) has queues of its own, which it shares with
+/// no other producer, only with the sink's thread; so producers never wait for each other.
+/// Other threads publish through one more queue per sink, shared under a mutex. The backlog
+/// bounds (SinkOptions) hold for a sink's queues together (producers publishing at the same
+/// moment may overshoot them by an event each); DropOldest drops the oldest events of the
+/// producer that hit the bound. A sink delivers its queues' events merged in the order they
+/// were published.
+///
 /// Thread-safe. publish() never blocks on a destination: a slow or unreachable sink fills its
 /// own backlog and then applies its overflow policy, while the other sinks carry on.
 class WSGW_EXPORT EventBus {
 public:
-    /// `firstId` is the id of the first event (see Event::id).
-    explicit EventBus(std::uint64_t firstId = 1);
+    /// `firstId` is the id of the first event (see Event::id); `producers` the number of
+    /// threads with queues of their own (publish(producer, event)).
+    explicit EventBus(std::uint64_t firstId = 1, std::size_t producers = 0);
     ~EventBus(); ///< stop(0) if still running
     EventBus(const EventBus &) = delete;
     EventBus &operator=(const EventBus &) = delete;
@@ -118,8 +128,9 @@ public:
     /// Set before start().
     void onBackpressure(std::function<void(bool paused)> listener);
 
-    /// Starts one thread per sink.
-    void start();
+    /// Starts one thread per sink. Returns false with a message if a thread cannot be started;
+    /// then none is left running.
+    [[nodiscard]] bool start(std::string *error = nullptr) noexcept;
 
     /// Whether any sink takes events with this action (cheap; fixed once started). Lets
     /// producers skip building events nobody wants.
@@ -127,8 +138,17 @@ public:
 
     /// Assigns the next event id (for TagsChanged: only a sequence number), queues the event for
     /// every sink that accepts it, and returns the id. With no sinks the event is counted and
-    /// discarded. After stop() events are discarded (0 is returned).
-    std::uint64_t publish(Event &&event);
+    /// discarded. After stop() events are discarded (0 is returned). Out of memory, the event is
+    /// counted in lost() and 0 is returned.
+    std::uint64_t publish(Event &&event) noexcept;
+    /// The same from producer `producer` (< producers), through its own queues: only that
+    /// thread may publish as that producer. A producer out of range publishes as publish(event).
+    std::uint64_t publish(std::size_t producer, Event &&event) noexcept;
+
+    /// Counts an event its producer could not build (out of memory) as lost.
+    void countLost() noexcept;
+    /// Events lost before reaching any sink's backlog (out of memory).
+    std::uint64_t lost() const noexcept;
 
     /// True while a PauseReading sink's backlog is over its bound and not yet down to half.
     bool paused() const noexcept;

@@ -9,6 +9,7 @@
 #include <wsgw/export.h>
 #include <wsgw/hub.h>
 #include <wsgw/message.h>
+#include <wsgw/mirror.h>
 #include <wsgw/registry.h>
 #include <wsgw/selector.h>
 #include <wsgw/sink.h>

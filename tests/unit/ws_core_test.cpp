@@ -1,0 +1,136 @@
+// The daemon's WebSocket core without sockets: the upgrade decision and the outbound queue.
+
+#include "outbound_queue.h"
+#include "ws_handshake.h"
+
+#include <doctest/doctest.h>
+
+using namespace wsgw;
+using namespace wsgw::daemon;
+
+namespace {
+
+UpgradeRequest good() {
+    UpgradeRequest r;
+    r.path = "/connect";
+    r.connection = "keep-alive, Upgrade";
+    r.key = "dGhlIHNhbXBsZSBub25jZQ==";
+    r.version = "13";
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("checkUpgrade: each bad request gets the status and message a client can act on") {
+    WsEndpoint ep;
+    ep.path = "/connect";
+    struct Row {
+        const char *what;
+        UpgradeRequest req;
+        const WsEndpoint *endpoint;
+        bool draining, full, paused;
+        unsigned status;
+        Refusal reason;
+        const char *message;
+    };
+    UpgradeRequest noGet = good(), noUpgrade = good(), badKey = good(), shortKey = good(), v8 = good(), noVersion = good();
+    noGet.path = "";
+    noUpgrade.connection = "keep-alive";
+    badKey.key = "dGhlIHNhbXBsZSBub25jZQ=!";
+    shortKey.key = "c2hvcnQ=";
+    v8.version = "8";
+    noVersion.version = "";
+    const Row rows[] = {
+        {"not a GET", noGet, &ep, false, false, false, 400, Refusal::BadRequest, "a WebSocket upgrade is a GET"},
+        {"unknown path", good(), nullptr, false, false, false, 404, Refusal::NotFound, "no WebSocket endpoint here"},
+        {"draining", good(), &ep, true, false, false, 503, Refusal::Draining, "shutting down"},
+        {"no Connection: Upgrade", noUpgrade, &ep, false, false, false, 400, Refusal::BadRequest, "missing 'Connection: Upgrade'"},
+        {"bad key", badKey, &ep, false, false, false, 400, Refusal::BadRequest,
+         "missing or malformed Sec-WebSocket-Key (16 bytes, base64)"},
+        {"short key", shortKey, &ep, false, false, false, 400, Refusal::BadRequest,
+         "missing or malformed Sec-WebSocket-Key (16 bytes, base64)"},
+        {"version 8", v8, &ep, false, false, false, 426, Refusal::Version,
+         "unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455)"},
+        {"no version", noVersion, &ep, false, false, false, 426, Refusal::Version,
+         "unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455)"},
+        {"at capacity", good(), &ep, false, true, false, 503, Refusal::Capacity, "too many connections; retry later"},
+        {"event backlog full", good(), &ep, false, false, true, 503, Refusal::Backpressure,
+         "event backlog full; retry later"},
+    };
+    for (const Row &row : rows) {
+        CAPTURE(row.what);
+        UpgradeVerdict v = checkUpgrade(row.req, row.endpoint, {row.draining, row.full, row.paused});
+        CHECK(v.status == row.status);
+        CHECK(v.reason == row.reason);
+        CHECK(v.message == row.message);
+    }
+    CHECK(checkUpgrade(good(), &ep, {}).status == 0);
+}
+
+TEST_CASE("checkUpgrade: origins and subprotocols") {
+    WsEndpoint ep;
+    ep.path = "/connect";
+    ep.allowedOrigins = {"https://app.example"};
+    UpgradeRequest r = good();
+    r.origin = "https://APP.example"; // case-insensitive
+    CHECK(checkUpgrade(r, &ep, {}).status == 0);
+    r.origin = "https://evil.example";
+    UpgradeVerdict v = checkUpgrade(r, &ep, {});
+    CHECK(v.status == 403);
+    CHECK(v.reason == Refusal::Origin);
+    r.origin = ""; // not a browser
+    CHECK(checkUpgrade(r, &ep, {}).status == 0);
+
+    r.protocol = " chat.v2 , chat.v1";
+    v = checkUpgrade(r, &ep, {});
+    CHECK(v.status == 0);
+    CHECK(v.subprotocol == "chat.v2");
+    r.protocol = " , chat";
+    CHECK(checkUpgrade(r, &ep, {}).status == 400);
+}
+
+TEST_CASE("header helpers") {
+    CHECK(trimOws(" \tx y\t ") == "x y");
+    CHECK(hasToken("keep-alive,UPGRADE", "upgrade"));
+    CHECK(hasToken("Upgrade", "upgrade"));
+    CHECK_FALSE(hasToken("upgrades", "upgrade"));
+    CHECK_FALSE(hasToken("", "upgrade"));
+    CHECK(validKey("AAAAAAAAAAAAAAAAAAAAAA=="));
+    CHECK_FALSE(validKey("AAAAAAAAAAAAAAAAAAAAAAA="));
+    CHECK_FALSE(validKey("AAAAAAAAAAAAAAAAAAAAA-=="));
+}
+
+TEST_CASE("the outbound queue applies its byte bound by policy and never drops what is being written") {
+    auto msg = [](std::size_t payload) { return Message::create(Opcode::Binary, std::string(payload, 'x')); };
+    const std::size_t frame = msg(100)->frame().size(); // 102: a 2-byte header
+    const std::size_t bound = 3 * frame;
+
+    OutboundQueue q;
+    for (int i = 0; i < 3; ++i) CHECK(q.push(msg(100), bound, SlowConsumerPolicy::DropNewest).queued);
+    CHECK(q.bytes() == bound);
+    auto r = q.push(msg(100), bound, SlowConsumerPolicy::DropNewest);
+    CHECK_FALSE(r.queued);
+    CHECK(r.dropped == 1);
+    CHECK(q.size() == 3);
+
+    // Close: the queue is left as it is and the caller is told to close.
+    r = q.push(msg(100), bound, SlowConsumerPolicy::Close);
+    CHECK(r.overLimit);
+    CHECK_FALSE(r.queued);
+    CHECK(q.size() == 3);
+
+    // DropOldest: as many old ones go as the new one needs.
+    MessagePtr big = msg(250);
+    r = q.push(big, bound, SlowConsumerPolicy::DropOldest);
+    CHECK(r.queued);
+    CHECK(r.dropped == 3);
+    CHECK(q.size() == 1);
+    CHECK(q.front() == big);
+
+    // One message always fits into an empty queue, however big.
+    OutboundQueue e;
+    CHECK(e.push(msg(10'000), bound, SlowConsumerPolicy::Close).queued);
+    CHECK(e.pop()->payload().size() == 10'000);
+    CHECK(e.empty());
+    CHECK(e.bytes() == 0);
+}

@@ -1,0 +1,344 @@
+#include "ws_connection.h"
+
+#include "lws_workarounds.h"
+#include "peer_address.h"
+#include "socket_stats.h"
+#include "utf8.h"
+#include "ws_shard.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace wsgw::daemon {
+
+namespace {
+
+// A connection that has not finished closing this long after close() is dropped.
+constexpr int kCloseTimeoutS = 5;
+
+} // namespace
+
+WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed)
+    : Connection(ConnectionId::random()), shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
+      compressed_(compressed) {
+    lastActivityMs = nowMs();
+    // The handshake's bytes are not a sign of life after it: without this, the first idle check
+    // took them for one, and a silent client was closed only after 1.5 times the idle timeout.
+    rxBytesSeen_ = tcpBytesReceived(lws_get_socket_fd(wsi)).value_or(0);
+}
+
+const WsEndpoint &WsConnection::ep() const { return shard_.settings.endpoints[endpoint_]; }
+
+SendStatus WsConnection::send(const MessagePtr &msg) {
+    if (closing_) {
+        shard_.counters.framesDropped.add();
+        return SendStatus::Closed;
+    }
+    const WsEndpoint &e = ep();
+    OutboundQueue::PushResult r = queue_.push(msg, e.maxOutboundBytes, e.slowConsumer);
+    shard_.counters.framesDropped.add(r.dropped);
+    if (r.overLimit) {
+        // A consumer this far behind would hold memory for everyone: cut it off.
+        shard_.counters.framesDropped.add(queue_.size() + 1);
+        shard_.counters.slowConsumerCloses.add();
+        queue_.clear();
+        close(close_code::kPolicyViolation, "slow consumer: outbound queue full");
+        return SendStatus::Dropped;
+    }
+    if (!r.queued) return SendStatus::Dropped;
+    if (!compressed_ && !writeRequested_) {
+        // Written when the shard has run this wake-up's commands (flushPending): whatever
+        // they queued for this connection goes out in one send(), without a trip through
+        // the event loop. (flushPending checks lws' own backlog, so the lws state is
+        // touched once per connection and wake-up, not once per message.)
+        if (!pendingFlush_) {
+            pendingFlush_ = true;
+            shard_.toFlush.push_back(this);
+        }
+    } else {
+        requestWrite();
+    }
+    return SendStatus::Queued;
+}
+
+void WsConnection::flushPending() {
+    pendingFlush_ = false;
+    if (queue_.empty() || writeRequested_ || closing_) return;
+    if (lws_partial_buffered(wsi_)) {
+        requestWrite();
+        return;
+    }
+    if (writeRaw() < 0) {
+        closing_ = true;
+        queue_.clear();
+        lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    if (!queue_.empty()) requestWrite();
+}
+
+void WsConnection::close(std::uint16_t code, std::string_view reason) {
+    if (closing_) return;
+    closing_ = true;
+    closeCode_ = code;
+    closeReason_.assign(reason.substr(0, 123));
+    // If the peer never lets us write the close frame, drop it anyway.
+    lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
+    requestWrite();
+}
+
+std::string WsConnection::remoteAddress() const { return peerAddress(lws_get_socket_fd(wsi_)); }
+
+std::string_view WsConnection::endpoint() const { return ep().path; }
+
+int WsConnection::onWriteable() {
+    writeRequested_ = false;
+    // The close is lws' now: it writes our close frame and then waits (5 s at most) for the
+    // client's before it closes the socket. Another -1 from here would cut that wait short,
+    // and a client still sending would get a reset that can swallow the close frame.
+    if (closeHandedOver_) return 0;
+    // A compressed write may read its input until the next WRITEABLE (lws drains the
+    // deflate output over several callbacks); only now is the previous message free.
+    inflight_ = nullptr;
+
+    if (pingDue) {
+        pingDue = false;
+        // Not empty: lws 4.1 reports a pong to us only when it carries a payload.
+        unsigned char buf[LWS_PRE + 4] = {};
+        std::memcpy(buf + LWS_PRE, "wsgw", 4);
+        if (lws_write(wsi_, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0) return -1;
+        if (!queue_.empty() || closing_) requestWrite();
+        return 0;
+    }
+    if (queue_.empty()) {
+        if (!closing_) return 0;
+        lws_close_reason(wsi_, static_cast<lws_close_status>(closeCode_),
+                         reinterpret_cast<unsigned char *>(closeReason_.data()), closeReason_.size());
+        return -1;
+    }
+    int rc = compressed_ ? writeCompressed() : writeRaw();
+    if (rc < 0) return -1;
+    if (!queue_.empty() || closing_) requestWrite();
+    return 0;
+}
+
+int WsConnection::onReceive(const void *in, std::size_t len) {
+    if (closeHandedOver_) return 0; // lws is closing politely: drop what still arrives
+    if (rxDiscard_) return -1;
+    touch();
+    if (!rxActive_) {
+        rxActive_ = true;
+        rxBinary_ = lws_frame_is_binary(wsi_) != 0;
+        rx_.clear();
+        if (compressed_ && !watched_) {
+            watched_ = true;
+            shard_.partialCompressed.push_back(id());
+        }
+    }
+    const WsEndpoint &e = ep();
+    if (rx_.size() + len > e.maxMessageBytes) {
+        shard_.counters.oversizeCloses.add();
+        return closeNow(close_code::kMessageTooBig,
+                        "message too big: limit is " + std::to_string(e.maxMessageBytes) + " bytes");
+    }
+    rx_.append(static_cast<const char *>(in), len);
+    if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
+
+    rxActive_ = false;
+    if (e.ratePerSecond > 0 && !takeToken(e)) {
+        if (e.rateDropInsteadOfClose) {
+            shard_.counters.rateLimitDrops.add();
+            return 0;
+        }
+        shard_.counters.rateLimitCloses.add();
+        return closeNow(close_code::kPolicyViolation,
+                        "rate limit exceeded: at most " + std::to_string(e.ratePerSecond) + " messages per second");
+    }
+    if (shard_.shard.hub().events().paused()) pauseReading();
+    if (!rxBinary_ && !isValidUtf8(rx_)) {
+        shard_.counters.invalidUtf8Closes.add();
+        return closeNow(close_code::kInvalidPayload, "text message is not valid UTF-8");
+    }
+    shard_.counters.messagesReceived.add();
+    shard_.counters.bytesReceived.add(rx_.size());
+    shard_.shard.message(*this, rxBinary_ ? Opcode::Binary : Opcode::Text, rx_, e.events);
+    if (rx_.capacity() > 4 * kRxBufferSize) std::string().swap(rx_); // do not keep a big buffer idle
+    return 0;
+}
+
+void WsConnection::touch() {
+    lastActivityMs = nowMs();
+    pinged = false;
+    // Move to the tail of the idle list: it is now the most recently active.
+    if (shard_.idleTail == this) return;
+    unlinkIdle();
+    linkIdle();
+}
+
+void WsConnection::linkIdle() {
+    prev = shard_.idleTail;
+    next = nullptr;
+    if (prev)
+        prev->next = this;
+    else
+        shard_.idleHead = this;
+    shard_.idleTail = this;
+}
+
+void WsConnection::unlinkIdle() {
+    if (prev)
+        prev->next = next;
+    else if (shard_.idleHead == this)
+        shard_.idleHead = next;
+    if (next)
+        next->prev = prev;
+    else if (shard_.idleTail == this)
+        shard_.idleTail = prev;
+    prev = next = nullptr;
+}
+
+void WsConnection::schedulePing() {
+    pingDue = true;
+    pinged = true;
+    requestWrite();
+}
+
+bool WsConnection::takeToken(const WsEndpoint &e) {
+    std::int64_t now = nowMs();
+    if (tokensAtMs_ == 0) {
+        tokens_ = static_cast<double>(e.rateBurst);
+    } else {
+        tokens_ = std::min<double>(e.rateBurst, tokens_ + (now - tokensAtMs_) * e.ratePerSecond / 1000.0);
+    }
+    tokensAtMs_ = now;
+    if (tokens_ < 1.0) return false;
+    tokens_ -= 1.0;
+    return true;
+}
+
+bool WsConnection::messageInProgress() {
+    // A closeNow() in the middle of a compressed message is ignored by lws until it has
+    // inflated the rest, which it may never do: keep watching until lws has the close.
+    if (rxActive_ && !stallHandled_ && (!closing_ || (rxDiscard_ && !closeHandedOver_))) return true;
+    watched_ = false;
+    return false;
+}
+
+void WsConnection::closeStalled() {
+    stallHandled_ = true;
+    shard_.counters.inflateStalls.add();
+    if (!closing_) {
+        spdlog::warn("connection {}: a compressed message stalled inside libwebsockets' permessage-deflate; "
+                     "closing with 1011 so the client reconnects",
+                     id().toString());
+        closing_ = true;
+        queue_.clear();
+        closeCode_ = close_code::kInternalError;
+        closeReason_ = "compressed message could not be completed; please reconnect";
+    } else {
+        spdlog::debug("connection {}: stuck inside permessage-deflate while closing with {}", id().toString(),
+                      closeCode_);
+    }
+    rxDiscard_ = true;
+    closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE, should lws come back
+    writeCloseFrameAndCut(wsi_, closeCode_, closeReason_, 1);
+}
+
+void WsConnection::cut(std::uint16_t code, std::string_view reason) {
+    if (closeHandedOver_ || stallHandled_) return;
+    closing_ = true;
+    queue_.clear();
+    closeCode_ = code;
+    closeReason_.assign(reason.substr(0, 123));
+    rxDiscard_ = true;
+    closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
+    writeCloseFrameAndCut(wsi_, code, closeReason_, 0);
+}
+
+void WsConnection::pauseReading() {
+    if (rxPaused_) return;
+    rxPaused_ = true;
+    spdlog::debug("connection {}: reading paused (event backlog full)", id().toString());
+    lws_rx_flow_control(wsi_, 0);
+    shard_.pausedReading.push_back(id());
+}
+
+void WsConnection::resumeReading() {
+    if (!rxPaused_) return;
+    rxPaused_ = false;
+    spdlog::debug("connection {}: reading resumed", id().toString());
+    lws_rx_flow_control(wsi_, 1);
+}
+
+bool WsConnection::receivedSinceLastCheck() {
+    auto bytes = tcpBytesReceived(lws_get_socket_fd(wsi_));
+    if (!bytes || *bytes == rxBytesSeen_) return false;
+    rxBytesSeen_ = *bytes;
+    return true;
+}
+
+void WsConnection::requestWrite() {
+    if (writeRequested_) return;
+    writeRequested_ = true;
+    lws_callback_on_writable(wsi_);
+}
+
+// Returning -1 from RECEIVE closes right away with the reason set here, except while lws is
+// still handing out the inflated pieces of a compressed frame, where it ignores the -1: then
+// the close frame goes out from the next WRITEABLE, and the kill timeout covers a peer that
+// never lets us write. Whatever else the client sends meanwhile is dropped.
+int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
+    spdlog::debug("connection {}: closing at once with {} ({})", id().toString(), code, reason);
+    closing_ = true;
+    rxDiscard_ = true;
+    queue_.clear();
+    closeCode_ = code;
+    closeReason_ = reason.substr(0, 123);
+    lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(closeReason_.data()),
+                     closeReason_.size());
+    lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
+    requestWrite();
+    return -1;
+}
+
+int WsConnection::writeRaw() {
+    MessagePtr first = queue_.pop();
+    std::string_view frame = first->frame();
+    if (queue_.empty() || frame.size() >= kCoalesceBytes / 2) {
+        if (lws_write(wsi_, reinterpret_cast<unsigned char *>(const_cast<char *>(frame.data())), frame.size(),
+                      LWS_WRITE_HTTP) < 0)
+            return -1;
+        shard_.counters.messagesSent.add();
+        shard_.counters.bytesSent.add(frame.size());
+        return 0;
+    }
+    std::string &buf = shard_.coalesce;
+    buf.assign(frame);
+    std::size_t messages = 1;
+    while (!queue_.empty() && buf.size() + queue_.front()->frame().size() <= kCoalesceBytes) {
+        buf.append(queue_.pop()->frame());
+        ++messages;
+    }
+    if (lws_write(wsi_, reinterpret_cast<unsigned char *>(buf.data()), buf.size(), LWS_WRITE_HTTP) < 0) return -1;
+    shard_.counters.messagesSent.add(messages);
+    shard_.counters.bytesSent.add(buf.size());
+    return 0;
+}
+
+int WsConnection::writeCompressed() {
+    MessagePtr msg = queue_.pop();
+    if (msg->headroom() + msg->frameHeaderSize() < LWS_PRE) {
+        // Made without room for lws (not by wsgwd's own API): copy once for this connection.
+        msg = Message::create(msg->opcode(), msg->payload(), LWS_PRE);
+    }
+    inflight_ = msg; // lws reads it until the next WRITEABLE (lws_workarounds.h)
+    auto type = msg->isText() ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+    if (lws_write(wsi_, const_cast<unsigned char *>(msg->data()), msg->size(), type) < 0) return -1;
+    shard_.counters.messagesSent.add();
+    shard_.counters.bytesSent.add(msg->size());
+    return 0;
+}
+
+} // namespace wsgw::daemon
