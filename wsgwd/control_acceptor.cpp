@@ -56,7 +56,8 @@ ControlAcceptor::Accepted ControlAcceptor::next() {
         auto now = std::chrono::steady_clock::now();
         if (now - lastWarning_ >= std::chrono::seconds(10)) {
             lastWarning_ = now;
-            spdlog::warn("control API: out of file descriptors (open-file limit reached): refusing new connections");
+            spdlog::warn("control API: out of file descriptors (open-file limit reached): new control connections "
+                         "are taken one at a time on a spare descriptor");
         }
         if (spare_ < 0) {
             a.exhausted = true;

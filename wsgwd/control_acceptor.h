@@ -6,10 +6,11 @@
 
 namespace wsgw::daemon {
 
-/// The control server's listening socket. Accepts without blocking; when the process is out of
-/// file descriptors, it takes the waiting connection off the queue with a spare descriptor kept
-/// for that, so the server can refuse it at once (otherwise the queue fills, clients hang, and
-/// a level-triggered loop wakes for ever). Logs that at most every 10 s.
+/// The control server's listening socket. Accepts without blocking. When the process is out of
+/// file descriptors (the WebSocket side took them all, say), it accepts on a spare descriptor
+/// kept for that, so that an operator's health check or /metrics still gets in; otherwise the
+/// connection would wait in the queue and a level-triggered loop wake for ever. Logs that at
+/// most every 10 s.
 ///
 /// Thread-bound (to the server's loop); open() and close() may come from the starting and
 /// stopping thread while the loop does not run.
@@ -30,12 +31,12 @@ public:
 
     struct Accepted {
         int fd = -1;           ///< -1: nothing to accept now (or, with `exhausted`, no descriptor)
-        bool spare = false;    ///< taken with the spare descriptor: refuse it and close it at once
-        bool exhausted = false; ///< out of descriptors and no spare: stop accepting for a while
+        bool spare = false;     ///< on the spare descriptor: replenish() once this connection is closed
+        bool exhausted = false; ///< out of descriptors and the spare in use: free one, or wait
     };
     /// The next waiting connection, non-blocking and close-on-exec.
     Accepted next();
-    /// Gets a spare descriptor again if next() had to use it and could not get it back.
+    /// Takes a spare descriptor again (after the connection on it closed).
     void replenish();
 
 private:

@@ -54,6 +54,7 @@ struct ControlConnection {
     std::size_t lingered = 0;
     std::uint32_t interest = 0;  ///< the epoll events registered
     std::size_t inFlight = 0;    ///< Working: the size of the request's copy with a lane
+    bool onSpare = false;        ///< accepted on the acceptor's spare descriptor (out of them)
 
     /// The current request's bytes so far, and whatever follows them.
     std::string_view pending() const { return std::string_view(in).substr(inStart); }

@@ -143,8 +143,10 @@ struct ControlServer::Impl {
     }
 
     void close(Conn &c) {
+        bool onSpare = c.onSpare;
         counters.connections.add(-1);
         conns.remove(c); // closes the socket, which takes it out of epoll
+        if (onSpare && acceptor.fd() >= 0) acceptor.replenish();
     }
 
     // After anything done to a connection: what it waits for, and what its buffers hold.
@@ -427,7 +429,7 @@ struct ControlServer::Impl {
         return true;
     }
 
-    // Over the limit, or out of descriptors: a short answer and a close, never a wait.
+    // Over the connection limit: a short answer and a close, never a wait.
     void refuse(int fd) {
         counters.refuse(ControlRefusal::Capacity);
         if (!sslCtx) {
@@ -441,7 +443,8 @@ struct ControlServer::Impl {
         ::close(fd);
     }
 
-    void addConnection(int fd) {
+    // false (and the socket closed) if it cannot be served.
+    bool addConnection(int fd, bool onSpare) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         SSL *ssl = nullptr;
@@ -450,7 +453,7 @@ struct ControlServer::Impl {
             if (!ssl || SSL_set_fd(ssl, fd) != 1) {
                 if (ssl) SSL_free(ssl);
                 ::close(fd);
-                return;
+                return false;
             }
             SSL_set_accept_state(ssl);
         }
@@ -460,34 +463,38 @@ struct ControlServer::Impl {
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = id;
-        if (epoll_ctl(epollFd, EPOLL_CTL_ADD, fd, &ev) != 0) return; // c closes the socket
+        if (epoll_ctl(epollFd, EPOLL_CTL_ADD, fd, &ev) != 0) return false; // c closes the socket
         c->interest = EPOLLIN;
+        c->onSpare = onSpare;
         Conn &ref = conns.add(std::move(c));
         counters.connections.add(1);
         enterPhase(ref, sslCtx ? Phase::Handshake : Phase::Reading);
+        return true;
     }
 
     void acceptSome() {
         for (std::size_t i = 0; i < kAcceptBatch; ++i) {
             ControlAcceptor::Accepted a = acceptor.next();
             if (a.exhausted) {
-                // No descriptor, not even the spare: stop accepting for a tick.
+                // Out of descriptors and the spare in use (accept() says so before it looks at
+                // the queue, so nobody may be waiting): rest for a tick; a client waits in the
+                // queue meanwhile.
                 epoll_event ev{};
                 ev.data.u64 = kListenerId;
                 epoll_ctl(epollFd, EPOLL_CTL_MOD, acceptor.fd(), &ev);
                 listenerPausedUntil = Clock::now() + kTick;
+                return;
             }
             if (a.fd < 0) return;
-            if (a.spare) {
-                refuse(a.fd);
-                acceptor.replenish();
-            } else if (shuttingDown) {
+            if (shuttingDown) {
                 ::close(a.fd);
             } else if (conns.size() >= opt.maxConnections && !makeRoom()) {
                 refuse(a.fd);
-            } else {
-                addConnection(a.fd);
+            } else if (addConnection(a.fd, a.spare)) {
+                if (a.spare) return; // the last descriptor there is: nothing more to accept
+                continue;
             }
+            if (a.spare) acceptor.replenish();
         }
     }
 
