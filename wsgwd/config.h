@@ -164,7 +164,10 @@ struct Config {
     unsigned maxTagKeyLen = 128;         ///< max_tag_key_len
     unsigned maxTagValueLen = 1024;      ///< max_tag_value_len
     std::size_t maxBodyKb = 0;           ///< max_body_kb: control API bodies; 0 = max_message_size_kb
-    unsigned controlTimeoutS = 10;       ///< control_timeout_s: read/write and command timeouts
+    unsigned controlTimeoutS = 10;       ///< control_timeout_s: how long a command may take (504 after)
+    /// control_request_timeout_s: a control request's headers and body must arrive within
+    /// this (408 after), and its answer be written within it.
+    unsigned controlRequestTimeoutS = 10;
     /// control_token, or control_token_file's content once readConfigFiles() has read it: the
     /// bearer token; "" = none.
     std::string controlToken;

@@ -318,6 +318,7 @@ const Section<Config> &topLevelKeys() {
             {"max_tag_value_len", number(&Config::maxTagValueLen, 1, 1 << 20)},
             {"max_body_kb", number(&Config::maxBodyKb, 1, kMaxSizeKb)},
             {"control_timeout_s", number(&Config::controlTimeoutS, 1, 3600)},
+            {"control_request_timeout_s", number(&Config::controlRequestTimeoutS, 1, 3600)},
             {"control_token", readControlToken},
             {"control_token_file", readControlTokenFile},
             {"tls", optionalSection(&Config::tls, tlsKeys())},

@@ -1,20 +1,19 @@
 #include "control_api.h"
 
-#include "listener.h"
+#include "control_server.h"
 #include "metrics.h"
-#include "tls.h"
 #include "utf8.h"
 
 #include <wsgw/hub.h>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <future>
 #include <mutex>
-#include <thread>
 
 namespace wsgw::daemon {
 
@@ -36,13 +35,34 @@ bool wantsJson(const httplib::Request &req) {
     return req.get_header_value("Accept").find("application/json") != std::string::npos;
 }
 
-// Equal without revealing, through timing, how much of a guess was right.
-bool constantTimeEquals(std::string_view a, std::string_view b) {
-    unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
-    for (std::size_t i = 0; i < a.size(); ++i)
-        diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-    return diff == 0;
+// Equal without revealing, through timing, how much of a guess was right. The length is
+// compared first: it is not worth hiding, and CRYPTO_memcmp needs two buffers of one size.
+bool tokenMatches(std::string_view given, std::string_view token) {
+    return given.size() == token.size() && CRYPTO_memcmp(given.data(), token.data(), token.size()) == 0;
 }
+
+// Health checks on the loop thread (they never block), /metrics on its own thread, the rest
+// (commands, which wait for the shards) on the workers.
+Lane laneOf(const RequestHead &head) {
+    if (head.path == "/healthz" || head.path == "/readyz") return Lane::Inline;
+    if (head.path == "/metrics") return Lane::Aux;
+    return Lane::Command;
+}
+
+ControlServerOptions serverOptions(const ControlApiOptions &o) {
+    ControlServerOptions s;
+    s.host = o.addr.host;
+    s.port = o.addr.port;
+    s.tls = o.tls;
+    s.limits.maxBodyBytes = o.maxBodyBytes;
+    s.requestTimeout = o.requestTimeout;
+    s.keepAliveTimeout = o.keepAliveTimeout;
+    s.maxConnections = o.maxConnections;
+    return s;
+}
+
+// How often a handler waiting for the shards looks whether the server is stopping.
+constexpr auto kStopPoll = std::chrono::milliseconds(20);
 
 bool isBinaryBody(const httplib::Request &req) {
     std::string type = req.get_header_value("Content-Type");
@@ -57,7 +77,7 @@ bool isBinaryBody(const httplib::Request &req) {
 struct ControlApi::Impl {
     Impl(ControlApiContext c, ControlApiOptions o)
         : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)),
-          owned(makeServer()), server(*owned) {}
+          server(serverOptions(opt), ctx.metrics.control(), laneOf) {}
 
     ControlApiContext ctx;
     ControlApiOptions opt; // as started: address, TLS, body limit
@@ -69,25 +89,7 @@ struct ControlApi::Impl {
         std::lock_guard lock(liveMu);
         return live;
     }
-    std::optional<TlsCertificateInfo> tlsCert; // control_tls: what its certificate says, once loaded
-    std::string tlsError;                      // control_tls: why it could not be loaded
-    std::unique_ptr<httplib::Server> owned;    // an httplib::SSLServer with control_tls
-    httplib::Server &server;
-    std::thread thread;
-    bool running = false;
-
-    // With control_tls, the files are loaded by our code rather than SSLServer(cert, key): for a
-    // message that names the problem (start() reports it), and so that an encrypted key fails
-    // instead of OpenSSL asking for its passphrase on the terminal.
-    std::unique_ptr<httplib::Server> makeServer() {
-        if (!opt.tls) return std::make_unique<httplib::Server>();
-        return std::make_unique<httplib::SSLServer>([this](SSL_CTX &ssl) {
-            SSL_CTX_set_options(&ssl, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
-            SSL_CTX_set_min_proto_version(&ssl, TLS1_2_VERSION);
-            tlsCert = loadTlsFiles(ssl, *opt.tls, "control_tls", &tlsError);
-            return tlsCert.has_value();
-        });
-    }
+    ControlServer server;
 
     bool allowed(const std::string &ip) const {
         auto now = current();
@@ -115,13 +117,27 @@ struct ControlApi::Impl {
         return sel;
     }
 
-    // Waits for a command's answer and writes it: the count, or why there is none.
+    // Waits for a command's answer and writes it: the count, or why there is none. A stop
+    // ends the wait at once (503), so that stopping never waits for the shards.
     template <class Result> std::optional<Result> await(std::future<Result> f, const char *command,
                                                         httplib::Response &res) {
         auto start = std::chrono::steady_clock::now();
-        if (f.wait_for(current()->commandTimeout) != std::future_status::ready) {
-            reply(res, 504, std::string(command) + ": the shards did not answer in time");
-            return std::nullopt;
+        auto limit = start + current()->commandTimeout;
+        for (;;) {
+            auto now = std::chrono::steady_clock::now();
+            if (f.wait_for(std::min<std::chrono::steady_clock::duration>(kStopPoll, std::max(limit - now, {}))) ==
+                std::future_status::ready)
+                break;
+            if (server.stopping()) {
+                reply(res, 503, std::string(command) +
+                                    ": shutting down before the shards answered (the command may or may not have been "
+                                    "applied)");
+                return std::nullopt;
+            }
+            if (std::chrono::steady_clock::now() >= limit) {
+                reply(res, 504, std::string(command) + ": the shards did not answer in time");
+                return std::nullopt;
+            }
         }
         Result r = f.get();
         ctx.metrics.observeCommand(command, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -310,12 +326,13 @@ struct ControlApi::Impl {
                 reply(res, 405, req.method + " is not allowed here; use " + allow);
             };
             bool post = std::string_view(r.method) == "POST";
-            server.Get(r.path, post ? httplib::Server::Handler(wrong) : httplib::Server::Handler(handle));
-            server.Post(r.path, post ? httplib::Server::Handler(handle) : httplib::Server::Handler(wrong));
-            server.Put(r.path, wrong);
-            server.Patch(r.path, wrong);
-            server.Delete(r.path, wrong);
-            server.Options(r.path, wrong);
+            httplib::Server &router = server.router();
+            router.Get(r.path, post ? httplib::Server::Handler(wrong) : httplib::Server::Handler(handle));
+            router.Post(r.path, post ? httplib::Server::Handler(handle) : httplib::Server::Handler(wrong));
+            router.Put(r.path, wrong);
+            router.Patch(r.path, wrong);
+            router.Delete(r.path, wrong);
+            router.Options(r.path, wrong);
         }
     }
 
@@ -346,31 +363,7 @@ ControlApi::~ControlApi() { stop(); }
 
 bool ControlApi::start(std::string *error) {
     Impl &d = *impl_;
-    if (d.opt.tls) {
-        if (!d.server.is_valid()) {
-            if (error) *error = d.tlsError.empty() ? "control_tls: cannot set up TLS" : d.tlsError;
-            return false;
-        }
-        logTlsCertificate("control_tls", *d.opt.tls, *d.tlsCert);
-    }
-    httplib::Server &s = d.server;
-    s.set_payload_max_length(d.opt.maxBodyBytes);
-    // httplib's workers finish an idle keep-alive wait or a slow read before stop() returns,
-    // so these bound how long a shutdown can wait for backends' connections.
-    s.set_read_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
-    s.set_write_timeout(static_cast<time_t>(d.opt.ioTimeout.count()), 0);
-    s.set_keep_alive_timeout(2);
-    s.set_keep_alive_max_count(1000);
-    // httplib writes an answer's header and body separately: with Nagle on, the body waited for
-    // the client's delayed ACK, 40 ms per request on a keep-alive connection.
-    s.set_tcp_nodelay(true);
-    // httplib's default is SO_REUSEPORT alone. The connections this side closes then sit in
-    // TIME_WAIT without SO_REUSEADDR, and a restart could not bind the port for a minute; and a
-    // second process could share the port. SO_REUSEADDR alone is right for one listener.
-    s.set_socket_options([](socket_t sock) {
-        int yes = 1;
-        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
+    httplib::Server &s = d.server.router();
     s.set_pre_routing_handler([&d](const httplib::Request &req, httplib::Response &res) {
         // Health checks come from orchestrators on any address and reveal nothing.
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
@@ -380,7 +373,7 @@ bool ControlApi::start(std::string *error) {
             std::string auth = req.get_header_value("Authorization");
             static constexpr std::string_view kBearer = "Bearer ";
             if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&
-                constantTimeEquals(std::string_view(auth).substr(kBearer.size()), token))
+                tokenMatches(std::string_view(auth).substr(kBearer.size()), token))
                 return httplib::Server::HandlerResponse::Unhandled;
             // Never log what was sent: it may be a near miss of the real token.
             spdlog::warn("control API: refused {} {} from {}: {}", req.method, req.path, req.remote_addr,
@@ -415,25 +408,10 @@ bool ControlApi::start(std::string *error) {
         reply(res, 500, what);
     });
     d.routes();
-
-    // httplib wants the bare address; the config may carry IPv6 in brackets.
-    std::string host = d.opt.addr.host.empty() ? "0.0.0.0" : d.opt.addr.host;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    // A clear message when somebody (another wsgwd) listens there already.
-    std::string probeError;
-    if (openListener(d.opt.addr.host, d.opt.addr.port, &probeError, /*probe=*/true) < 0) {
-        if (error)
-            *error = "cannot listen on " + d.opt.addr.toString() + " for the control API: " + probeError;
-        return false;
-    }
-    if (!s.bind_to_port(host, d.opt.addr.port)) {
-        if (error) *error = "cannot listen on " + d.opt.addr.toString() + " for the control API (address in use?)";
-        return false;
-    }
-    d.thread = std::thread([&s] { s.listen_after_bind(); });
-    d.running = true;
-    return true;
+    return d.server.start(error);
 }
+
+std::uint16_t ControlApi::port() const { return impl_->server.port(); }
 
 void ControlApi::reload(const ControlApiOptions &next) {
     auto merged = std::make_shared<ControlApiOptions>(impl_->opt);
@@ -443,16 +421,12 @@ void ControlApi::reload(const ControlApiOptions &next) {
     merged->maxTagKeyLen = next.maxTagKeyLen;
     merged->maxTagValueLen = next.maxTagValueLen;
     merged->commandTimeout = next.commandTimeout;
+    merged->requestTimeout = next.requestTimeout;
+    impl_->server.setRequestTimeout(next.requestTimeout);
     std::lock_guard lock(impl_->liveMu);
     impl_->live = std::move(merged);
 }
 
-void ControlApi::stop() {
-    Impl &d = *impl_;
-    if (!d.running) return;
-    d.running = false;
-    d.server.stop();
-    if (d.thread.joinable()) d.thread.join();
-}
+void ControlApi::stop() { impl_->server.stop(); }
 
 } // namespace wsgw::daemon

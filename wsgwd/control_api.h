@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -30,7 +31,12 @@ struct ControlApiOptions {
     std::size_t maxBodyBytes = 1024 * 1024;  ///< larger bodies get 413
     bool metrics = true;                     ///< serve /metrics
     std::chrono::milliseconds commandTimeout{10'000}; ///< a command not answered by then: 504
-    std::chrono::seconds ioTimeout{5};       ///< reading a request, writing a response
+    /// A request's headers and body must arrive within this (408 and a close otherwise), and
+    /// its answer must be written within it (the connection is dropped otherwise).
+    std::chrono::milliseconds requestTimeout{10'000};
+    std::chrono::milliseconds keepAliveTimeout{5'000}; ///< an idle keep-alive connection is closed then
+    std::size_t maxConnections = 4096;       ///< beyond: the longest-waiting idle or unfinished one is
+                                             ///< closed to make room, else 503
     std::string token;                       ///< non-empty: every request but /healthz and /readyz needs
                                              ///< "Authorization: Bearer <token>" (401 otherwise)
     unsigned maxTagsPerConnection = 64;      ///< /settags that would exceed it: 400, nothing changed
@@ -39,7 +45,8 @@ struct ControlApiOptions {
     std::optional<TlsFiles> tls;             ///< set: HTTPS only; start() fails if the files cannot be used
 };
 
-/// The original gateway's HTTP control API (cpp-httplib), on its own threads:
+/// The original gateway's HTTP control API, served by a ControlServer (control_server.h: one
+/// event loop for every connection, workers only for complete requests):
 ///   POST /send?SEL      body to every selected connection (octet-stream: binary, else text)
 ///   POST /settags?SEL   form body k=v&k2=v2; an empty value deletes the tag
 ///   POST /close?SEL     optional body sent first; then close 1000 "Closed by server"
@@ -47,7 +54,10 @@ struct ControlApiOptions {
 ///   GET  /tree          each key, its values below as " - value"    (JSON likewise)
 ///   GET  /metrics       Prometheus text format
 ///   GET  /healthz, /readyz
-/// The commands answer the number of connections acted on, as plain text.
+/// The commands answer the number of connections acted on, as plain text. /healthz and
+/// /readyz are answered on the server's loop thread and /metrics on a thread of its own, so
+/// none of them waits behind commands. A command's handler waits for the shards up to
+/// commandTimeout (504 then), or until stop(), which answers it 503 at once.
 ///
 /// Thread-safe.
 class ControlApi {
@@ -55,13 +65,19 @@ public:
     ControlApi(ControlApiContext context, ControlApiOptions options);
     ~ControlApi(); ///< stop()s
 
-    /// Binds the address and starts serving. false with a message if it cannot bind.
+    /// Binds the address and starts serving. false with a message if it cannot bind or load
+    /// the TLS files.
     bool start(std::string *error);
-    /// Stops serving and joins the threads. Idempotent.
+    /// Stops serving within a fraction of a second, whatever clients are doing: closes the
+    /// listener and every connection; commands still waiting for the shards answer 503.
+    /// Idempotent.
     void stop();
+    /// The bound port (after start(); useful with port 0).
+    std::uint16_t port() const;
 
-    /// Thread-safe: takes the allowlist, token, tag limits and command timeout of `next` for
-    /// the requests that follow. The address, TLS and body limit stay as they are.
+    /// Thread-safe: takes the allowlist, token, tag limits, command and request timeouts of
+    /// `next` for the requests that follow. The address, TLS, body limit, keep-alive timeout
+    /// and connection limit stay as they are.
     void reload(const ControlApiOptions &next);
 
 private:

@@ -144,7 +144,7 @@ ControlApiOptions controlOptions(const Config &c, const std::string &host) {
     api.maxBodyBytes = (c.maxBodyKb ? c.maxBodyKb : c.maxMessageSizeKb) * 1024;
     api.metrics = c.prometheusEnabled;
     api.commandTimeout = std::chrono::seconds(c.controlTimeoutS);
-    api.ioTimeout = std::chrono::seconds(std::min(c.controlTimeoutS, 5u)); // bounds how long a stop waits
+    api.requestTimeout = std::chrono::seconds(c.controlRequestTimeoutS);
     api.token = c.controlToken;
     api.maxTagsPerConnection = c.maxTagsPerConnection;
     api.maxTagKeyLen = c.maxTagKeyLen;
@@ -406,6 +406,7 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     cur.maxTagKeyLen = next.maxTagKeyLen;
     cur.maxTagValueLen = next.maxTagValueLen;
     cur.controlTimeoutS = next.controlTimeoutS;
+    cur.controlRequestTimeoutS = next.controlRequestTimeoutS;
     // ...and the process's own settings.
     if (next.logLevel != cur.logLevel) spdlog::set_level(spdlog::level::from_str(next.logLevel));
     cur.logLevel = next.logLevel;

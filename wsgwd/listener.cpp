@@ -10,7 +10,7 @@
 
 namespace wsgw::daemon {
 
-int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe) {
+int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe, bool sharePort) {
     sockaddr_storage ss{};
     socklen_t len;
     if (host.empty() || host == "::") {
@@ -42,7 +42,7 @@ int openListener(const std::string &host, std::uint16_t port, std::string *error
     }
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (!probe) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (!probe && sharePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss.ss_family == AF_INET6 && (host.empty() || host == "::"))
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero); // dual-stack
     if (bind(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0 || (!probe && listen(fd, 4096) != 0)) {

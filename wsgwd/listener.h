@@ -14,6 +14,10 @@ namespace wsgw::daemon {
 /// fails if anyone holds the address, even a process that would let us share it) and closes
 /// again; returns 0 on success. Another wsgwd, or anything else using SO_REUSEPORT, would
 /// otherwise share the port silently and take part of the connections.
-int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe = false);
+///
+/// Without `sharePort`, the socket has no SO_REUSEPORT: for a single listener (the control
+/// API), whose bind then fails at once if anybody listens there.
+int openListener(const std::string &host, std::uint16_t port, std::string *error, bool probe = false,
+                 bool sharePort = true);
 
 } // namespace wsgw::daemon

@@ -63,6 +63,24 @@ const char *refusalName(Refusal r) noexcept {
     return "other";
 }
 
+const char *controlRefusalName(ControlRefusal r) noexcept {
+    switch (r) {
+    case ControlRefusal::Busy:
+        return "busy";
+    case ControlRefusal::Capacity:
+        return "capacity";
+    case ControlRefusal::Timeout:
+        return "timeout";
+    case ControlRefusal::Evicted:
+        return "evicted";
+    case ControlRefusal::BadRequest:
+        return "bad_request";
+    case ControlRefusal::Count:
+        break;
+    }
+    return "other";
+}
+
 struct Metrics::Impl {
     std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
     prometheus::Family<prometheus::Histogram> &commands =
@@ -201,6 +219,19 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
                                      MetricType::Gauge);
         addSample(paused, readingPaused ? 1 : 0);
         out.push_back(std::move(paused));
+    }
+
+    {
+        MetricFamily open = family("wsgw_control_connections", "Connections to the control API open now", MetricType::Gauge);
+        addSample(open, static_cast<double>(control_.connections.get()));
+        out.push_back(std::move(open));
+        MetricFamily refused = family("wsgw_control_refused_total",
+                                      "Control API connections and requests refused or dropped, by reason",
+                                      MetricType::Counter);
+        for (std::size_t r = 0; r < static_cast<std::size_t>(ControlRefusal::Count); ++r)
+            addSample(refused, static_cast<double>(control_.refused[r].get()),
+                      {{"reason", controlRefusalName(static_cast<ControlRefusal>(r))}});
+        out.push_back(std::move(refused));
     }
 
     for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));

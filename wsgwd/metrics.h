@@ -71,6 +71,24 @@ struct ShardCounters {
     std::vector<ShardGauge> endpointConnections;
 };
 
+/// Why the control API refused or dropped a connection or request.
+enum class ControlRefusal : std::size_t {
+    Busy,       ///< 503: every worker busy and the queue full
+    Capacity,   ///< 503: the connection limit reached, nothing to evict
+    Timeout,    ///< a request not complete (408), or an answer not written, in time
+    Evicted,    ///< an idle or unfinished connection closed to make room for a new one
+    BadRequest, ///< framing refused the request (400, 413, 414, 415, 431, 501, 505)
+    Count
+};
+const char *controlRefusalName(ControlRefusal r) noexcept;
+
+/// What the control API's server counts. Written by its loop thread only.
+struct ControlCounters {
+    ShardGauge connections; ///< open now
+    ShardCounter refused[static_cast<std::size_t>(ControlRefusal::Count)];
+    void refuse(ControlRefusal r) noexcept { refused[static_cast<std::size_t>(r)].add(); }
+};
+
 /// The daemon's metrics: per-shard counters read at scrape time, and the control API's command
 /// latencies. Rendered in the Prometheus text format, with the original gateway's metric names
 /// kept for dashboards built on them.
@@ -82,6 +100,7 @@ public:
     ~Metrics();
 
     ShardCounters &shard(std::size_t index) noexcept { return *shards_[index]; }
+    ControlCounters &control() noexcept { return control_; }
 
     /// Records how long a control command took, by command name ("send", "settags", ...).
     void observeCommand(std::string_view command, double seconds);
@@ -96,6 +115,7 @@ private:
     struct Impl;
     std::vector<std::unique_ptr<ShardCounters>> shards_;
     std::vector<std::string> endpoints_;
+    ControlCounters control_;
     std::unique_ptr<Impl> impl_;
 };
 

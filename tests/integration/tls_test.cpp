@@ -8,6 +8,12 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <memory>
@@ -290,4 +296,48 @@ TEST_CASE("certificate problems: unreadable files at config load (2), unusable o
         CHECK(d.err().find("control_tls.cert: cannot load '" + garbage + "' as a PEM certificate") !=
               std::string::npos);
     }
+}
+
+TEST_CASE("control_tls: clients stalled in the TLS handshake hold no one up and are closed at the request deadline") {
+    auto d = startHttps(tlsFiles("control_tls", testCertificate()) + "control_request_timeout_s: 1\n");
+    // Connections that say nothing, and ones that stop in the middle of their ClientHello.
+    auto open = [&](const std::string &bytes) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(d->controlPort);
+        REQUIRE(::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
+        if (!bytes.empty()) REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+        return fd;
+    };
+    std::vector<int> stalled;
+    for (int i = 0; i < 30; ++i) stalled.push_back(open(""));
+    for (int i = 0; i < 30; ++i) stalled.push_back(open(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)));
+    auto t0 = std::chrono::steady_clock::now();
+    // Meanwhile HTTPS works, on fresh connections and on one kept alive.
+    auto keep = httpsClient(d->controlPort);
+    keep->set_keep_alive(true);
+    for (int i = 0; i < 10; ++i) {
+        auto fresh = httpsClient(d->controlPort)->Get("/healthz");
+        REQUIRE(fresh);
+        CHECK(fresh->status == 200);
+        auto kept = keep->Get("/metrics");
+        REQUIRE(kept);
+        CHECK(kept->body.find("wsgw_control_connections") != std::string::npos);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 2000ms);
+    // The stalled ones are closed after control_request_timeout_s (1 s, plus the sweep's 0.1 s).
+    for (int fd : stalled) {
+        pollfd p{fd, POLLIN, 0};
+        CHECK(::poll(&p, 1, 3000) == 1);
+        char b[64];
+        CHECK(::recv(fd, b, sizeof b, 0) <= 0);
+        ::close(fd);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 4000ms);
+    auto m = httpsClient(d->controlPort)->Get("/metrics");
+    REQUIRE(m);
+    CHECK(m->body.find("wsgw_control_refused_total{reason=\"timeout\"} 60\n") != std::string::npos);
+    CHECK(d->running());
 }

@@ -905,6 +905,7 @@ TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
     CHECK(d.maxTagValueLen == 1024);
     CHECK(d.maxBodyKb == 0);
     CHECK(d.controlTimeoutS == 10);
+    CHECK(d.controlRequestTimeoutS == 10);
     CHECK(d.controlToken.empty());
     CHECK_FALSE(d.tls);
     CHECK(d.drainS == 10);
@@ -921,7 +922,7 @@ TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
                        "rate_limit: {max_messages_per_s: 10, burst: 20}\n"
                        "slow_consumer: {max_outbound_kb: 128, policy: drop_newest}\n"
                        "max_connection_lifetime_s: 3600\nmax_tags_per_connection: 8\nmax_body_kb: 64\n"
-                       "control_timeout_s: 3\ncontrol_token: tok\ndrain_s: 2\n");
+                       "control_timeout_s: 3\ncontrol_token: tok\ndrain_s: 2\ncontrol_request_timeout_s: 4\n");
     CHECK(c.maxConnections == 1000);
     const EndpointConfig &a = c.endpoints[0], &b = c.endpoints[1];
     CHECK(a.maxConnections == 5);
@@ -940,6 +941,7 @@ TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
     CHECK(c.maxTagsPerConnection == 8);
     CHECK(c.maxBodyKb == 64);
     CHECK(c.controlTimeoutS == 3);
+    CHECK(c.controlRequestTimeoutS == 4);
     CHECK(c.controlToken == "tok");
     CHECK(c.drainS == 2);
 
