@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <future>
 #include <mutex>
 
@@ -63,6 +64,8 @@ ControlServerOptions serverOptions(const ControlApiOptions &o) {
 
 // How often a handler waiting for the shards looks whether the server is stopping.
 constexpr auto kStopPoll = std::chrono::milliseconds(20);
+// How long past a command's deadline we wait for a shard stuck inside something else.
+constexpr auto kStuckShardGrace = std::chrono::milliseconds(1000);
 
 bool isBinaryBody(const httplib::Request &req) {
     std::string type = req.get_header_value("Content-Type");
@@ -117,12 +120,30 @@ struct ControlApi::Impl {
         return sel;
     }
 
-    // Waits for a command's answer and writes it: the count, or why there is none. A stop
-    // ends the wait at once (503), so that stopping never waits for the shards.
-    template <class Result> std::optional<Result> await(std::future<Result> f, const char *command,
+    // When a command must have started on every shard: after this it runs nowhere new, and its
+    // caller is told what it did (504).
+    Deadline commandDeadline() const { return std::chrono::steady_clock::now() + current()->commandTimeout; }
+
+    // What a command that ended early did, for the caller to act on ("it ran on 1 of 2 shards
+    // and was queued for 3 connections there; the other shard never will run it").
+    template <class T> std::string partially(const CommandResult<T> &r) const {
+        std::string out = "it ran on " + std::to_string(r.shards) + " of " + std::to_string(ctx.hub.shardCount()) +
+                          " shards";
+        if constexpr (std::is_same_v<T, std::size_t>) out += " and acted on " + std::to_string(r.value) + " connection(s) there";
+        if constexpr (std::is_same_v<T, TagChangeCount>)
+            out += " and changed " + std::to_string(r.value.changed) + " connection(s) there";
+        return out;
+    }
+
+    // Waits for a command's answer (given `deadline`, see commandDeadline()) and writes it: the
+    // result, or why there is none. A stop ends the wait at once (503), so that stopping never
+    // waits for the shards.
+    template <class Result> std::optional<Result> await(std::future<Result> f, const char *command, Deadline deadline,
                                                         httplib::Response &res) {
         auto start = std::chrono::steady_clock::now();
-        auto limit = start + current()->commandTimeout;
+        // The shards skip the command past its deadline and answer TimedOut; only a shard stuck
+        // inside something else makes us give up without its answer, a moment later.
+        auto limit = deadline + kStuckShardGrace;
         for (;;) {
             auto now = std::chrono::steady_clock::now();
             if (f.wait_for(std::min<std::chrono::steady_clock::duration>(kStopPoll, std::max(limit - now, {}))) ==
@@ -135,27 +156,38 @@ struct ControlApi::Impl {
                 return std::nullopt;
             }
             if (std::chrono::steady_clock::now() >= limit) {
-                reply(res, 504, std::string(command) + ": the shards did not answer in time");
+                reply(res, 504, std::string(command) +
+                                    ": a shard did not answer within control_timeout_s; a shard that had not started "
+                                    "the command will not run it");
                 return std::nullopt;
             }
         }
         Result r = f.get();
         ctx.metrics.observeCommand(command, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        if (r.status == CommandStatus::Busy) {
+        switch (r.status) {
+        case CommandStatus::Ok:
+            return r;
+        case CommandStatus::Busy:
             ctx.metrics.countBusy();
             res.set_header("Retry-After", "1");
-            reply(res, 503, std::string(command) + ": busy (a shard's command queue is full); retry shortly");
+            reply(res, 503, std::string(command) + ": busy (a shard's command queue is full; nothing was done); retry shortly");
+            return std::nullopt;
+        case CommandStatus::Stopped:
+            reply(res, 503, std::string(command) + ": shutting down; " + partially(r));
+            return std::nullopt;
+        case CommandStatus::TimedOut:
+            reply(res, 504, std::string(command) + ": not every shard started it within control_timeout_s; " +
+                                partially(r) + "; the others skipped it and never will run it");
+            return std::nullopt;
+        case CommandStatus::Failed:
+            reply(res, 500, std::string(command) + ": a shard could not run it (out of memory?); " + partially(r));
             return std::nullopt;
         }
-        if (r.status == CommandStatus::Stopped) {
-            reply(res, 503, std::string(command) + ": shutting down");
-            return std::nullopt;
-        }
-        return r;
+        return std::nullopt;
     }
 
-    void answerCount(std::future<CountResult> f, const char *command, httplib::Response &res) {
-        if (auto r = await(std::move(f), command, res)) {
+    void answerCount(std::future<CountResult> f, const char *command, Deadline deadline, httplib::Response &res) {
+        if (auto r = await(std::move(f), command, deadline, res)) {
             res.status = 200;
             res.set_content(std::to_string(r->value), kText); // no newline: the original's shape
         }
@@ -178,7 +210,8 @@ struct ControlApi::Impl {
         if (!sel) return;
         MessagePtr msg = bodyMessage(req, res);
         if (!msg) return;
-        answerCount(ctx.hub.send(std::move(*sel), std::move(msg)), "send", res);
+        Deadline deadline = commandDeadline();
+        answerCount(ctx.hub.send(std::move(*sel), std::move(msg), deadline), "send", deadline, res);
     }
 
     void setTags(const httplib::Request &req, httplib::Response &res) {
@@ -203,47 +236,21 @@ struct ControlApi::Impl {
                 return;
             }
         }
-        // All or nothing: first count the connections that would end up with too many tags.
-        auto tooMany = countOverTagLimit(*sel, *changes, limits->maxTagsPerConnection, res);
-        if (!tooMany) return;
-        if (*tooMany > 0) {
-            reply(res, 400, "this would give " + std::to_string(*tooMany) + " connection(s) more than " +
+        // Checked and changed in one step on each connection's shard: a connection that would end
+        // up with too many tags keeps its own.
+        Deadline deadline = commandDeadline();
+        auto r = await(ctx.hub.setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection, deadline),
+                       "settags", deadline, res);
+        if (!r) return;
+        if (r->value.over > 0) {
+            reply(res, 400, std::to_string(r->value.over) + " connection(s) would have had more than " +
                                 std::to_string(limits->maxTagsPerConnection) +
-                                " tags (max_tags_per_connection); nothing changed");
+                                " tags (max_tags_per_connection) and kept theirs unchanged; " +
+                                std::to_string(r->value.changed) + " changed");
             return;
         }
-        answerCount(ctx.hub.setTags(std::move(*sel), std::move(*changes)), "settags", res);
-    }
-
-    // How many selected connections `changes` would take over max_tags_per_connection; nullopt
-    // (with the answer written) when the shards could not be asked.
-    std::optional<std::size_t> countOverTagLimit(const Selector &sel, const TagList &changes, unsigned limit,
-                                                 httplib::Response &res) {
-        std::size_t adds = 0;
-        for (const auto &[k, v] : changes) adds += !v.empty();
-        if (adds == 0) return 0; // only deletions: never over
-        auto promise = std::make_shared<std::promise<CountResult>>();
-        auto future = promise->get_future();
-        ctx.hub.forEachShard(
-            [sel, changes, limit](Shard &s) {
-                Registry &reg = s.registry();
-                std::size_t over = 0;
-                reg.match(sel, [&](Connection &c) {
-                    Tags t = reg.tags(c.id());
-                    for (const auto &[k, v] : changes) {
-                        if (v.empty())
-                            t.erase(k);
-                        else
-                            t[k] = v;
-                    }
-                    over += t.size() > limit;
-                });
-                return over;
-            },
-            [promise](CountResult r) { promise->set_value(r); });
-        auto r = await(std::move(future), "settags", res);
-        if (!r) return std::nullopt;
-        return r->value;
+        res.status = 200;
+        res.set_content(std::to_string(r->value.changed), kText); // no newline: the original's shape
     }
 
     void close(const httplib::Request &req, httplib::Response &res) {
@@ -254,14 +261,16 @@ struct ControlApi::Impl {
             last = bodyMessage(req, res);
             if (!last) return;
         }
-        answerCount(ctx.hub.close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last)), "close",
-                    res);
+        Deadline deadline = commandDeadline();
+        answerCount(ctx.hub.close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last), deadline),
+                    "close", deadline, res);
     }
 
     void status(const httplib::Request &req, httplib::Response &res) {
         auto sel = selector(req, res, true);
         if (!sel) return;
-        auto r = await(ctx.hub.status(std::move(*sel)), "status", res);
+        Deadline deadline = commandDeadline();
+        auto r = await(ctx.hub.status(std::move(*sel), deadline), "status", deadline, res);
         if (!r) return;
         res.status = 200;
         if (wantsJson(req)) {
@@ -287,7 +296,8 @@ struct ControlApi::Impl {
     }
 
     void tree(const httplib::Request &req, httplib::Response &res) {
-        auto r = await(ctx.hub.tree(), "tree", res);
+        Deadline deadline = commandDeadline();
+        auto r = await(ctx.hub.tree(deadline), "tree", deadline, res);
         if (!r) return;
         res.status = 200;
         if (wantsJson(req)) {
