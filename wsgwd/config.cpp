@@ -502,6 +502,7 @@ constexpr unsigned kMaxThreads = 256;
 constexpr unsigned kMaxIdleTimeoutS = 86400;
 constexpr std::uint64_t kMaxEvents = 1'000'000'000;
 constexpr std::uint64_t kMaxTimeoutMs = 600'000;
+constexpr std::uint64_t kMaxKeyTtlS = 7 * 86'400; // connection_redis_sync.key_ttl_s: a week
 constexpr std::uint64_t kMaxConnections = 10'000'000;
 constexpr std::uint64_t kMaxLifetimeS = 365ull * 86400;
 constexpr std::uint64_t kMaxBacklogMb = 1024 * 1024;
@@ -867,14 +868,17 @@ private:
         if (node.IsNull()) return; // present but empty: not configured
         std::optional<RedisAddress> addr;
         unsigned timeoutMs = 5000;
-        for (const Entry &s : w_.entries(node, k, {"addr", "timeout_ms"})) {
+        unsigned keyTtlS = 120;
+        for (const Entry &s : w_.entries(node, k, {"addr", "timeout_ms", "key_ttl_s"})) {
             if (s.key == "addr")
                 addr = redisAddress(s, k + ".addr");
+            else if (s.key == "key_ttl_s") // the mirror's keys outlive a dead node by at most this
+                keyTtlS = static_cast<unsigned>(w_.number(s, k + ".key_ttl_s", 3, kMaxKeyTtlS));
             else
                 timeoutMs = static_cast<unsigned>(w_.number(s, k + ".timeout_ms", 10, kMaxTimeoutMs));
         }
         if (!addr) missing(e, "addr", "'addr: redis://localhost:6379/0'");
-        config_.connectionRedisSync = RedisSyncConfig{*addr, timeoutMs};
+        config_.connectionRedisSync = RedisSyncConfig{*addr, timeoutMs, keyTtlS};
     }
 
     void streamRedis(const Entry &e) {

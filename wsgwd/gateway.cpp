@@ -5,6 +5,7 @@
 #include "ws_server.h"
 
 #include <wsgw/hub.h>
+#include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 #include <wsgw/template.h>
 
@@ -178,7 +179,6 @@ bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *err
             return false;
         }
         ep.events.json = std::move(*json);
-        ep.events.connectionDetails = c.connectionRedisSync.has_value(); // the mirror writes every tag and addr
         out.push_back(std::move(ep));
     }
     return true;
@@ -296,10 +296,23 @@ bool Gateway::start(std::string *error) {
         RedisMirrorOptions o;
         o.redis = redisEndpoint(c.connectionRedisSync->addr, c.connectionRedisSync->timeoutMs);
         o.node = node;
+        o.keyTtl = std::chrono::seconds(c.connectionRedisSync->keyTtlS);
+        // Each change of state once, as for the event sinks.
+        o.onStateChange = [](bool connected, const std::string &why) {
+            if (connected)
+                spdlog::info("connection mirror 'redis-mirror' connected");
+            else
+                spdlog::warn("connection mirror 'redis-mirror' is down: {} (changes are kept and written once it is "
+                             "back)",
+                             why);
+        };
+        o.onResync = [](const std::string &why, std::size_t connections) {
+            spdlog::info("connection mirror 'redis-mirror' rewrote {} connections: {}", connections, why);
+        };
         std::string why;
-        auto sink = makeRedisMirrorSink(std::move(o), &why);
-        if (!sink) return fail("connection_redis_sync: " + why);
-        events.addSink(std::move(sink), sinkOptions);
+        auto mirror = makeRedisMirror(std::move(o), &why);
+        if (!mirror) return fail("connection_redis_sync: " + why);
+        d.hub->setMirror(std::move(mirror));
     }
     if (c.streamAmqp) {
         std::string why;
@@ -351,6 +364,8 @@ bool Gateway::start(std::string *error) {
                               if (!wsServer->listening()) return "the WebSocket listener is not running";
                               for (const SinkStats &s : hub->events().stats())
                                   if (!s.connected) return "event sink '" + s.name + "' is not connected";
+                              if (ConnectionMirror *m = hub->mirror(); m && !m->stats().connected)
+                                  return "connection mirror '" + m->name() + "' is not connected";
                               return {};
                           }};
     auto controlHost = resolveHost(c.control.host, error);
@@ -406,7 +421,10 @@ std::vector<std::string> Gateway::reload(const Config &next) {
                 (next.streamRedis && cur.streamRedis && (next.streamRedis->streamName != cur.streamRedis->streamName ||
                                                          next.streamRedis->streamMaxLen != cur.streamRedis->streamMaxLen)),
             "stream_redis");
-    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync), "connection_redis_sync");
+    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync) ||
+                (next.connectionRedisSync && cur.connectionRedisSync &&
+                 next.connectionRedisSync->keyTtlS != cur.connectionRedisSync->keyTtlS),
+            "connection_redis_sync");
     differs(url(next.streamAmqp) != url(cur.streamAmqp) ||
                 (next.streamAmqp && cur.streamAmqp &&
                  (next.streamAmqp->exchange != cur.streamAmqp->exchange || next.streamAmqp->queue != cur.streamAmqp->queue ||
@@ -437,7 +455,6 @@ std::vector<std::string> Gateway::reload(const Config &next) {
                 for (const std::string &t : templateTags(cur))
                     if (std::find(ep.events.includeTags.begin(), ep.events.includeTags.end(), t) == ep.events.includeTags.end())
                         ep.events.contextTags.push_back(t);
-                ep.events.connectionDetails = cur.connectionRedisSync.has_value();
             }
             ws.idleTimeout = std::chrono::seconds(next.idleTimeoutS);
             ws.maxConnections = next.maxConnections;
