@@ -29,7 +29,7 @@ public:
     using Report = std::function<void(std::size_t shard, const Connection &conn, const Tags &tags)>;
 
     /// Connections a shard reports per step.
-    static constexpr std::size_t kSlice = 256;
+    static constexpr std::size_t kSlice = 128;
 
     MirrorResync(Hub &hub, Report report);
     ~MirrorResync();

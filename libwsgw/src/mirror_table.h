@@ -9,11 +9,14 @@
 #include <wsgw/connection_id.h>
 #include <wsgw/tags.h>
 
+#include <tsl/robin_map.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
-#include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace wsgw {
 
@@ -31,29 +34,39 @@ struct MirrorState {
     std::uint32_t shard = 0; ///< the connection's shard (a resync asks that shard again)
     std::string endpoint;    ///< Upsert only
     std::string addr;        ///< Upsert only
-    Tags tags;               ///< Upsert and ReplaceTags: all of the connection's tags
+    /// Upsert and ReplaceTags: all of the connection's tags, ordered by key. Flat, not a Tags
+    /// map: a copy is one allocation (short strings are inline), which is what a shard pays for
+    /// each change it records.
+    TagList tags;
 
-    static MirrorState upsert(std::uint32_t shard, std::string endpoint, std::string addr, Tags tags, bool fresh) {
+    static MirrorState upsert(std::uint32_t shard, std::string endpoint, std::string addr, const Tags &tags, bool fresh) {
         MirrorState s;
         s.kind = Kind::Upsert;
         s.fresh = fresh;
         s.shard = shard;
         s.endpoint = std::move(endpoint);
         s.addr = std::move(addr);
-        s.tags = std::move(tags);
+        s.tags = flat(tags);
         return s;
     }
-    static MirrorState tagsOnly(std::uint32_t shard, Tags tags) {
+    static MirrorState tagsOnly(std::uint32_t shard, const Tags &tags) {
         MirrorState s;
         s.kind = Kind::ReplaceTags;
         s.shard = shard;
-        s.tags = std::move(tags);
+        s.tags = flat(tags);
         return s;
     }
     static MirrorState remove(std::uint32_t shard) {
         MirrorState s;
         s.shard = shard;
         return s;
+    }
+
+    static TagList flat(const Tags &tags) {
+        TagList out;
+        out.reserve(tags.size());
+        for (const auto &[k, v] : tags) out.emplace_back(k, v);
+        return out;
     }
 };
 
@@ -62,7 +75,19 @@ struct MirrorState {
 /// Thread-compatible.
 class MirrorTable {
 public:
-    using Map = std::unordered_map<ConnectionId, MirrorState, ConnectionIdHash>;
+    /// Two 8-byte compares instead of a call to memcmp: a shard looks an id up for each change.
+    struct IdEqual {
+        bool operator()(const ConnectionId &a, const ConnectionId &b) const noexcept {
+            std::uint64_t x[2], y[2];
+            std::memcpy(x, a.bytes().data(), 16);
+            std::memcpy(y, b.bytes().data(), 16);
+            return x[0] == y[0] && x[1] == y[1];
+        }
+    };
+    /// Open addressing with the states inline: a lookup is one probe into one array (a node map
+    /// cost a cache miss per node walked), and a table keeps its buckets when it is emptied, so
+    /// a shard's table stops allocating once it has seen its busiest cycle.
+    using Map = tsl::robin_map<ConnectionId, MirrorState, ConnectionIdHash, IdEqual>;
 
     /// Merges `newer` (what happened after everything this table holds for `id`):
     ///  - an Upsert replaces what is pending; it stays fresh only if what it replaces was a
@@ -74,7 +99,7 @@ public:
     ///    are never reused, so only a programming error could produce one).
     void put(ConnectionId id, MirrorState &&newer) {
         auto [it, inserted] = states_.try_emplace(id);
-        MirrorState &old = it->second;
+        MirrorState &old = it.value();
         if (inserted) {
             old = std::move(newer);
             return;
@@ -101,26 +126,41 @@ public:
     /// Merges every state of `newer` (states that came after all of this table's) and leaves
     /// `newer` empty, keeping its buckets for reuse.
     void absorb(MirrorTable &newer) {
-        for (auto &[id, state] : newer.states_) put(id, std::move(state));
+        for (auto it = newer.states_.begin(); it != newer.states_.end(); ++it) put(it->first, std::move(it.value()));
         newer.states_.clear();
     }
 
     /// Exchanges contents (O(1)): how a writer takes everything pending at once.
     void swap(MirrorTable &other) noexcept { states_.swap(other.states_); }
 
+    /// Gives back the memory of a burst: a table left with far more buckets than states
+    /// shrinks to fit (walking a table costs its buckets, not its states).
+    void compact() {
+        if (states_.bucket_count() > kCompactAbove && states_.size() * 8 < states_.bucket_count()) states_.rehash(0);
+    }
+
     std::size_t size() const noexcept { return states_.size(); }
     bool empty() const noexcept { return states_.empty(); }
+    std::size_t bucketCount() const noexcept { return states_.bucket_count(); }
+    MirrorState *find(ConnectionId id) {
+        auto it = states_.find(id);
+        return it == states_.end() ? nullptr : &it.value();
+    }
     const MirrorState *find(ConnectionId id) const {
         auto it = states_.find(id);
         return it == states_.end() ? nullptr : &it->second;
     }
+    /// Every id with a pending state, in table order.
+    std::vector<ConnectionId> ids() const {
+        std::vector<ConnectionId> out;
+        out.reserve(states_.size());
+        for (const auto &entry : states_) out.push_back(entry.first);
+        return out;
+    }
     void erase(ConnectionId id) { states_.erase(id); }
     void clear() noexcept { states_.clear(); }
 
-    Map::iterator begin() noexcept { return states_.begin(); }
-    Map::iterator end() noexcept { return states_.end(); }
-    Map::const_iterator begin() const noexcept { return states_.begin(); }
-    Map::const_iterator end() const noexcept { return states_.end(); }
+    static constexpr std::size_t kCompactAbove = 4096;
 
 private:
     Map states_;

@@ -220,6 +220,7 @@ private:
                 box.size.store(0, std::memory_order_relaxed);
             }
             carry_.absorb(spare_);
+            spare_.compact(); // the next box gets it: a burst's buckets are not kept for ever
         }
         carried_.store(carry_.size(), std::memory_order_relaxed);
     }
@@ -344,56 +345,65 @@ private:
     // Returns false (the unanswered states stay pending) when the connection failed or Redis
     // refused writes for now.
     bool flush(Clock::time_point until) {
-        std::vector<ConnectionId> ids;
+        std::vector<ConnectionId> order;
         std::vector<std::size_t> replies;
         while (!carry_.empty() && Clock::now() < until) {
-            ids.clear();
-            replies.clear();
-            bool upserts = false;
-            for (auto &[id, state] : carry_) {
-                if (ids.size() == kChunk) break;
-                ids.push_back(id);
-                replies.push_back(append(id, state));
-                upserts = upserts || state.kind == MirrorState::Kind::Upsert;
-                state.fresh = false; // sent: it may be applied, whatever we hear back
+            order = carry_.ids(); // nothing else changes carry_ until this pass is over
+            for (std::size_t at = 0; at < order.size() && Clock::now() < until; at += kChunk) {
+                const std::size_t end = std::min(order.size(), at + kChunk);
+                if (!writeChunk(order.data() + at, end - at, replies)) return false;
+                if (stopping_.load() && !finishing_) return true; // finish() takes over
             }
-            // A node set created by this chunk's SADDs gets its TTL at once.
-            if (upserts) client_.append({"EXPIRE", nodeSet_, ttl_});
-            sentBefore_ = true;
-            std::string refusedFor;
-            const auto now = Clock::now();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                std::string error;
-                for (std::size_t k = 0; k < replies[i]; ++k) {
-                    Reply r;
-                    if (!client_.read(r)) return down(client_.error());
-                    if (error.empty() && (r.kind == Reply::Kind::Error || r.errorElements > 0)) error = r.text;
-                }
-                const MirrorState *s = carry_.find(ids[i]);
-                if (!error.empty() && transient(error)) {
-                    refusedFor = error; // stays pending
-                    continue;
-                }
-                if (error.empty()) {
-                    if (s->kind == MirrorState::Kind::Upsert) refresh_.written(ids[i], s->shard, epoch_, now);
-                    if (s->kind == MirrorState::Kind::Delete) refresh_.deleted(ids[i]);
-                    written_.fetch_add(1, std::memory_order_relaxed);
-                } else {
-                    failures_.fetch_add(1, std::memory_order_relaxed); // refused for good (WRONGTYPE...)
-                    setError("Redis refused a write of " + connectionKey(ids[i]) + ": " + error);
-                }
-                carry_.erase(ids[i]);
-            }
-            if (upserts) {
-                Reply r;
-                if (!client_.read(r)) return down(client_.error());
-            }
-            carried_.store(carry_.size(), std::memory_order_relaxed);
-            if (!refusedFor.empty()) return down("Redis at " + client_.where() + " refuses writes: " + refusedFor, false);
-            if (stopping_.load() && !finishing_) break; // finish() takes over
             takePending();
         }
+        carry_.compact();
         setUp(true, {});
+        return true;
+    }
+
+    // One round trip: the states of `ids` (all pending in carry_), pipelined.
+    bool writeChunk(const ConnectionId *ids, std::size_t n, std::vector<std::size_t> &replies) {
+        replies.clear();
+        bool upserts = false;
+        for (std::size_t i = 0; i < n; ++i) {
+            MirrorState &state = *carry_.find(ids[i]);
+            replies.push_back(append(ids[i], state));
+            upserts = upserts || state.kind == MirrorState::Kind::Upsert;
+            state.fresh = false; // sent: it may be applied, whatever we hear back
+        }
+        // A node set created by this chunk's SADDs gets its TTL at once.
+        if (upserts) client_.append({"EXPIRE", nodeSet_, ttl_});
+        sentBefore_ = true;
+        std::string refusedFor;
+        const auto now = Clock::now();
+        for (std::size_t i = 0; i < n; ++i) {
+            std::string error;
+            for (std::size_t k = 0; k < replies[i]; ++k) {
+                Reply r;
+                if (!client_.read(r)) return down(client_.error());
+                if (error.empty() && (r.kind == Reply::Kind::Error || r.errorElements > 0)) error = r.text;
+            }
+            if (!error.empty() && transient(error)) {
+                refusedFor = error; // stays pending
+                continue;
+            }
+            const MirrorState &s = *carry_.find(ids[i]);
+            if (error.empty()) {
+                if (s.kind == MirrorState::Kind::Upsert) refresh_.written(ids[i], s.shard, epoch_, now);
+                if (s.kind == MirrorState::Kind::Delete) refresh_.deleted(ids[i]);
+                written_.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                failures_.fetch_add(1, std::memory_order_relaxed); // refused for good (WRONGTYPE...)
+                setError("Redis refused a write of " + connectionKey(ids[i]) + ": " + error);
+            }
+            carry_.erase(ids[i]);
+        }
+        if (upserts) {
+            Reply r;
+            if (!client_.read(r)) return down(client_.error());
+        }
+        carried_.store(carry_.size(), std::memory_order_relaxed);
+        if (!refusedFor.empty()) return down("Redis at " + client_.where() + " refuses writes: " + refusedFor, false);
         return true;
     }
 

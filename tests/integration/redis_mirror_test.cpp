@@ -206,6 +206,21 @@ TEST_CASE("a node killed with SIGKILL: its keys live while it does and vanish by
     CHECK(eventually([&] { return probe.list({"KEYS", "wsgw:node:mortal:*"}).empty(); }, 8000ms));
 }
 
+TEST_CASE("a live connection's keys deleted by someone else are rewritten at their next refresh") {
+    SKIP_WITHOUT_REDIS();
+    RedisServer redis;
+    RedisProbe probe(redis.port());
+    auto d = Daemon::start(mirrorConfig(redis, "healer", ", key_ttl_s: 3"));
+    auto clients = connectMany(*d, 3);
+    auto ids = idsOnce(*d, 3);
+    std::string why;
+    REQUIRE_MESSAGE(eventually([&] { return converged(probe, *d, "healer", why); }), why);
+    REQUIRE(probe.command({"DEL", "connection:" + ids[1], "connection:" + ids[1] + ":tags"}) == "2");
+    // Refreshed every second (a third of key_ttl_s): the missing hash is noticed and rewritten.
+    REQUIRE_MESSAGE(eventually([&] { return converged(probe, *d, "healer", why); }, 10000ms), why);
+    CHECK(metric(*d, "wsgw_mirror_resyncs_total") == 0); // that one connection, not all of them
+}
+
 TEST_CASE("opens, tag changes and closes while Redis is paused converge once it answers: exact, no stale keys") {
     SKIP_WITHOUT_REDIS();
     RedisServer redis;

@@ -17,7 +17,7 @@ namespace {
 const ConnectionId a = *ConnectionId::parse("00000000-0000-4000-8000-00000000000a");
 const ConnectionId b = *ConnectionId::parse("00000000-0000-4000-8000-00000000000b");
 
-MirrorState opened(Tags tags, bool fresh = true) { return MirrorState::upsert(1, "/ws", "10.0.0.1:5", std::move(tags), fresh); }
+MirrorState opened(const Tags &tags, bool fresh = true) { return MirrorState::upsert(1, "/ws", "10.0.0.1:5", tags, fresh); }
 
 } // namespace
 
@@ -52,7 +52,7 @@ TEST_CASE("tag changes keep the latest full set; an unwritten open keeps its add
     CHECK(s->fresh);
     CHECK(s->addr == "10.0.0.1:5");
     CHECK(s->endpoint == "/ws");
-    CHECK(s->tags == Tags{{"u", "y"}});
+    CHECK(s->tags == TagList{{"u", "y"}});
 
     // Tags of a connection written earlier: only the tags are pending.
     t.put(b, MirrorState::tagsOnly(0, {{"k", "v"}}));
@@ -86,7 +86,7 @@ TEST_CASE("absorbing newer states into the writer's table follows the same rules
     const MirrorState *s = writer.find(a);
     CHECK(s->kind == Kind::Upsert); // still everything: the open may not have been applied
     CHECK(s->addr == "10.0.0.1:5");
-    CHECK(s->tags == Tags{{"g", "2"}});
+    CHECK(s->tags == TagList{{"g", "2"}});
 
     // Any sequence ends in the state its last event says.
     std::map<int, Kind> expect;
@@ -100,7 +100,7 @@ TEST_CASE("absorbing newer states into the writer's table follows the same rules
         }
     CHECK(t.find(a)->kind == Kind::ReplaceTags);
     CHECK(t.find(b)->kind == Kind::ReplaceTags);
-    CHECK(t.find(b)->tags == Tags{{"r", "2"}});
+    CHECK(t.find(b)->tags == TagList{{"r", "2"}});
 }
 
 TEST_CASE("refreshes come due one interval after the write, and each connection once per interval") {
