@@ -187,7 +187,8 @@ private:
                     nextAlive = Clock::now() + aliveEvery_;
                 }
                 if (ok && Clock::now() - lastRefresh >= refreshEvery_) {
-                    ok = refreshKeys(Clock::now() - lastRefresh);
+                    // Not the whole time spent down: a reconnect's resync rewrites every TTL.
+                    ok = refreshKeys(std::min<Clock::duration>(Clock::now() - lastRefresh, 2 * refreshEvery_));
                     lastRefresh = Clock::now();
                 }
                 if (ok) {
