@@ -8,7 +8,18 @@
 // max_message_size_kb, endpoints[].{path,set_tags,stream_include_tags,max_message_size_kb,
 // json_extract_vars}, prometheus.enabled). The other keys are ours. Unknown keys are errors.
 //
+// Loading is two steps: parseConfig turns YAML text into a Config and touches nothing else (no
+// files, no names resolved: the fuzzer runs it); readConfigFiles then opens the files the config
+// names. loadConfig does both for a file. The files of the parser, along the data path:
+// yaml_cpp_workarounds (guards before yaml-cpp reads the text), yaml_walker (typed reads,
+// unknown keys), config_table (how a table of keys is read), config_schema (the tables: each
+// key's type, bounds and field; the checks across keys), net_address and broker_url (the values
+// that are addresses), config_files (the file step).
+//
 // All types here are plain values: thread-compatible.
+
+#include "broker_url.h"
+#include "net_address.h"
 
 #include <wsgw/tags.h>
 
@@ -21,89 +32,7 @@
 #include <utility>
 #include <vector>
 
-struct sockaddr;
-
 namespace wsgw::daemon {
-
-/// A TCP address to listen on: "0.0.0.0:5000", "[::1]:5000", "localhost:5000". An empty host
-/// (written ":5000") means every interface, IPv4 and IPv6.
-struct HostPort {
-    std::string host; ///< without brackets; empty = every interface
-    std::uint16_t port = 0;
-
-    /// Parses "HOST:PORT", "[IPV6]:PORT" or ":PORT". The port must be 1..65535; an IPv6 address
-    /// must be in brackets. nullopt with a message in `*error` otherwise.
-    [[nodiscard]] static std::optional<HostPort> parse(std::string_view text, std::string *error = nullptr);
-    /// The address as it would be written in the config: brackets around IPv6 hosts.
-    std::string toString() const;
-
-    friend bool operator==(const HostPort &a, const HostPort &b) {
-        return a.host == b.host && a.port == b.port;
-    }
-};
-
-/// An IPv4 or IPv6 network, as in the control API's access list.
-struct Cidr {
-    bool v6 = false;
-    std::uint8_t bytes[16] = {}; ///< the network address with host bits cleared; IPv4 uses 4 bytes
-    unsigned prefix = 0;         ///< 0..32 for IPv4, 0..128 for IPv6
-
-    /// Parses "ADDR/PREFIX" or a bare address (one host: /32 or /128). Host bits may be set
-    /// ("127.0.0.1/8" is 127.0.0.0/8), as Go's net.ParseCIDR allows. nullopt with a message in
-    /// `*error` for anything else.
-    [[nodiscard]] static std::optional<Cidr> parse(std::string_view text, std::string *error = nullptr);
-
-    /// Whether the address is in the network. An IPv4-mapped IPv6 address (::ffff:a.b.c.d), as a
-    /// dual-stack socket reports IPv4 peers, counts as the IPv4 address a.b.c.d; an IPv6 network
-    /// such as ::ffff:0:0/96 likewise contains IPv4 addresses. A text that is not an IP address
-    /// (a zone suffix "%eth0" is ignored) is contained in no network.
-    bool contains(const std::string &ip) const;
-    /// The same for a socket address; families other than AF_INET and AF_INET6 are never
-    /// contained. `addr` may be null (not contained).
-    bool contains(const sockaddr *addr) const;
-
-    /// Canonical form: the network address and the prefix, "127.0.0.0/8", "::1/128".
-    std::string toString() const;
-};
-
-/// Where a Redis server is and how to log in: parsed from a URL of the forms
-///   redis://[[user]:password@]host[:port][/db][?client_name=NAME&...]
-///   rediss://...                               (TLS)
-///   unix://[[user]:password@]/path/to.sock[?db=N&client_name=NAME&...]
-/// user and password are percent-decoded. Further options that go-redis understands
-/// (pool_size, dial_timeout, ...) are accepted for compatibility and kept in `options`; any
-/// other option is an error.
-struct RedisAddress {
-    std::string host;       ///< empty for a unix socket
-    std::uint16_t port = 6379;
-    std::string unixPath;   ///< non-empty for a unix socket
-    bool tls = false;       ///< rediss://
-    int db = 0;
-    std::string user;       ///< empty: no ACL user (AUTH password)
-    std::string password;   ///< empty: no AUTH
-    std::string clientName; ///< CLIENT SETNAME; empty: none
-    std::map<std::string, std::string> options; ///< accepted go-redis options wsgw does not use
-    std::string url;        ///< as written
-
-    [[nodiscard]] static std::optional<RedisAddress> parse(std::string_view url,
-                                                           std::string *error = nullptr);
-};
-
-/// Where an AMQP 0-9-1 broker is: amqp://[user[:password]@]host[:port][/vhost] or amqps://.
-/// Defaults as RabbitMQ: guest/guest, port 5672 (5671 for amqps), vhost "/". user, password and
-/// vhost are percent-decoded ("/%2f" is the vhost "/"). A query (?heartbeat=10) is accepted
-/// and ignored.
-struct AmqpAddress {
-    std::string host;
-    std::uint16_t port = 5672;
-    bool tls = false; ///< amqps://
-    std::string user = "guest";
-    std::string password = "guest";
-    std::string vhost = "/";
-    std::string url; ///< as written
-
-    [[nodiscard]] static std::optional<AmqpAddress> parse(std::string_view url, std::string *error = nullptr);
-};
 
 /// An inbound rate limit per connection: a token bucket of `burst` messages refilled at
 /// `perSecond`. perSecond 0: no limit.
@@ -126,6 +55,19 @@ struct SlowConsumer {
     };
     std::size_t maxOutboundKb = 4096; ///< max_outbound_kb: queued for one client beyond this: policy
     Policy policy = Policy::Close;
+};
+
+/// A file the config names (tls.cert, tls.key, control_tls.*, control_token_file). parseConfig
+/// only records it, readConfigFiles() opens it.
+struct ConfigFile {
+    enum class Use {
+        Readable,     ///< must be readable when the config is loaded (OpenSSL loads it at start)
+        ControlToken, ///< its content, trailing newlines and spaces dropped, is the control token
+    };
+    Use use = Use::Readable;
+    std::string key;  ///< the config key, for messages: "tls.cert", "control_token_file"
+    std::string path; ///< as written
+    std::string at;   ///< "FILE:LINE:COL" of the path in the config, for messages
 };
 
 /// A certificate and its private key, PEM files.
@@ -224,10 +166,13 @@ struct Config {
     unsigned maxTagValueLen = 1024;      ///< max_tag_value_len
     std::size_t maxBodyKb = 0;           ///< max_body_kb: control API bodies; 0 = max_message_size_kb
     unsigned controlTimeoutS = 10;       ///< control_timeout_s: read/write and command timeouts
-    std::string controlToken;            ///< control_token or control_token_file: bearer token, "" = none
+    /// control_token, or control_token_file's content once readConfigFiles() has read it: the
+    /// bearer token; "" = none.
+    std::string controlToken;
     std::optional<TlsFiles> tls;         ///< tls: serve wss:// on listen_addr
     std::optional<TlsFiles> controlTls;  ///< control_tls: serve the control API over HTTPS
     unsigned drainS = 10;                ///< drain_s: SIGTERM spreads the closes (1012) over this long
+    std::vector<ConfigFile> files;       ///< the files named above, in the order written
 
     /// eventLog with Auto resolved.
     EventLog effectiveEventLog() const;
@@ -237,11 +182,21 @@ struct Config {
 
 /// Parses and validates config.yml text. `file` is the name used in messages. On error returns
 /// nullopt and sets `*error` to "FILE:LINE:COL: message" (1-based, pointing at the offending
-/// key or value) for the first problem found. Never throws for bad input.
+/// key or value) for the first problem found. Never throws for bad input. Pure: opens no file
+/// (the files the config names are in Config::files, for readConfigFiles) and resolves no name.
 [[nodiscard]] std::optional<Config> parseConfig(std::string_view yamlText, const std::string &file,
                                                 std::string *error = nullptr);
 
-/// Reads and parses a file. An unreadable file gives "FILE: cannot read: <reason>".
+/// Opens the files `config` names, in the order written: checks that TLS files can be read and
+/// reads control_token_file into controlToken. False with "FILE:LINE:COL: KEY: cannot read
+/// 'PATH': REASON" (or "... 'PATH' is empty" for a token file) for the first that fails.
+[[nodiscard]] bool readConfigFiles(Config &config, std::string *error = nullptr);
+
+/// parseConfig, then readConfigFiles: config.yml text ready to run.
+[[nodiscard]] std::optional<Config> loadConfigText(std::string_view yamlText, const std::string &file,
+                                                   std::string *error = nullptr);
+
+/// Reads a file and loadConfigText()s it. An unreadable file gives "FILE: cannot read: <reason>".
 [[nodiscard]] std::optional<Config> loadConfig(const std::string &path, std::string *error = nullptr);
 
 } // namespace wsgw::daemon

@@ -18,9 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -87,10 +85,9 @@ std::string nodeName(const Config &c) {
 
 // --- stream_amqp -------------------------------------------------------------------------------
 
-// The AMQP sink's options from stream_amqp. The URL's query may set `heartbeat` (seconds, 0 =
-// off) and `connection_timeout` (milliseconds), as in RabbitMQ's URI spec; other query options
-// are accepted and ignored. nullopt with a message for a bad value.
-std::optional<AmqpSinkOptions> amqpOptions(const StreamAmqpConfig &a, const std::string &node, std::string *error) {
+// The AMQP sink's options from stream_amqp: what the config parsed, the URL's heartbeat and
+// connection_timeout included (when the URL leaves them out, the sink's defaults stay).
+AmqpSinkOptions amqpOptions(const StreamAmqpConfig &a, const std::string &node) {
     AmqpSinkOptions o;
     o.host = a.addr.host;
     o.port = a.addr.port;
@@ -98,39 +95,13 @@ std::optional<AmqpSinkOptions> amqpOptions(const StreamAmqpConfig &a, const std:
     o.user = a.addr.user;
     o.password = a.addr.password;
     o.vhost = a.addr.vhost;
+    if (a.addr.heartbeatS) o.heartbeat = std::chrono::seconds(*a.addr.heartbeatS);
+    if (a.addr.connectionTimeoutMs) o.connectTimeout = std::chrono::milliseconds(*a.addr.connectionTimeoutMs);
     o.exchange = a.exchange;
     o.queue = a.queue;
     o.routingKey = a.routingKey;
     o.headers = a.headers;
     o.node = node;
-    const std::string &url = a.addr.url;
-    std::size_t q = url.find('?');
-    std::string_view query = q == std::string::npos ? std::string_view() : std::string_view(url).substr(q + 1);
-    while (!query.empty()) {
-        std::string_view item = query.substr(0, query.find('&'));
-        query.remove_prefix(std::min(query.size(), item.size() + 1));
-        std::size_t eq = item.find('=');
-        std::string_view key = item.substr(0, eq);
-        std::string value(eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1));
-        if (key != "heartbeat" && key != "connection_timeout") continue;
-        char *end = nullptr;
-        errno = 0;
-        unsigned long long n = std::strtoull(value.c_str(), &end, 10);
-        bool ok = !value.empty() && *end == '\0' && errno == 0 && value[0] != '-';
-        if (key == "heartbeat") {
-            if (!ok || n > 65535) {
-                if (error) *error = "stream_amqp.addr: heartbeat='" + value + "': use seconds, 0 to 65535";
-                return std::nullopt;
-            }
-            o.heartbeat = std::chrono::seconds(n);
-        } else {
-            if (!ok || n == 0 || n > 600'000) {
-                if (error) *error = "stream_amqp.addr: connection_timeout='" + value + "': use milliseconds, 1 to 600000";
-                return std::nullopt;
-            }
-            o.connectTimeout = std::chrono::milliseconds(n);
-        }
-    }
     return o;
 }
 
@@ -144,8 +115,7 @@ std::string unavailableFeature(const Config &c) {
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
-        auto options = amqpOptions(*c.streamAmqp, "", &why);
-        if (!options || !makeAmqpSink(std::move(*options), &why)) return c.file + ": stream_amqp: " + why;
+        if (!makeAmqpSink(amqpOptions(*c.streamAmqp, ""), &why)) return c.file + ": stream_amqp: " + why;
     }
     return {};
 }
@@ -316,8 +286,7 @@ bool Gateway::start(std::string *error) {
     }
     if (c.streamAmqp) {
         std::string why;
-        auto options = amqpOptions(*c.streamAmqp, node, &why);
-        std::unique_ptr<EventSink> sink = options ? makeAmqpSink(std::move(*options), &why) : nullptr;
+        std::unique_ptr<EventSink> sink = makeAmqpSink(amqpOptions(*c.streamAmqp, node), &why);
         if (!sink) return fail("stream_amqp: " + why);
         events.addSink(std::move(sink), sinkOptions);
     }
@@ -363,9 +332,15 @@ bool Gateway::start(std::string *error) {
                               if (stopping->load()) return "shutting down";
                               if (!wsServer->listening()) return "the WebSocket listener is not running";
                               for (const SinkStats &s : hub->events().stats())
-                                  if (!s.connected) return "event sink '" + s.name + "' is not connected";
-                              if (ConnectionMirror *m = hub->mirror(); m && !m->stats().connected)
-                                  return "connection mirror '" + m->name() + "' is not connected";
+                                  if (!s.connected)
+                                      return "event sink '" + s.name + "' is not connected" +
+                                             (s.lastError.empty() ? std::string() : ": " + s.lastError);
+                              if (ConnectionMirror *m = hub->mirror()) {
+                                  MirrorStats s = m->stats();
+                                  if (!s.connected)
+                                      return "connection mirror '" + s.name + "' is not connected" +
+                                             (s.lastError.empty() ? std::string() : ": " + s.lastError);
+                              }
                               return {};
                           }};
     auto controlHost = resolveHost(c.control.host, error);

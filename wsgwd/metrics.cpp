@@ -53,6 +53,8 @@ const char *refusalName(Refusal r) noexcept {
         return "fd_limit";
     case Refusal::Timeout:
         return "timeout";
+    case Refusal::Backpressure:
+        return "backpressure";
     case Refusal::NotWebSocket:
         return "not_websocket";
     case Refusal::Count:

@@ -44,7 +44,8 @@ enum class Refusal : std::size_t {
     Draining,
     NotWebSocket,
     FdLimit, ///< at the open-file limit: accepted on the reserve descriptor, answered 503, closed
-    Timeout, ///< a request not finished within the handshake timeout
+    Timeout,      ///< a request not finished within the handshake timeout
+    Backpressure, ///< the event backlog is full (backlog_overflow: pause_reading)
     Count
 };
 const char *refusalName(Refusal r) noexcept;

@@ -70,8 +70,11 @@ int confirmUpgrade(lws *wsi) {
     const bool atCapacity =
         e && ((o.maxConnections && totalConnections(s.server) >= o.maxConnections) ||
               (e->maxConnections && endpointConnections(s.server, index) >= e->maxConnections));
-    UpgradeVerdict v = checkUpgrade({path, connection, key, version, origin, protocol}, e,
-                                    s.draining.load(std::memory_order_relaxed), atCapacity);
+    ServerState state;
+    state.draining = s.draining.load(std::memory_order_relaxed);
+    state.atCapacity = atCapacity;
+    state.eventsPaused = s.shard.hub().events().paused();
+    UpgradeVerdict v = checkUpgrade({path, connection, key, version, origin, protocol}, e, state);
     if (v.status == 426) return refuseVersion(wsi, v.message);
     if (v.status != 0) return refuse(wsi, v.reason, v.status, v.message.c_str());
     if (!v.subprotocol.empty() && !echoSubprotocol(s.echoedProtocol, sizeof s.echoedProtocol, v.subprotocol))

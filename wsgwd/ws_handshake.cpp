@@ -32,7 +32,7 @@ bool validKey(std::string_view key) noexcept {
                        [](unsigned char c) { return std::isalnum(c) || c == '+' || c == '/'; });
 }
 
-UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoint, bool draining, bool atCapacity) {
+UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoint, ServerState server) {
     auto refuse = [](unsigned status, Refusal why, std::string message) {
         UpgradeVerdict v;
         v.status = status;
@@ -42,7 +42,7 @@ UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoin
     };
     if (req.path.empty()) return refuse(400, Refusal::BadRequest, "a WebSocket upgrade is a GET");
     if (!endpoint) return refuse(404, Refusal::NotFound, "no WebSocket endpoint here");
-    if (draining) return refuse(503, Refusal::Draining, "shutting down");
+    if (server.draining) return refuse(503, Refusal::Draining, "shutting down");
     if (!hasToken(req.connection, "upgrade")) return refuse(400, Refusal::BadRequest, "missing 'Connection: Upgrade'");
     if (!validKey(req.key))
         return refuse(400, Refusal::BadRequest, "missing or malformed Sec-WebSocket-Key (16 bytes, base64)");
@@ -57,7 +57,9 @@ UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoin
             endpoint->allowedOrigins.end())
             return refuse(403, Refusal::Origin, "origin not allowed");
     }
-    if (atCapacity) return refuse(503, Refusal::Capacity, "too many connections; retry later");
+    if (server.atCapacity) return refuse(503, Refusal::Capacity, "too many connections; retry later");
+    // A new connection's open event would overshoot a backlog that is full already.
+    if (server.eventsPaused) return refuse(503, Refusal::Backpressure, "event backlog full; retry later");
 
     UpgradeVerdict ok;
     if (!req.protocol.empty()) {

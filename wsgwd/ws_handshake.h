@@ -26,11 +26,17 @@ struct UpgradeVerdict {
     std::string_view subprotocol; ///< accepted: the subprotocol to echo (the first offered), or empty
 };
 
+/// What the server is going through, for checkUpgrade.
+struct ServerState {
+    bool draining = false;     ///< shutting down
+    bool atCapacity = false;   ///< a connection limit (global or the endpoint's) is reached
+    bool eventsPaused = false; ///< the event backlog is full (backlog_overflow: pause_reading)
+};
+
 /// Decides on an upgrade request for `endpoint` (nullptr: no endpoint at that path), in the
 /// order a client is best told about (RFC 6455 4.2.1): what lws would accept or drop silently
-/// gets a clear answer. `draining`: the server is shutting down; `atCapacity`: a connection
-/// limit (global or the endpoint's) is reached. Pure: no lws, no state.
-UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoint, bool draining, bool atCapacity);
+/// gets a clear answer. Pure: no lws, no state.
+UpgradeVerdict checkUpgrade(const UpgradeRequest &req, const WsEndpoint *endpoint, ServerState server);
 
 /// An HTTP header list item without the spaces and tabs around it.
 std::string_view trimOws(std::string_view item) noexcept;

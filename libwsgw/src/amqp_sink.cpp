@@ -2,10 +2,35 @@
 //
 // One connection, one channel in confirm mode. publish() sends a whole batch, then reads
 // basic.ack / basic.nack until every event of it is settled or the reply timeout passes, and
-// reports the leading confirmed events. Any failure drops the connection (onFailure), so
-// delivery tags always start again at 1 with the next connect and never mix two batches'
-// confirms. rabbitmq-c services heartbeats only inside its own calls: idle() polls for frames
-// so that heartbeats go out and a silent broker is noticed while no events flow.
+// reports the leading confirmed events. A failure drops the connection (onFailure), so delivery
+// tags start again at 1 with the next connect and never mix two batches' confirms; the one
+// exception is a broker that blocked publishing (below), whose late confirms carry tags below the
+// next batch's and are ignored. rabbitmq-c services heartbeats only inside its own calls: idle()
+// polls for frames so that heartbeats go out and a silent broker is noticed while no events flow.
+//
+// No call blocks without limit. rabbitmq-c bounds only the waits for replies (handshake and RPC
+// timeouts) and the confirm waits here are bounded by the reply timeout, but its writes wait for
+// ever for a broker that stops reading; a SocketWatchdog (socket_watchdog.h says why and how)
+// shuts the socket down when a call outlives its bound:
+//   connect()  TCP connect, TLS and login: connectTimeout each (+1 s); each declaration:
+//              replyTimeout (+1 s)
+//   publish()  writing the batch and waiting for its confirms: replyTimeout in all (+1 s)
+//   idle()     replyTimeout (+1 s), in practice a few syscalls
+//   destructor connection.close: 1 s (+1 s), skipped while the broker blocks us
+//
+// connection.blocked (RabbitMQ's memory and disk alarms; asked for with the `connection.blocked`
+// capability at login): RabbitMQ sends it when a publishing connection hits an alarm, then stops
+// reading from it until connection.unblocked. The sink stops writing as soon as it reads the
+// notice (it looks for incoming frames every kCheckEvery messages while writing a batch), returns
+// what was confirmed, and keeps the connection: publish() and idle() fail at once with lastError()
+// "the broker at H:P blocked publishing: <its reason>", and connect() (EventBus retries it with
+// back-off) listens on the kept connection and succeeds as soon as connection.unblocked arrives.
+// Events written before the notice but not yet confirmed are published again after it: at least
+// once, as after any failure.
+#include "amqp_confirms.h"
+#include "amqp_support.h"
+#include "socket_watchdog.h"
+
 #include <wsgw/sink.h>
 #include <wsgw/template.h>
 
@@ -13,20 +38,11 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,100 +51,21 @@ namespace wsgw {
 
 namespace {
 
+using namespace std::chrono_literals;
+using namespace wsgw::amqp;
+using Clock = std::chrono::steady_clock;
+
 constexpr amqp_channel_t kChannel = 1;
 constexpr std::size_t kMaxShortString = 255; // exchange, queue and routing key (AMQP shortstr)
-
-amqp_bytes_t bytesOf(std::string_view s) { return amqp_bytes_t{s.size(), const_cast<char *>(s.data())}; }
-
-std::string text(amqp_bytes_t b) { return b.bytes ? std::string(static_cast<const char *>(b.bytes), b.len) : ""; }
-
-timeval toTimeval(std::chrono::milliseconds ms) {
-    if (ms.count() < 0) ms = std::chrono::milliseconds(0);
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>(ms.count() % 1000 * 1000);
-    return tv;
-}
-
-std::string seconds(std::chrono::milliseconds ms) {
-    if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + " s";
-    return std::to_string(ms.count()) + " ms";
-}
-
-// "320 CONNECTION_FORCED - broker forced connection closure ..." from a close method.
-std::string closeReason(const amqp_method_t &m) {
-    if (m.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        const auto *c = static_cast<const amqp_connection_close_t *>(m.decoded);
-        return std::to_string(c->reply_code) + " " + text(c->reply_text);
-    }
-    if (m.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        const auto *c = static_cast<const amqp_channel_close_t *>(m.decoded);
-        return std::to_string(c->reply_code) + " " + text(c->reply_text);
-    }
-    char id[32];
-    std::snprintf(id, sizeof id, "unexpected method 0x%08x", static_cast<unsigned>(m.id));
-    return id;
-}
-
-// A TCP connection with a timeout, non-blocking as rabbitmq-c wants it. Done here rather than
-// by amqp_socket_open_noblock because that reports every failure as "a socket error occurred";
-// a person needs "connection refused" or "timed out".
-int connectTcp(const std::string &host, std::uint16_t port, std::chrono::milliseconds timeout, std::string *error) {
-    const std::string where = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                              std::to_string(port);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo *res = nullptr;
-    std::string portText = std::to_string(port);
-    if (int rc = getaddrinfo(host.c_str(), portText.c_str(), &hints, &res); rc != 0 || !res) {
-        *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
-        return -1;
-    }
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string why = "no address";
-    int fd = -1;
-    for (addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-        fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0) {
-            why = std::strerror(errno);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        int err = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
-        if (err == EINPROGRESS) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-            pollfd p{fd, POLLOUT, 0};
-            int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left.count(), 0)));
-            if (n == 0) {
-                err = ETIMEDOUT;
-            } else if (n < 0) {
-                err = errno;
-            } else {
-                socklen_t len = sizeof err;
-                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-            }
-        }
-        if (err != 0) {
-            why = err == ETIMEDOUT ? "timed out after " + seconds(timeout) : std::strerror(err);
-            ::close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    if (fd < 0) *error = "cannot connect to " + where + ": " + why;
-    return fd;
-}
-
-// The CA bundle for TLS: the configured file, else $SSL_CERT_FILE (as OpenSSL honours it), else
-// Debian's system bundle.
-std::string caFile(const std::string &configured) {
-    if (!configured.empty()) return configured;
-    if (const char *env = std::getenv("SSL_CERT_FILE"); env && *env) return env;
-    return "/etc/ssl/certs/ca-certificates.crt";
-}
+// How long past a call's own bound the watchdog waits before it shuts the socket down, so that
+// rabbitmq-c's own timeout (when it has one) reports first, with its more precise reason.
+constexpr std::chrono::milliseconds kWatchdogGrace = 1000ms;
+// While writing a batch, look for frames from the broker (a connection.blocked, confirms) after
+// this many messages or bytes, whichever comes first: two syscalls each time. The byte bound keeps
+// far below the TCP buffers between us and the broker, so the notice is read before a write could
+// fill them.
+constexpr std::size_t kCheckEvery = 64;
+constexpr std::size_t kCheckEveryBytes = 64 * 1024;
 
 class AmqpSink final : public EventSink {
 public:
@@ -160,24 +97,43 @@ public:
 
     bool connect() override;
     std::size_t publish(const std::vector<EventPtr> &batch) override;
-    void onFailure() override { disconnect(false); }
+    // A broker that blocked us keeps its connection: connection.unblocked will come on it.
+    void onFailure() override {
+        if (!keepOpen_) disconnect(false);
+    }
     bool idle() override;
     std::string lastError() const override { return error_; }
     std::uint64_t rejected() const override { return rejected_.load(std::memory_order_relaxed); }
+    // A shutdown past its flush time: the call in progress gives up now, not at its own bound.
+    void cancel() noexcept override { watchdog_.abort(); }
 
 private:
+    using ConfirmFn = void (*)(void *ctx, const amqp_frame_t &frame);
+
     bool fail(std::string message) {
         error_ = std::move(message);
         disconnect(false);
         return false;
     }
-    // For the declarations: false with lastError() set unless the reply is normal.
-    bool replyOk(std::string_view what);
+    bool openConnection();
+    // The connection's socket for the watchdog.
+    int fd() const { return conn_ ? amqp_get_sockfd(conn_) : -1; }
+    // For the declarations: false with lastError() set unless the reply is normal. `timedOut`:
+    // the watchdog shut the socket down during the call.
+    bool replyOk(std::string_view what, bool timedOut);
     std::string loginError(const amqp_rpc_reply_t &r) const;
+    // Reads frames, waiting up to `wait` for the first one and taking whatever else has arrived
+    // without waiting; basic.ack and basic.nack on our channel go to `onConfirm` (ignored when
+    // null), every other frame to handleFrame. Returns false (lastError() set) if the connection
+    // or channel broke.
+    bool readFrames(std::chrono::milliseconds wait, ConfirmFn onConfirm = nullptr, void *ctx = nullptr);
     // A frame that is not a confirm. Returns false (lastError() set) if it closed the
-    // connection or the channel.
+    // connection or the channel; records connection.blocked / connection.unblocked.
     bool handleFrame(const amqp_frame_t &frame);
+    // After a call that failed with `status`: the reason, naming the watchdog if it fired.
+    std::string callError(const std::string &what, int status, bool timedOut, std::chrono::milliseconds bound) const;
     std::string statusError(int status) const;
+    std::string blockedError() const { return "the broker at " + where_ + " blocked publishing: " + blocked_; }
     void disconnect(bool graceful);
 
     AmqpSinkOptions o_;
@@ -188,8 +144,10 @@ private:
     amqp_connection_state_t conn_ = nullptr;
     std::uint64_t nextTag_ = 1; // the delivery tag of the next publish on this channel
     std::string blocked_;       // why the broker blocked publishing (connection.blocked); "" if not
+    bool keepOpen_ = false;     // the last call failed only because of blocked_: keep conn_
     std::string error_;
     std::atomic<std::uint64_t> rejected_{0};
+    SocketWatchdog watchdog_; // declared last: destroyed first, after disconnect() is done with it
 };
 
 std::string AmqpSink::statusError(int status) const {
@@ -206,6 +164,14 @@ std::string AmqpSink::statusError(int status) const {
     default:
         return std::string("AMQP error: ") + amqp_error_string2(status);
     }
+}
+
+std::string AmqpSink::callError(const std::string &what, int status, bool timedOut,
+                                std::chrono::milliseconds bound) const {
+    if (!timedOut) return what + ": " + statusError(status);
+    return what + ": no progress with the broker at " + where_ + " for " + seconds(bound) +
+           (blocked_.empty() ? " (is it frozen, or the network down?)" : " (it blocked publishing: " + blocked_ + ")") +
+           "; connection dropped";
 }
 
 std::string AmqpSink::loginError(const amqp_rpc_reply_t &r) const {
@@ -231,7 +197,7 @@ std::string AmqpSink::loginError(const amqp_rpc_reply_t &r) const {
     return "login at " + where_ + " failed";
 }
 
-bool AmqpSink::replyOk(std::string_view what) {
+bool AmqpSink::replyOk(std::string_view what, bool timedOut) {
     amqp_rpc_reply_t r = amqp_get_rpc_reply(conn_);
     switch (r.reply_type) {
     case AMQP_RESPONSE_NORMAL:
@@ -243,15 +209,34 @@ bool AmqpSink::replyOk(std::string_view what) {
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         if (r.library_error == AMQP_STATUS_TIMEOUT)
             return fail(std::string(what) + ": no answer from the broker within " + seconds(o_.replyTimeout));
-        return fail(std::string(what) + ": " + statusError(r.library_error));
+        return fail(callError(std::string(what), r.library_error, timedOut, o_.replyTimeout + kWatchdogGrace));
     default:
         return fail(std::string(what) + ": no reply");
     }
 }
 
 bool AmqpSink::connect() {
+    if (conn_ && keepOpen_) {
+        // The broker blocked us: listen for connection.unblocked on the connection we kept.
+        keepOpen_ = false;
+        WatchdogGuard guard(watchdog_, fd(), Clock::now() + o_.replyTimeout + kWatchdogGrace);
+        bool ok = readFrames(0ms);
+        if (!guard.end() && ok) {
+            if (blocked_.empty()) {
+                error_.clear();
+                return true;
+            }
+            keepOpen_ = true;
+            error_ = blockedError();
+            return false;
+        }
+        // The kept connection broke meanwhile: start afresh.
+    }
+    return openConnection();
+}
+
+bool AmqpSink::openConnection() {
     disconnect(false);
-    blocked_.clear();
     conn_ = amqp_new_connection();
     if (!conn_) return fail("out of memory");
 
@@ -263,6 +248,7 @@ bool AmqpSink::connect() {
         std::string ca = caFile(o_.caFile);
         if (amqp_ssl_socket_set_cacert(sock, ca.c_str()) != AMQP_STATUS_OK)
             return fail("cannot load the CA certificates from '" + ca + "'");
+        // Bounded by its own timeout: the TCP connect and the TLS handshake both.
         timeval tv = toTimeval(o_.connectTimeout);
         if (int rc = amqp_socket_open_noblock(sock, o_.host.c_str(), o_.port, &tv); rc != AMQP_STATUS_OK) {
             // Tell a closed port from a TLS problem.
@@ -289,8 +275,8 @@ bool AmqpSink::connect() {
     timeval rpc = toTimeval(o_.replyTimeout);
     amqp_set_rpc_timeout(conn_, &rpc);
 
-    // Ask for connection.blocked notices (to say why confirms stop coming) and name the
-    // connection for the broker's management UI.
+    // Ask for connection.blocked notices (see the top of this file) and name the connection for
+    // the broker's management UI.
     std::string connectionName = o_.node.empty() ? "wsgw" : "wsgw " + o_.node;
     amqp_table_entry_t capability{};
     capability.key = amqp_cstring_bytes("connection.blocked");
@@ -305,30 +291,46 @@ bool AmqpSink::connect() {
     properties[1].value.value.bytes = bytesOf(connectionName);
     amqp_table_t table{2, properties};
     const int heartbeat = static_cast<int>(std::min<long long>(o_.heartbeat.count(), 65535));
-    amqp_rpc_reply_t login = amqp_login_with_properties(conn_, o_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE,
-                                                        heartbeat, &table, AMQP_SASL_METHOD_PLAIN, o_.user.c_str(),
-                                                        o_.password.c_str());
-    if (login.reply_type != AMQP_RESPONSE_NORMAL) return fail(loginError(login));
+    {
+        // rabbitmq-c bounds the login's reads and writes by the handshake timeout; the guard is
+        // a second line.
+        WatchdogGuard guard(watchdog_, fd(), Clock::now() + o_.connectTimeout + kWatchdogGrace);
+        amqp_rpc_reply_t login = amqp_login_with_properties(conn_, o_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE,
+                                                            heartbeat, &table, AMQP_SASL_METHOD_PLAIN,
+                                                            o_.user.c_str(), o_.password.c_str());
+        if (guard.end())
+            return fail("no answer to the AMQP login from " + where_ + " within " +
+                        seconds(o_.connectTimeout + kWatchdogGrace));
+        if (login.reply_type != AMQP_RESPONSE_NORMAL) return fail(loginError(login));
+    }
 
-    amqp_channel_open(conn_, kChannel);
-    if (!replyOk("opening a channel")) return false;
-    if (!o_.exchange.empty()) {
-        amqp_exchange_declare(conn_, kChannel, bytesOf(o_.exchange), amqp_cstring_bytes("topic"), /*passive=*/0,
-                              /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
-        if (!replyOk("declaring exchange '" + o_.exchange + "' (durable, topic)")) return false;
-    }
+    // Each declaration: rabbitmq-c waits for the reply up to the RPC timeout but writes the
+    // request without a bound, so the watchdog guards it.
+    auto rpcOk = [&](std::string_view what, auto &&call) {
+        WatchdogGuard guard(watchdog_, fd(), Clock::now() + o_.replyTimeout + kWatchdogGrace);
+        call();
+        return replyOk(what, guard.end());
+    };
+    if (!rpcOk("opening a channel", [&] { amqp_channel_open(conn_, kChannel); })) return false;
+    if (!o_.exchange.empty() && !rpcOk("declaring exchange '" + o_.exchange + "' (durable, topic)", [&] {
+            amqp_exchange_declare(conn_, kChannel, bytesOf(o_.exchange), amqp_cstring_bytes("topic"), /*passive=*/0,
+                                  /*durable=*/1, /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+        }))
+        return false;
     if (!o_.queue.empty()) {
-        amqp_queue_declare(conn_, kChannel, bytesOf(o_.queue), /*passive=*/0, /*durable=*/1, /*exclusive=*/0,
-                           /*auto_delete=*/0, amqp_empty_table);
-        if (!replyOk("declaring queue '" + o_.queue + "' (durable)")) return false;
-        if (!o_.exchange.empty()) {
-            amqp_queue_bind(conn_, kChannel, bytesOf(o_.queue), bytesOf(o_.exchange), amqp_cstring_bytes("#"),
-                            amqp_empty_table);
-            if (!replyOk("binding queue '" + o_.queue + "' to exchange '" + o_.exchange + "'")) return false;
-        }
+        if (!rpcOk("declaring queue '" + o_.queue + "' (durable)", [&] {
+                amqp_queue_declare(conn_, kChannel, bytesOf(o_.queue), /*passive=*/0, /*durable=*/1, /*exclusive=*/0,
+                                   /*auto_delete=*/0, amqp_empty_table);
+            }))
+            return false;
+        if (!o_.exchange.empty() &&
+            !rpcOk("binding queue '" + o_.queue + "' to exchange '" + o_.exchange + "'", [&] {
+                amqp_queue_bind(conn_, kChannel, bytesOf(o_.queue), bytesOf(o_.exchange), amqp_cstring_bytes("#"),
+                                amqp_empty_table);
+            }))
+            return false;
     }
-    amqp_confirm_select(conn_, kChannel);
-    if (!replyOk("enabling publisher confirms")) return false;
+    if (!rpcOk("enabling publisher confirms", [&] { amqp_confirm_select(conn_, kChannel); })) return false;
     nextTag_ = 1;
     amqp_maybe_release_buffers(conn_);
     error_.clear();
@@ -359,7 +361,31 @@ bool AmqpSink::handleFrame(const amqp_frame_t &frame) {
         blocked_.clear();
         return true;
     default:
-        return true;
+        return true; // confirms nobody waits for any more (see publish()), heartbeats
+    }
+}
+
+bool AmqpSink::readFrames(std::chrono::milliseconds wait, ConfirmFn onConfirm, void *ctx) {
+    // A zero timeout reads what has arrived without waiting. Each call also sends a heartbeat
+    // when one is due and fails with AMQP_STATUS_HEARTBEAT_TIMEOUT once the broker has been
+    // silent for two intervals.
+    for (bool first = true;; first = false) {
+        timeval tv = toTimeval(first ? wait : 0ms);
+        amqp_frame_t frame{};
+        int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT) return true;
+        if (rc != AMQP_STATUS_OK) {
+            error_ = statusError(rc);
+            return false;
+        }
+        const bool confirm = frame.frame_type == AMQP_FRAME_METHOD && frame.channel == kChannel &&
+                             (frame.payload.method.id == AMQP_BASIC_ACK_METHOD ||
+                              frame.payload.method.id == AMQP_BASIC_NACK_METHOD);
+        if (confirm) {
+            if (onConfirm) onConfirm(ctx, frame);
+        } else if (!handleFrame(frame)) {
+            return false;
+        }
     }
 }
 
@@ -368,22 +394,42 @@ std::size_t AmqpSink::publish(const std::vector<EventPtr> &batch) {
         error_ = "not connected";
         return 0;
     }
-    enum : std::uint8_t { Pending, Confirmed, Refused };
+    keepOpen_ = false;
+    const auto deadline = Clock::now() + o_.replyTimeout;
+    WatchdogGuard guard(watchdog_, fd(), deadline + kWatchdogGrace);
+    if (!blocked_.empty()) {
+        // Blocked before: has connection.unblocked come meanwhile?
+        if (!readFrames(0ms)) return 0;
+        if (!blocked_.empty()) {
+            guard.end();
+            keepOpen_ = true;
+            error_ = blockedError();
+            return 0;
+        }
+    }
+
     const std::size_t n = batch.size();
-    std::vector<std::uint8_t> state(n, Pending);
-    // sent[k] is the batch index of the k-th message sent; its delivery tag is firstTag + k.
-    std::vector<std::size_t> sent;
-    sent.reserve(n);
-    const std::uint64_t firstTag = nextTag_;
+    BatchConfirms confirms(n, nextTag_);
+    auto onConfirm = [](void *ctx, const amqp_frame_t &frame) {
+        const amqp_method_t &m = frame.payload.method;
+        if (m.id == AMQP_BASIC_ACK_METHOD) {
+            const auto *ack = static_cast<const amqp_basic_ack_t *>(m.decoded);
+            static_cast<BatchConfirms *>(ctx)->settle(ack->delivery_tag, ack->multiple != 0, /*refused=*/false);
+        } else {
+            const auto *nack = static_cast<const amqp_basic_nack_t *>(m.decoded);
+            static_cast<BatchConfirms *>(ctx)->settle(nack->delivery_tag, nack->multiple != 0, /*refused=*/true);
+        }
+    };
     amqp_basic_properties_t props = props_;
     std::string key;
     bool broken = false;
-    for (std::size_t i = 0; i < n; ++i) {
+    std::size_t sinceCheck = 0, bytesSinceCheck = 0;
+    for (std::size_t i = 0; i < n && !broken; ++i) {
         const Event &e = *batch[i];
         key = routingKey_.render(e);
         if (key.size() > kMaxShortString) {
             // No broker would take it, now or later: refused for good.
-            state[i] = Confirmed;
+            confirms.settledHere(i);
             rejected_.fetch_add(1, std::memory_order_relaxed);
             continue;
         }
@@ -392,67 +438,50 @@ std::size_t AmqpSink::publish(const std::vector<EventPtr> &batch) {
         int rc = amqp_basic_publish(conn_, kChannel, bytesOf(o_.exchange), bytesOf(key), /*mandatory=*/0,
                                     /*immediate=*/0, &props, bytesOf(body));
         if (rc != AMQP_STATUS_OK) {
+            // Part of a frame may have gone out: the connection cannot be used any more.
             error_ = "publishing: " + statusError(rc);
             broken = true;
             break;
         }
-        sent.push_back(i);
+        confirms.sent(i);
         ++nextTag_;
+        bytesSinceCheck += body.size() + key.size();
+        if (++sinceCheck >= kCheckEvery || bytesSinceCheck >= kCheckEveryBytes) {
+            sinceCheck = bytesSinceCheck = 0;
+            if (!readFrames(0ms, onConfirm, &confirms)) broken = true;
+            else if (!blocked_.empty()) break; // stop writing to a broker that stopped reading
+        }
     }
 
-    // Settle confirms. A multiple ack covers every tag up to its own; tags outside this batch
-    // cannot occur (a failed batch drops the connection) and are ignored.
-    std::size_t outstanding = sent.size();
-    std::size_t low = 0; // sent[] below this are settled
-    std::size_t nacked = 0;
-    auto settle = [&](std::uint64_t tag, bool multiple, std::uint8_t result) {
-        if (tag < firstTag || tag >= firstTag + sent.size()) return;
-        std::size_t k = static_cast<std::size_t>(tag - firstTag);
-        for (std::size_t j = multiple ? low : k; j <= k; ++j) {
-            if (state[sent[j]] != Pending) continue;
-            state[sent[j]] = result;
-            --outstanding;
-            if (result == Refused) ++nacked;
-        }
-        while (low < sent.size() && state[sent[low]] != Pending) ++low;
-    };
-    const auto deadline = std::chrono::steady_clock::now() + o_.replyTimeout;
-    while (!broken && outstanding > 0) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    // Wait for the confirms of what went out, unless the broker blocked us: then they come
+    // only after connection.unblocked.
+    while (!broken && confirms.outstanding() > 0 && blocked_.empty()) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         if (left.count() <= 0) {
-            error_ = "the broker did not confirm " + std::to_string(outstanding) + " events within " +
-                     seconds(o_.replyTimeout) +
-                     (blocked_.empty() ? std::string() : " (it blocked publishing: " + blocked_ + ")");
+            error_ = "the broker did not confirm " + std::to_string(confirms.outstanding()) + " events within " +
+                     seconds(o_.replyTimeout);
             broken = true;
             break;
         }
-        timeval tv = toTimeval(left);
-        amqp_frame_t frame{};
-        int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
-        if (rc == AMQP_STATUS_TIMEOUT) continue;
-        if (rc != AMQP_STATUS_OK) {
-            error_ = "waiting for confirms: " + statusError(rc);
-            broken = true;
-            break;
-        }
-        if (frame.frame_type == AMQP_FRAME_METHOD && frame.channel == kChannel &&
-            frame.payload.method.id == AMQP_BASIC_ACK_METHOD) {
-            const auto *ack = static_cast<const amqp_basic_ack_t *>(frame.payload.method.decoded);
-            settle(ack->delivery_tag, ack->multiple != 0, Confirmed);
-        } else if (frame.frame_type == AMQP_FRAME_METHOD && frame.channel == kChannel &&
-                   frame.payload.method.id == AMQP_BASIC_NACK_METHOD) {
-            const auto *nack = static_cast<const amqp_basic_nack_t *>(frame.payload.method.decoded);
-            settle(nack->delivery_tag, nack->multiple != 0, Refused);
-        } else if (!handleFrame(frame)) {
-            broken = true;
-        }
+        if (!readFrames(left, onConfirm, &confirms)) broken = true;
+    }
+    if (guard.end()) {
+        // Whatever rabbitmq-c said, the reason is that the broker did not take our data in time.
+        error_ = callError("publishing", AMQP_STATUS_SOCKET_ERROR, true, o_.replyTimeout + kWatchdogGrace);
+        broken = true;
     }
     if (!broken) amqp_maybe_release_buffers(conn_);
 
-    std::size_t leading = 0;
-    while (leading < n && state[leading] == Confirmed) ++leading;
-    if (leading < n && !broken && nacked > 0)
-        error_ = "the broker nacked " + std::to_string(nacked) + " events (it could not take them); they are retried";
+    const std::size_t leading = confirms.leading();
+    if (leading < n && !broken) {
+        if (!blocked_.empty()) {
+            keepOpen_ = true;
+            error_ = blockedError();
+        } else if (confirms.nacked() > 0) {
+            error_ = "the broker nacked " + std::to_string(confirms.nacked()) +
+                     " events (it could not take them); they are retried";
+        }
+    }
     return leading;
 }
 
@@ -461,33 +490,38 @@ bool AmqpSink::idle() {
         error_ = "not connected";
         return false;
     }
-    // A zero timeout reads what has arrived without waiting; the call also sends a heartbeat
-    // when one is due and fails with AMQP_STATUS_HEARTBEAT_TIMEOUT once the broker has been
-    // silent for two intervals.
-    for (;;) {
-        timeval zero{};
-        amqp_frame_t frame{};
-        int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &zero);
-        if (rc == AMQP_STATUS_TIMEOUT) break;
-        if (rc != AMQP_STATUS_OK) {
-            error_ = statusError(rc);
-            return false;
-        }
-        if (!handleFrame(frame)) return false;
+    keepOpen_ = false;
+    WatchdogGuard guard(watchdog_, fd(), Clock::now() + o_.replyTimeout + kWatchdogGrace);
+    bool ok = readFrames(0ms);
+    if (guard.end()) {
+        error_ = callError("sending a heartbeat", AMQP_STATUS_SOCKET_ERROR, true, o_.replyTimeout + kWatchdogGrace);
+        return false;
+    }
+    if (!ok) return false;
+    if (!blocked_.empty()) {
+        // Blocked while idle (alarms are per broker): report it; connect() waits for the end.
+        keepOpen_ = true;
+        error_ = blockedError();
+        return false;
     }
     amqp_maybe_release_buffers(conn_);
     return true;
 }
 
 void AmqpSink::disconnect(bool graceful) {
+    keepOpen_ = false;
     if (!conn_) return;
-    if (graceful) {
-        timeval quick = toTimeval(std::chrono::milliseconds(1000));
+    // A broker that blocked us reads nothing, so it would not answer connection.close either.
+    if (graceful && blocked_.empty()) {
+        constexpr auto kCloseTimeout = 1000ms;
+        WatchdogGuard guard(watchdog_, fd(), Clock::now() + kCloseTimeout + kWatchdogGrace);
+        timeval quick = toTimeval(kCloseTimeout);
         amqp_set_rpc_timeout(conn_, &quick);
         amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
     }
     amqp_destroy_connection(conn_); // closes the socket
     conn_ = nullptr;
+    blocked_.clear();
 }
 
 // Options that can never work; "" when fine.

@@ -1,5 +1,7 @@
 #include <wsgw/connection_id.h>
 
+#include "hex.h"
+
 #include <sys/random.h>
 
 #include <cerrno>
@@ -36,13 +38,6 @@ struct RandomPool {
         used = 0;
     }
 };
-
-int hexValue(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 constexpr bool isDashPosition(std::size_t i) noexcept { return i == 8 || i == 13 || i == 18 || i == 23; }
 

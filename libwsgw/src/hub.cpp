@@ -235,7 +235,7 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
             e.allTags = reg.tags(conn.id());
             e.remoteAddress = conn.remoteAddress();
         }
-        hub_.events().publish(std::move(e));
+        hub_.events().publish(index_, std::move(e));
         if (ConnectionMirror *m = hub_.mirror()) m->opened(index_, conn, reg.tags(conn.id()));
     } catch (...) {
         // No open event, so no connection: the transport refuses it and no close event follows.
@@ -252,7 +252,7 @@ bool Shard::message(const Connection &conn, Opcode type, std::string_view payloa
         e.type = type;
         e.message.assign(payload);
         if (!spec.json.empty()) e.vars = spec.json.extract(payload);
-        return hub_.events().publish(std::move(e)) != 0;
+        return hub_.events().publish(index_, std::move(e)) != 0;
     } catch (...) {
         hub_.events().countLost();
         return false;
@@ -268,7 +268,7 @@ void Shard::closed(const Connection &conn, const EventSpec &spec) noexcept {
     try {
         Event e = Event::make(EventAction::Close, conn.id(), conn.endpoint(), lookupIn(reg, conn.id()), spec);
         reg.remove(conn.id());
-        hub_.events().publish(std::move(e));
+        hub_.events().publish(index_, std::move(e));
     } catch (...) {
         reg.remove(conn.id());
         hub_.events().countLost();
@@ -312,7 +312,8 @@ bool Shard::post(std::function<void(Shard &)> fn) noexcept {
 }
 
 struct Hub::Impl {
-    explicit Impl(std::uint64_t firstEventId) : events(firstEventId) {}
+    // Each shard publishes its events through queues of its own (EventBus producers).
+    Impl(std::uint64_t firstEventId, std::size_t shardCount) : events(firstEventId, shardCount) {}
 
     HubOptions options;
     std::vector<std::unique_ptr<Shard>> shards;
@@ -361,7 +362,8 @@ struct Hub::Impl {
     }
 };
 
-Hub::Hub(HubOptions options) : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(options.firstEventId, 1))) {
+Hub::Hub(HubOptions options)
+    : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(options.firstEventId, 1), std::max<std::size_t>(options.shards, 1))) {
     if (options.shards == 0) options.shards = 1;
     impl_->options = options;
     for (std::size_t i = 0; i < options.shards; ++i)
@@ -492,7 +494,7 @@ void changeTags(Shard &s, Connection &c, const TagList &changes, bool mirrored) 
     e.connection = c.id();
     e.endpoint = std::string(c.endpoint());
     e.changes = changes;
-    s.hub().events().publish(std::move(e));
+    s.hub().events().publish(s.index(), std::move(e));
 }
 
 // How many tags the connection would have after `changes`.

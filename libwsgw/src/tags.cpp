@@ -1,45 +1,12 @@
 #include <wsgw/tags.h>
 
+#include "hex.h"
+
 #include <algorithm>
 
 namespace wsgw {
 
 namespace {
-
-int hexValue(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// Decodes one component; on a bad escape returns false and sets `bad` to its offset in `text`.
-bool decodeInto(std::string_view text, std::string &out, std::size_t &bad) {
-    out.clear();
-    out.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (c == '+') {
-            out.push_back(' ');
-        } else if (c == '%') {
-            if (i + 2 >= text.size()) {
-                bad = i;
-                return false;
-            }
-            int hi = hexValue(text[i + 1]);
-            int lo = hexValue(text[i + 2]);
-            if (hi < 0 || lo < 0) {
-                bad = i;
-                return false;
-            }
-            out.push_back(static_cast<char>(hi << 4 | lo));
-            i += 2;
-        } else {
-            out.push_back(c);
-        }
-    }
-    return true;
-}
 
 bool isUnreserved(unsigned char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
@@ -48,12 +15,28 @@ bool isUnreserved(unsigned char c) noexcept {
 
 } // namespace
 
-std::optional<std::string> formDecode(std::string_view text) {
+std::optional<std::string> percentDecode(std::string_view text, bool plusIsSpace, std::size_t *badOffset) {
     std::string out;
-    std::size_t bad = 0;
-    if (!decodeInto(text, out, bad)) return std::nullopt;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '%') {
+            int hi = i + 2 < text.size() ? hexValue(text[i + 1]) : -1;
+            int lo = hi < 0 ? -1 : hexValue(text[i + 2]);
+            if (lo < 0) {
+                if (badOffset) *badOffset = i;
+                return std::nullopt;
+            }
+            out.push_back(static_cast<char>(hi << 4 | lo));
+            i += 2;
+        } else {
+            out.push_back(plusIsSpace && c == '+' ? ' ' : c);
+        }
+    }
     return out;
 }
+
+std::optional<std::string> formDecode(std::string_view text) { return percentDecode(text, true); }
 
 std::string formEncode(std::string_view text) {
     static constexpr char digits[] = "0123456789ABCDEF";
@@ -76,7 +59,6 @@ std::string formEncode(std::string_view text) {
 std::optional<TagList> parseForm(std::string_view text, std::string *error) {
     TagList pairs;
     std::size_t start = 0;
-    std::string key, value;
     while (start <= text.size()) {
         std::size_t end = text.find('&', start);
         if (end == std::string_view::npos) end = text.size();
@@ -86,19 +68,21 @@ std::optional<TagList> parseForm(std::string_view text, std::string *error) {
             std::string_view rawKey = pair.substr(0, eq);
             std::string_view rawValue = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
             std::size_t bad = 0;
-            if (!decodeInto(rawKey, key, bad)) {
+            auto key = percentDecode(rawKey, true, &bad);
+            if (!key) {
                 if (error) *error = "malformed %-escape at offset " + std::to_string(start + bad);
                 return std::nullopt;
             }
-            if (!decodeInto(rawValue, value, bad)) {
+            auto value = percentDecode(rawValue, true, &bad);
+            if (!value) {
                 if (error) *error = "malformed %-escape at offset " + std::to_string(start + eq + 1 + bad);
                 return std::nullopt;
             }
-            if (key.empty()) {
+            if (key->empty()) {
                 if (error) *error = "empty key at offset " + std::to_string(start);
                 return std::nullopt;
             }
-            pairs.emplace_back(key, value);
+            pairs.emplace_back(std::move(*key), std::move(*value));
         }
         start = end + 1;
     }

@@ -11,8 +11,9 @@
 //  - the addresses print in a form that parses back to the same address (HostPort, Cidr), and
 //    a network contains its own address (as text, IPv4-mapped, as a socket address).
 //
-// yaml-cpp is Debian's, not instrumented: the fuzzer is guided by the coverage of config.cpp
-// (the walk over the YAML tree, the address and URL parsers) and of libwsgw.
+// yaml-cpp is Debian's, not instrumented: the fuzzer is guided by the coverage of the parser
+// (wsgwd_config: the schema's walk over the YAML tree, the address and URL parsers) and of
+// libwsgw. parseConfig opens no file, so neither does the fuzzer.
 //
 // Found here: a YAML document that starts with a stray ',' made yaml-cpp 0.7's LoadAll, and so
 // parseConfig, allocate until memory ran out; parseConfig now refuses it (reproducer:
@@ -179,9 +180,23 @@ void checkConfig(const Config &config) {
         checkTemplate(config.streamRedis->streamName, "stream_redis.stream_name");
     }
     if (config.streamAmqp) {
-        FUZZ_CHECK(!config.streamAmqp->addr.host.empty(), "stream_amqp: no host");
+        const auto &a = config.streamAmqp->addr;
+        FUZZ_CHECK(!a.host.empty(), "stream_amqp: no host");
+        FUZZ_CHECK(!a.heartbeatS || *a.heartbeatS <= 65535, "stream_amqp: heartbeat out of range");
+        FUZZ_CHECK(!a.connectionTimeoutMs || (*a.connectionTimeoutMs >= 1 && *a.connectionTimeoutMs <= 600'000),
+                   "stream_amqp: connection_timeout out of range");
         checkTemplate(config.streamAmqp->routingKey, "stream_amqp.routing_key");
     }
+    // The files the config names are recorded for readConfigFiles, with where they are named.
+    for (const auto &f : config.files) {
+        FUZZ_CHECK(!f.path.empty() && !f.key.empty(), "a named file without a path or key");
+        FUZZ_CHECK(f.at.rfind(std::string(kFile) + ":", 0) == 0, "a named file without a position");
+    }
+    FUZZ_CHECK(config.controlToken.empty() || std::none_of(config.files.begin(), config.files.end(),
+                                                           [](const wsgw::daemon::ConfigFile &f) {
+                                                               return f.use == wsgw::daemon::ConfigFile::Use::ControlToken;
+                                                           }),
+               "control_token and control_token_file both accepted");
 }
 
 } // namespace

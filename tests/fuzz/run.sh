@@ -7,7 +7,8 @@
 #   --seconds N   how long each target runs (default $FUZZ_SECONDS, else 60; 10 with --smoke)
 #   --smoke       the smoke test: a fixed seed, new inputs to a temporary dir removed at the end,
 #                 and exit 77 (meson's "skipped") with a message when clang or its libFuzzer
-#                 runtime is missing; otherwise that is an error
+#                 runtime is missing, or exit 1 when CI=true (.ci/run sets it); without --smoke
+#                 that is always an error
 #   --build-only  set up and build, run nothing
 #
 # Environment:
@@ -19,7 +20,7 @@
 # What it does:
 #   1. Sets the build dir up once: CXX=clang++ meson setup -Dfuzz=true
 #      -Db_sanitize=address,undefined -Db_lundef=false, without tests, examples and benchmarks.
-#      Then builds only the fuzz targets and what they link (libwsgw and wsgwd's config.cpp);
+#      Then builds only the fuzz targets and what they link (libwsgw and wsgwd's config parser);
 #      later runs recompile only what changed. A lock keeps two runs from building at once.
 #   2. Runs each target for N seconds on its seed corpus tests/fuzz/corpus/TARGET with its
 #      dictionary tests/fuzz/TARGET.dict, inputs up to 4096 bytes, 10 s at most per input.
@@ -28,6 +29,8 @@
 #      a broken invariant, a leak, a timeout or running out of memory writes the input to
 #      tests/fuzz/crashes/TARGET-* (gitignored) and fails the run.
 # Exit status: 0 when every target ran clean, 1 otherwise, 77 for a skipped smoke test.
+#
+# Environment (also): CI=true makes a missing clang a failure of the smoke test.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,7 +78,14 @@ unset MALLOC_PERTURB_
 # --- clang and libFuzzer ---------------------------------------------------------------------
 missing() {
     if [ $smoke -eq 1 ]; then
-        echo "fuzz-smoke: SKIPPED: $* (scripts/bootstrap installs clang and libclang-rt-14-dev)"
+        case ${CI:-} in
+        [Tt][Rr][Uu][Ee] | 1 | yes)
+            echo "fuzz-smoke: FAIL: $* (scripts/bootstrap installs clang and libclang-rt-14-dev;" \
+                "CI=true: a missing prerequisite fails instead of skipping)" >&2
+            exit 1
+            ;;
+        esac
+        echo "fuzz-smoke: SKIP: $* (scripts/bootstrap installs clang and libclang-rt-14-dev)"
         exit 77
     fi
     echo "fuzz: $*: run scripts/bootstrap (or apt-get install clang libclang-rt-14-dev)" >&2

@@ -1,13 +1,16 @@
 // stream_amqp against a real RabbitMQ: what reaches the broker, routing keys, headers, confirms
-// through a broker restart, bounded backlogs, and clear failures (credentials, unreachable broker,
-// an exchange of another type, a frozen broker noticed by heartbeats).
+// through a broker restart, bounded backlogs, clear failures (credentials, unreachable broker, an
+// exchange of another type, a frozen broker noticed by heartbeats), and bounds: a memory alarm
+// (connection.blocked) and a frozen broker never hold the sink or wsgwd's shutdown.
 //
 // One private broker (tests/integration/rabbitmq.h) serves every test case; each case uses its
-// own exchange and queue names. Exit code 77 (meson: skipped) when rabbitmq-server is missing.
+// own exchange and queue names. Exit code 77 (meson: skipped) when rabbitmq-server is missing, or
+// a failure under CI=true (tests/support/skip.h).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include "clients.h"
 #include "harness.h"
 #include "rabbitmq.h"
+#include "skip.h"
 #if WSGW_TEST_WITH_REDIS
 #include "redis_server.h"
 #endif
@@ -312,9 +315,137 @@ TEST_CASE("heartbeats notice a broker that stopped answering") {
     CHECK(eventually([&] { return ready(*d); }, 25000ms));
 }
 
+// Clears the broker's memory alarm when the test case ends, however it ends.
+struct MemoryAlarm {
+    MemoryAlarm() {
+        std::string error;
+        REQUIRE_MESSAGE(broker().setMemoryAlarm(true, &error), error);
+    }
+    ~MemoryAlarm() {
+        std::string error;
+        if (!broker().setMemoryAlarm(false, &error)) std::fprintf(stderr, "clearing the memory alarm: %s\n", error.c_str());
+    }
+    MemoryAlarm(const MemoryAlarm &) = delete;
+    MemoryAlarm &operator=(const MemoryAlarm &) = delete;
+};
+
+TEST_CASE("a memory alarm blocks publishing: events are kept, /readyz says so, SIGTERM meanwhile exits in time, "
+          "and after it every event arrives") {
+    // `kept` rides the alarm out. `quitting` is stopped during it with 16 MiB of events on their
+    // way, more than the TCP buffers between it and the broker hold: a sink that kept writing to
+    // the blocked broker would never return from the write (rabbitmq-c has no send timeout).
+    constexpr int kDrainS = 1, kFlushS = 2;
+    auto kept = Daemon::start(amqpConfig(broker().url(), "t8", "t8-all"));
+    auto quitting = Daemon::start(amqpConfig(broker().url(), "t8q", "t8q-all") + "drain_s: " + std::to_string(kDrainS) +
+                                  "\nshutdown_flush_s: " + std::to_string(kFlushS) + "\n");
+    REQUIRE_MESSAGE(eventually([&] { return ready(*kept) && ready(*quitting); }, 10000ms), kept->err());
+    auto ws = connect(*kept, "/connect");
+    REQUIRE(ws->sendText("before the alarm"));
+    REQUIRE(eventually([&] { return metric(*kept, "wsgw_events_published_total{sink=\"amqp\"}") >= 2; }));
+
+    std::size_t sent = 2; // the open and the message above
+    {
+        MemoryAlarm alarm;
+        MESSAGE("alarms: " << broker().alarms());
+        // 40 KiB each (under the 64 KiB limit), incompressible enough to stay large on the wire.
+        std::string filler;
+        for (std::size_t i = 0; filler.size() < 40 * 1024; ++i) filler += std::to_string(i * 2654435761u % 1000003) + ",";
+        auto q = connect(*quitting, "/connect");
+        for (int i = 0; i < 400; ++i) REQUIRE(q->sendText(std::to_string(i) + ":" + filler));
+        for (int i = 0; i < 50; ++i, ++sent) REQUIRE(ws->sendText("during the alarm " + std::to_string(i)));
+
+        // Both sinks learn that the broker blocked them and say why; the events wait.
+        for (Daemon *d : {kept.get(), quitting.get()}) {
+            CHECK(eventually([&] { return !ready(*d); }, 15000ms));
+            CHECK(eventually([&] { return d->err().find("blocked publishing: low on memory") != std::string::npos; },
+                             15000ms));
+            auto r = httpGet(d->controlPort, "/readyz");
+            CHECK(r.status == 503);
+            CHECK(r.body.find("event sink 'amqp' is not connected") != std::string::npos);
+            CHECK(metric(*d, "wsgw_event_sink_up{sink=\"amqp\"}") == 0);
+        }
+        MESSAGE(lineWith(kept->err(), "is down"));
+        // (The publish that makes the broker block may still go through.)
+        CHECK(eventually([&] { return metric(*kept, "wsgw_event_backlog{sink=\"amqp\"}") >= 45; }));
+        CHECK(metric(*kept, "wsgw_events_dropped_total{sink=\"amqp\"}") == 0);
+
+        // SIGTERM while blocked: the sink gives up when the flush time is over (its events are
+        // lost, as after any flush that runs out), and wsgwd exits 0 in time.
+        (void)q->sendClose(1000);
+        const auto t0 = std::chrono::steady_clock::now();
+        const int rc = quitting->stop(SIGTERM, std::chrono::seconds(kDrainS + kFlushS + 30));
+        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        CHECK(rc == 0);
+        CHECK(took < std::chrono::seconds(kDrainS + kFlushS + 3));
+        MESSAGE("wsgwd exited " << rc << " " << took.count() << " ms after SIGTERM, with the broker blocking it");
+        // `kept` is still blocked and still holds everything.
+        std::this_thread::sleep_for(500ms);
+        CHECK_FALSE(ready(*kept));
+    } // the alarm clears
+
+    closeClient(*ws);
+    ++sent; // the close
+    CHECK(eventually([&] { return ready(*kept); }, 20000ms)); // after its back-off (at most 10 s)
+    // Duplicates (at least once: what was written before the block goes out again) collapse in
+    // the set of ids; consume until every id is there.
+    AmqpClient admin(broker().port());
+    std::set<std::uint64_t> ids;
+    std::size_t deliveries = 0;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (ids.size() < sent && std::chrono::steady_clock::now() < until) {
+        auto got = admin.consume("t8-all", 1, 1000ms);
+        deliveries += got.size();
+        for (auto &e : bodies(got)) ids.insert(e["event_id"].get<std::uint64_t>());
+    }
+    REQUIRE(!ids.empty());
+    CHECK(ids.size() == sent);
+    CHECK(*ids.rbegin() - *ids.begin() + 1 == sent); // none missing
+    CHECK(eventually([&] { return metric(*kept, "wsgw_event_backlog{sink=\"amqp\"}") == 0; }));
+    MESSAGE(deliveries << " deliveries for " << sent << " events");
+    CHECK(kept->err().find("event sink 'amqp' connected") != std::string::npos);
+    CHECK(kept->stop(SIGTERM) == 0);
+    admin.deleteQueue("t8-all");
+    admin.deleteQueue("t8q-all");
+}
+
+TEST_CASE("a broker frozen while a large event is written: the write gives up after the reply timeout") {
+    // One 16 MiB event, more than the TCP buffers between wsgwd and the broker hold: the sink's
+    // write waits for a broker that reads nothing (and sends no connection.blocked). rabbitmq-c
+    // would wait for ever; the sink's watchdog ends the write after the reply timeout (10 s)
+    // plus 1 s, and SIGTERM meanwhile waits for that at most.
+    constexpr int kDrainS = 1, kFlushS = 1, kWriteBoundS = 11;
+    auto d = Daemon::start(amqpConfig(broker().url() + "?heartbeat=0", "t9", "") + "drain_s: " +
+                               std::to_string(kDrainS) + "\nshutdown_flush_s: " + std::to_string(kFlushS) + "\n",
+                           {}, 20 * 1024);
+    REQUIRE(eventually([&] { return ready(*d); }, 10000ms));
+    auto ws = connect(*d, "/json"); // no compression, the global 20 MiB limit
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"amqp\"}") >= 1; }));
+    std::string big;
+    for (std::size_t i = 0; big.size() < 16u << 20; ++i) big += std::to_string(i * 2654435761u % 1000003) + ",";
+    REQUIRE(broker().freeze());
+    struct Thaw {
+        ~Thaw() { broker().thaw(); }
+    } thaw;
+    REQUIRE(ws->sendText(big));
+    // Wait until wsgwd has the event (in the sink's backlog, where it stays: it is never
+    // confirmed), then a moment for the sink to be inside the write.
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_event_backlog{sink=\"amqp\"}") >= 1; }, 10000ms));
+    std::this_thread::sleep_for(1000ms);
+    // SIGTERM: the drain, then the flush, which waits for the write in progress (at most 11 s).
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = d->stop(SIGTERM, std::chrono::seconds(kDrainS + kFlushS + kWriteBoundS + 30));
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    CHECK(rc == 0);
+    CHECK(took < std::chrono::seconds(kDrainS + kWriteBoundS + 3));
+    CHECK(d->err().find("publishing: no progress with the broker at 127.0.0.1:" + std::to_string(broker().port()) +
+                        " for 11 s (is it frozen, or the network down?); connection dropped") != std::string::npos);
+    MESSAGE(lineWith(d->err(), "is down"));
+    MESSAGE("wsgwd exited " << rc << " " << took.count() << " ms after SIGTERM, writing 16 MiB to a frozen broker");
+}
+
 TEST_CASE("amqps: TLS with the broker's certificate and name verified") {
     if (broker().tlsPort() == 0) {
-        MESSAGE("no openssl command to make certificates: skipped");
+        wsgw::test::skipCase("no openssl command to make the broker's certificates (Debian package openssl)");
         return;
     }
     const std::string url = "amqps://guest:guest@localhost:" + std::to_string(broker().tlsPort()) + "/";
@@ -344,7 +475,7 @@ TEST_CASE("amqps: TLS with the broker's certificate and name verified") {
 #if WSGW_TEST_WITH_REDIS
 TEST_CASE("stream_redis and stream_amqp together: every event reaches both") {
     if (!haveRedisServer()) {
-        MESSAGE("redis-server is not installed (scripts/bootstrap installs it): skipped");
+        wsgw::test::skipCase("redis-server is not installed (Debian package redis-server; scripts/bootstrap installs it)");
         return;
     }
     RedisServer redis;
@@ -380,13 +511,12 @@ TEST_CASE("a stream_amqp URL option that is not a number stops wsgwd with exit c
 }
 
 int main(int argc, char **argv) {
-    if (!RabbitBroker::installed()) {
-        std::printf("SKIP: rabbitmq-server is not installed (Debian package rabbitmq-server; scripts/bootstrap "
-                    "installs it)\n");
-        return 77;
-    }
+    if (!RabbitBroker::installed())
+        return wsgw::test::missingPrerequisite("rabbitmq-server is not installed (Debian package rabbitmq-server; "
+                                               "scripts/bootstrap installs it)");
     doctest::Context context(argc, argv);
     int rc = context.run();
     theBroker.reset(); // stops the broker and its epmd
-    return rc;
+    if (context.shouldExit()) return rc;
+    return wsgw::test::finish(rc);
 }

@@ -12,10 +12,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -28,6 +31,7 @@ namespace {
 
 const char *const kServer = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const char *const kEpmd = "/usr/bin/epmd";
+const char *const kErlCall = "/usr/bin/erl_call"; // Debian's erlang-base, a dependency of rabbitmq-server
 
 std::uint16_t freeTcpPort() {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -132,7 +136,9 @@ std::string describe(const amqp_rpc_reply_t &r) {
 // ---------------------------------------------------------------------------------------------
 // RabbitBroker
 
-bool RabbitBroker::installed() { return access(kServer, X_OK) == 0 && access(kEpmd, X_OK) == 0; }
+bool RabbitBroker::installed() {
+    return access(kServer, X_OK) == 0 && access(kEpmd, X_OK) == 0 && access(kErlCall, X_OK) == 0;
+}
 
 RabbitBroker::RabbitBroker() {
     std::string pattern = (std::filesystem::temp_directory_path() / "wsgw-rabbitmq-XXXXXX").string();
@@ -254,6 +260,56 @@ bool RabbitBroker::freeze() {
 void RabbitBroker::thaw() {
     int vm = pid_ > 0 ? vmPid() : 0;
     if (vm > 0) ::kill(vm, SIGCONT);
+}
+
+// erl_call -a 'MODULE FUNCTION [ARGS]' on the node: its printed result, or nullopt (with what
+// erl_call said in *error) when it failed or took more than 30 s.
+std::optional<std::string> RabbitBroker::call(const std::string &apply, std::string *error) {
+    if (pid_ <= 0) {
+        if (error) *error = "the broker is not running";
+        return std::nullopt;
+    }
+    // The node wrote its cookie into its HOME (dir_) on its first start.
+    std::string cookie = readText(dir_ + "/.erlang.cookie");
+    while (!cookie.empty() && std::isspace(static_cast<unsigned char>(cookie.back()))) cookie.pop_back();
+    const std::string out = dir_ + "/erl_call.out";
+    std::vector<std::string> env{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir_,
+                                 "ERL_EPMD_PORT=" + std::to_string(epmdPort_)};
+    std::remove(out.c_str());
+    pid_t pid = spawn({kErlCall, "-n", node_, "-c", cookie, "-timeout", "30", "-a", apply}, env, out);
+    int status = 0;
+    bool exited = false;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+    while (!exited && std::chrono::steady_clock::now() < until) {
+        exited = waitpid(pid, &status, WNOHANG) == pid;
+        if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!exited) {
+        ::kill(pid, SIGKILL);
+        reap(pid, std::chrono::seconds(5));
+    }
+    std::string text = readText(out);
+    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (error) *error = "erl_call -a '" + apply + "' failed: " + (exited ? text : "no answer within 40 s");
+        return std::nullopt;
+    }
+    return text;
+}
+
+bool RabbitBroker::setMemoryAlarm(bool on, std::string *error) {
+    auto r = call(std::string("vm_memory_monitor set_vm_memory_high_watermark ") + (on ? "[0.0]" : "[0.4]"), error);
+    if (!r) return false;
+    if (r->find("ok") == std::string::npos) {
+        if (error) *error = "set_vm_memory_high_watermark answered " + *r;
+        return false;
+    }
+    return true;
+}
+
+std::string RabbitBroker::alarms() {
+    std::string error;
+    auto r = call("rabbit_alarm get_alarms []", &error);
+    return r ? *r : error;
 }
 
 void RabbitBroker::stop(bool andEpmd) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,15 @@ public:
     bool freeze();
     void thaw();
 
+    /// Raises (on) or clears (off) the node's memory alarm by setting its memory high watermark
+    /// to 0 (every byte is too much) or back to the default 0.4: while it is raised the broker
+    /// blocks every connection that publishes (connection.blocked, then it stops reading from
+    /// it). Through erl_call, the Erlang distribution client, in a fraction of a second
+    /// (rabbitmqctl would start a whole VM each time). False with a message on failure.
+    bool setMemoryAlarm(bool on, std::string *error);
+    /// The node's alarms as Erlang terms, e.g. "[{{resource_limit,memory,wsgwtest1@localhost},[]}]".
+    std::string alarms();
+
     std::uint16_t port() const { return port_; }
     /// The TLS (amqps) listener, with a certificate for "localhost" and 127.0.0.1 signed by
     /// caFile(); 0 when the certificates could not be made (no openssl command).
@@ -53,6 +63,7 @@ public:
 private:
     void startEpmd();
     int vmPid() const;
+    std::optional<std::string> call(const std::string &apply, std::string *error);
 
     std::string dir_; // removed with its contents by the destructor
     std::string node_;

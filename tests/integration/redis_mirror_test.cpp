@@ -4,6 +4,7 @@
 #include "clients.h"
 #include "harness.h"
 #include "redis_server.h"
+#include "skip.h"
 
 #include "ws_client.h"
 
@@ -24,11 +25,11 @@ namespace {
 
 using Hash = std::map<std::string, std::string>;
 
-#define SKIP_WITHOUT_REDIS()                                                                                           \
-    if (!haveRedisServer()) {                                                                                          \
-        MESSAGE("redis-server is not installed (scripts/bootstrap installs it): skipped");                             \
-        return;                                                                                                        \
-    }
+// Every test here needs a redis-server: without one the program is skipped (exit 77), or fails
+// under CI=true (tests/support/skip.h).
+const wsgw::test::Prerequisite redisServer{"redis-server is not installed (Debian package redis-server; "
+                                           "scripts/bootstrap installs it)",
+                                           [] { return haveRedisServer(); }};
 
 std::string mirrorConfig(const RedisServer &redis, const std::string &node, const std::string &more = "") {
     return "node_id: " + node + "\nconnection_redis_sync: {addr: '" + redis.url() + "'" + more + "}\n";
@@ -98,7 +99,6 @@ void closeClient(WsClient &ws) {
 } // namespace
 
 TEST_CASE("the mirror: keys appear with a TTL, follow tag changes and deletes, and vanish on close") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     auto d = Daemon::start(mirrorConfig(redis, "mirror-1"));
     RedisProbe probe(redis.port());
@@ -148,7 +148,6 @@ TEST_CASE("the mirror: keys appear with a TTL, follow tag changes and deletes, a
 }
 
 TEST_CASE("keys left by an earlier run of the same node are removed at start, others are not") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     for (const char *ghost : {"g1", "g2"}) {
@@ -166,7 +165,6 @@ TEST_CASE("keys left by an earlier run of the same node are removed at start, ot
 }
 
 TEST_CASE("a node restarted after SIGKILL removes its earlier run's keys at once, long before their TTL") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     std::vector<std::string> old;
@@ -187,7 +185,6 @@ TEST_CASE("a node restarted after SIGKILL removes its earlier run's keys at once
 }
 
 TEST_CASE("a node killed with SIGKILL: its keys live while it does and vanish by their TTL once it is gone") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     auto d = Daemon::start(mirrorConfig(redis, "mortal", ", key_ttl_s: 3"));
@@ -207,7 +204,6 @@ TEST_CASE("a node killed with SIGKILL: its keys live while it does and vanish by
 }
 
 TEST_CASE("a live connection's keys deleted by someone else are rewritten at their next refresh") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     auto d = Daemon::start(mirrorConfig(redis, "healer", ", key_ttl_s: 3"));
@@ -222,7 +218,6 @@ TEST_CASE("a live connection's keys deleted by someone else are rewritten at the
 }
 
 TEST_CASE("opens, tag changes and closes while Redis is paused converge once it answers: exact, no stale keys") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     auto d = Daemon::start(mirrorConfig(redis, "steady", ", timeout_ms: 300"));
@@ -261,7 +256,6 @@ TEST_CASE("opens, tag changes and closes while Redis is paused converge once it 
 }
 
 TEST_CASE("Redis restarted empty: every live connection is rewritten, closes made meanwhile leave nothing") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     auto d = Daemon::start(mirrorConfig(redis, "reborn"));
     auto clients = connectMany(*d, 5);
@@ -291,7 +285,6 @@ TEST_CASE("Redis restarted empty: every live connection is rewritten, closes mad
 }
 
 TEST_CASE("FLUSHALL while connected: the node notices its copy is gone and rewrites every connection") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     RedisProbe probe(redis.port());
     auto d = Daemon::start(mirrorConfig(redis, "flushed"));
@@ -310,7 +303,6 @@ TEST_CASE("FLUSHALL while connected: the node notices its copy is gone and rewri
 }
 
 TEST_CASE("key_ttl_s is checked: under 3 s is a config error naming the line") {
-    SKIP_WITHOUT_REDIS();
     RedisServer redis;
     Daemon d(testConfig(freePort(), freePort(), mirrorConfig(redis, "n", ", key_ttl_s: 2")));
     CHECK(d.wait(10000ms) != 0);

@@ -1,5 +1,7 @@
 #include "redis_server.h"
 
+#include "skip.h"
+
 #include <hiredis/hiredis.h>
 
 #include <signal.h>
@@ -14,7 +16,18 @@ extern char **environ;
 
 namespace wsgw::itest {
 
-bool haveRedisServer() { return access("/usr/bin/redis-server", X_OK) == 0; }
+namespace {
+
+// redis-server as a shell would find it (Debian: /usr/bin), so that a test run can hide it
+// (PATH=...) to check that the tests then skip, or fail under CI=true.
+const std::string &redisServerPath() {
+    static const std::string path = wsgw::test::findInPath("redis-server");
+    return path;
+}
+
+} // namespace
+
+bool haveRedisServer() { return !redisServerPath().empty(); }
 
 RedisServer::RedisServer(std::uint16_t port) : port_(port ? port : freePort()) { start(); }
 
@@ -27,7 +40,7 @@ RedisServer::~RedisServer() {
 
 void RedisServer::start() {
     std::string portText = std::to_string(port_);
-    std::vector<std::string> args{"/usr/bin/redis-server", "--port", portText, "--bind", "127.0.0.1",
+    std::vector<std::string> args{redisServerPath(), "--port", portText, "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no", "--dir", dir_.path(),
                                   "--logfile", dir_.file("redis.log"), "--daemonize", "no",
                                   "--unixsocket", unixSocket(), "--unixsocketperm", "700"};

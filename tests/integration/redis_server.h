@@ -14,7 +14,8 @@ struct redisContext;
 
 namespace wsgw::itest {
 
-/// Whether redis-server can be run here (tests skip with a message if not).
+/// Whether redis-server (looked up in $PATH) can be run here; tests skip with a message if not
+/// (tests/support/skip.h).
 bool haveRedisServer();
 
 class RedisServer {

@@ -1,6 +1,7 @@
 // TLS: wss:// (tls:) and the control API over HTTPS (control_tls:), with a self-signed
 // certificate that the test makes with the openssl command.
 #include "harness.h"
+#include "skip.h"
 
 #include "ws_client.h"
 
@@ -19,6 +20,12 @@ using wsgw::test::HandshakeFailure;
 using wsgw::test::WsClient;
 
 namespace {
+
+// Every test here needs certificates from the openssl command: without it the program is skipped
+// (exit 77), or fails under CI=true (tests/support/skip.h).
+const wsgw::test::Prerequisite opensslCommand{
+    "the openssl command is not installed (Debian package openssl; scripts/bootstrap installs it)",
+    [] { return !wsgw::test::findInPath("openssl").empty(); }};
 
 // A self-signed certificate and its key, PEM, for localhost and 127.0.0.1, valid for a day.
 struct Certificate {

@@ -20,6 +20,7 @@ int main() {
     if (!sel || sel->tags().size() != 1) return 1;
     wsgw::MessagePtr msg = wsgw::Message::text("hi", 16);
     if (msg->payload() != "hi" || registry.size() != 0) return 1;
+    if (wsgw::percentDecode("a%2Fb+c", false) != std::optional<std::string>("a/b+c")) return 1;
     std::printf("libwsgw %s\n", wsgw::libraryVersion());
     return 0;
 }

@@ -1,6 +1,6 @@
 // Unit tests of the WebSocket test client, against a minimal echo server defined below.
 
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "skip.h"
 #include "ws_client.h"
 
 #include <doctest/doctest.h>
@@ -1180,7 +1180,7 @@ TEST_CASE("source address and IPv6") {
     SUBCASE("::1") {
         EchoServer server("::1");
         if (!server.listening()) {
-            MESSAGE("no IPv6 loopback, skipped");
+            wsgw::test::skipCase("no IPv6 loopback (::1) to listen on");
             return;
         }
         WsClient client;

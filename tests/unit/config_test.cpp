@@ -28,6 +28,14 @@ std::string errorOf(const std::string &yaml) {
     return error;
 }
 
+/// The error for `yaml`, which must parse but fail at its files (loadConfigText).
+std::string loadErrorOf(const std::string &yaml) {
+    std::string error;
+    REQUIRE_MESSAGE(parseConfig(yaml, "t.yml", &error), error);
+    CHECK_FALSE(loadConfigText(yaml, "t.yml", &error));
+    return error;
+}
+
 /// Checks that parsing `yaml` fails with a message that begins with `prefix`.
 #define CHECK_ERROR(yaml, prefix)                                                                            \
     do {                                                                                                     \
@@ -942,14 +950,17 @@ TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
 
     CHECK(errorOf(std::string(kEndpoint) + "control_token: a\ncontrol_token_file: /etc/hostname\n") ==
           "t.yml:4:1: give control_token or control_token_file, not both");
-    CHECK(errorOf(std::string(kEndpoint) + "control_token_file: /nonexistent/tok\n") ==
+    CHECK(loadErrorOf(std::string(kEndpoint) + "control_token_file: /nonexistent/tok\n") ==
           "t.yml:3:21: control_token_file: cannot read '/nonexistent/tok': No such file or directory");
-    CHECK(errorOf(std::string(kEndpoint) + "tls: {cert: /nonexistent.crt, key: /etc/hostname}\n") ==
+    CHECK(loadErrorOf(std::string(kEndpoint) + "tls: {cert: /nonexistent.crt, key: /etc/hostname}\n") ==
           "t.yml:3:13: tls.cert: cannot read '/nonexistent.crt': No such file or directory");
     CHECK(errorOf(std::string(kEndpoint) + "tls: {cert: /etc/hostname}\n") ==
           "t.yml:3:1: tls: missing 'key', e.g. 'key: /etc/wsgw/tls.key'");
     CHECK(errorOf(std::string(kEndpoint) + "rate_limit: {burst: 3}\n") ==
           "t.yml:3:1: rate_limit: missing 'max_messages_per_s', e.g. 'max_messages_per_s: 50' (0 turns the limit off)");
+    CHECK(errorOf("endpoints:\n  - path: /a\n    rate_limit: {burst: 3}\n") ==
+          "t.yml:3:5: endpoints[0].rate_limit: missing 'max_messages_per_s', e.g. 'max_messages_per_s: 50' (0 turns "
+          "the limit off)");
     CHECK(errorOf(std::string(kEndpoint) + "slow_consumer: {policy: wait}\n") ==
           "t.yml:3:25: slow_consumer.policy: unknown value 'wait': use one of close, drop_newest, drop_oldest");
     CHECK(errorOf("endpoints:\n  - path: /a\n    allowed_origins: [app.example]\n") ==

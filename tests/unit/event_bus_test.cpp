@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -368,4 +369,148 @@ TEST_CASE("pause-reading keeps every event, pauses over the bound and resumes at
     CHECK(s.delivered.size() == 15);
     std::lock_guard lock(mu);
     CHECK(signals == std::vector<bool>{true, false});
+}
+
+TEST_CASE("producers publish through queues of their own: all delivered in id order, each producer's order kept") {
+    constexpr std::size_t kProducers = 3, kEach = 20000;
+    struct Recorder final : EventSink {
+        std::mutex mu;
+        std::vector<EventPtr> got;
+        std::string name() const override { return "recorder"; }
+        std::size_t publish(const std::vector<EventPtr> &batch) override {
+            std::lock_guard lock(mu);
+            got.insert(got.end(), batch.begin(), batch.end());
+            return batch.size();
+        }
+    };
+    auto owned = std::make_unique<Recorder>();
+    Recorder &r = *owned;
+    EventBus bus(1, kProducers);
+    SinkOptions o;
+    o.maxBacklogEvents = kProducers * kEach; // room for all: nothing dropped
+    bus.addSink(std::move(owned), o);
+    REQUIRE(bus.start());
+    std::vector<std::thread> threads;
+    for (std::size_t p = 0; p < kProducers; ++p)
+        threads.emplace_back([&, p] {
+            for (std::size_t i = 0; i < kEach; ++i) {
+                Event e = makeEvent(std::to_string(p) + ":" + std::to_string(i));
+                REQUIRE(bus.publish(p, std::move(e)) != 0);
+            }
+        });
+    for (auto &t : threads) t.join();
+    CHECK(bus.stop(10000ms) == 0);
+    REQUIRE(r.got.size() == kProducers * kEach);
+    std::vector<std::size_t> next(kProducers, 0);
+    std::vector<bool> seen(kProducers * kEach + 1, false);
+    // The sink got them in id order, without a gap: a consumer can check the stream by its ids.
+    std::size_t outOfOrder = 0;
+    for (std::size_t i = 0; i < r.got.size(); ++i) outOfOrder += r.got[i]->id != i + 1;
+    CHECK(outOfOrder == 0);
+    for (const EventPtr &e : r.got) {
+        auto colon = e->message.find(':');
+        std::size_t p = std::stoul(e->message.substr(0, colon)), i = std::stoul(e->message.substr(colon + 1));
+        CHECK(i == next[p]); // in order, none twice
+        next[p] = i + 1;
+        REQUIRE(e->id >= 1);
+        REQUIRE(e->id <= kProducers * kEach);
+        CHECK_FALSE(seen[e->id]);
+        seen[e->id] = true;
+    }
+}
+
+TEST_CASE("the backlog bound holds for the producers' queues together; drop-oldest drops the full producer's oldest") {
+    Flaky::State s;
+    s.up = false;
+    EventBus bus(1, 2);
+    SinkOptions o;
+    o.maxBacklogEvents = 100;
+    o.overflow = OverflowPolicy::DropNewest;
+    o.minBackoff = 10ms;
+    bus.addSink(std::make_unique<Flaky>(s), o);
+    REQUIRE(bus.start());
+    for (int i = 0; i < 80; ++i) bus.publish(0, makeEvent());
+    for (int i = 0; i < 30; ++i) bus.publish(1, makeEvent());
+    auto st = bus.stats()[0];
+    CHECK(st.backlog == 100); // producer 0 took 80 of the bound, producer 1 the 20 left
+    CHECK(st.dropped == 10);
+    {
+        std::lock_guard lock(s.mu);
+        s.up = true;
+    }
+    REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
+    std::lock_guard lock(s.mu);
+    CHECK(s.delivered.size() == 100);
+}
+
+TEST_CASE("drop-oldest at the shared bound: a producer with events of its own drops its oldest") {
+    Flaky::State s;
+    s.up = false;
+    EventBus bus(1, 2);
+    SinkOptions o;
+    o.maxBacklogEvents = 10;
+    o.overflow = OverflowPolicy::DropOldest;
+    o.minBackoff = 10ms;
+    bus.addSink(std::make_unique<Flaky>(s), o);
+    REQUIRE(bus.start());
+    for (int i = 0; i < 6; ++i) bus.publish(0, makeEvent("a" + std::to_string(i)));
+    for (int i = 0; i < 10; ++i) bus.publish(1, makeEvent("b" + std::to_string(i)));
+    auto st = bus.stats()[0];
+    CHECK(st.backlog == 10);
+    CHECK(st.dropped == 6); // producer 1 made room from its own oldest: b0..b5 ... then nothing
+    {
+        std::lock_guard lock(s.mu);
+        s.up = true;
+    }
+    REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
+}
+
+TEST_CASE("an idle sink is woken by the next event at once, every time") {
+    Flaky::State s;
+    EventBus bus(1, 1);
+    SinkOptions o;
+    o.idleInterval = 10'000ms; // a lost wake-up would show as a 10 s wait
+    bus.addSink(std::make_unique<Flaky>(s), o);
+    REQUIRE(bus.start());
+    for (std::size_t i = 1; i <= 200; ++i) {
+        bus.publish(0, makeEvent());
+        REQUIRE(waitFor(
+            [&] {
+                std::lock_guard lock(s.mu);
+                return s.delivered.size() == i;
+            },
+            2000ms));
+        if (i % 20 == 0) std::this_thread::sleep_for(5ms); // let it fall asleep now and then
+    }
+}
+
+TEST_CASE("pause-reading: the producers' queues together pause the bus; it resumes once back to half") {
+    Flaky::State s;
+    s.up = false;
+    EventBus bus(1, 2);
+    SinkOptions o;
+    o.maxBacklogEvents = 20;
+    o.overflow = OverflowPolicy::PauseReading;
+    o.minBackoff = 10ms;
+    o.maxBackoff = 20ms;
+    std::atomic<int> pauses{0}, resumes{0};
+    bus.onBackpressure([&](bool paused) { (paused ? pauses : resumes).fetch_add(1); });
+    bus.addSink(std::make_unique<Flaky>(s), o);
+    REQUIRE(bus.start());
+    for (int i = 0; i < 9; ++i) bus.publish(1, makeEvent());
+    CHECK_FALSE(bus.paused());
+    for (int i = 0; i < 10; ++i) bus.publish(0, makeEvent());
+    CHECK_FALSE(bus.paused()); // 19 of 20
+    for (int i = 0; i < 2; ++i) bus.publish(0, makeEvent());
+    CHECK(bus.paused());
+    CHECK(pauses.load() == 1);
+    CHECK(bus.stats()[0].dropped == 0); // kept, all of them
+    CHECK(bus.stats()[0].backlog == 21);
+    {
+        std::lock_guard lock(s.mu);
+        s.up = true;
+    }
+    REQUIRE(waitFor([&] { return !bus.paused(); }));
+    CHECK(resumes.load() == 1);
+    REQUIRE(waitFor([&] { return bus.stats()[0].backlog == 0; }));
 }

@@ -28,7 +28,7 @@ TEST_CASE("checkUpgrade: each bad request gets the status and message a client c
         const char *what;
         UpgradeRequest req;
         const WsEndpoint *endpoint;
-        bool draining, full;
+        bool draining, full, paused;
         unsigned status;
         Refusal reason;
         const char *message;
@@ -41,28 +41,30 @@ TEST_CASE("checkUpgrade: each bad request gets the status and message a client c
     v8.version = "8";
     noVersion.version = "";
     const Row rows[] = {
-        {"not a GET", noGet, &ep, false, false, 400, Refusal::BadRequest, "a WebSocket upgrade is a GET"},
-        {"unknown path", good(), nullptr, false, false, 404, Refusal::NotFound, "no WebSocket endpoint here"},
-        {"draining", good(), &ep, true, false, 503, Refusal::Draining, "shutting down"},
-        {"no Connection: Upgrade", noUpgrade, &ep, false, false, 400, Refusal::BadRequest, "missing 'Connection: Upgrade'"},
-        {"bad key", badKey, &ep, false, false, 400, Refusal::BadRequest,
+        {"not a GET", noGet, &ep, false, false, false, 400, Refusal::BadRequest, "a WebSocket upgrade is a GET"},
+        {"unknown path", good(), nullptr, false, false, false, 404, Refusal::NotFound, "no WebSocket endpoint here"},
+        {"draining", good(), &ep, true, false, false, 503, Refusal::Draining, "shutting down"},
+        {"no Connection: Upgrade", noUpgrade, &ep, false, false, false, 400, Refusal::BadRequest, "missing 'Connection: Upgrade'"},
+        {"bad key", badKey, &ep, false, false, false, 400, Refusal::BadRequest,
          "missing or malformed Sec-WebSocket-Key (16 bytes, base64)"},
-        {"short key", shortKey, &ep, false, false, 400, Refusal::BadRequest,
+        {"short key", shortKey, &ep, false, false, false, 400, Refusal::BadRequest,
          "missing or malformed Sec-WebSocket-Key (16 bytes, base64)"},
-        {"version 8", v8, &ep, false, false, 426, Refusal::Version,
+        {"version 8", v8, &ep, false, false, false, 426, Refusal::Version,
          "unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455)"},
-        {"no version", noVersion, &ep, false, false, 426, Refusal::Version,
+        {"no version", noVersion, &ep, false, false, false, 426, Refusal::Version,
          "unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455)"},
-        {"at capacity", good(), &ep, false, true, 503, Refusal::Capacity, "too many connections; retry later"},
+        {"at capacity", good(), &ep, false, true, false, 503, Refusal::Capacity, "too many connections; retry later"},
+        {"event backlog full", good(), &ep, false, false, true, 503, Refusal::Backpressure,
+         "event backlog full; retry later"},
     };
     for (const Row &row : rows) {
         CAPTURE(row.what);
-        UpgradeVerdict v = checkUpgrade(row.req, row.endpoint, row.draining, row.full);
+        UpgradeVerdict v = checkUpgrade(row.req, row.endpoint, {row.draining, row.full, row.paused});
         CHECK(v.status == row.status);
         CHECK(v.reason == row.reason);
         CHECK(v.message == row.message);
     }
-    CHECK(checkUpgrade(good(), &ep, false, false).status == 0);
+    CHECK(checkUpgrade(good(), &ep, {}).status == 0);
 }
 
 TEST_CASE("checkUpgrade: origins and subprotocols") {
@@ -71,20 +73,20 @@ TEST_CASE("checkUpgrade: origins and subprotocols") {
     ep.allowedOrigins = {"https://app.example"};
     UpgradeRequest r = good();
     r.origin = "https://APP.example"; // case-insensitive
-    CHECK(checkUpgrade(r, &ep, false, false).status == 0);
+    CHECK(checkUpgrade(r, &ep, {}).status == 0);
     r.origin = "https://evil.example";
-    UpgradeVerdict v = checkUpgrade(r, &ep, false, false);
+    UpgradeVerdict v = checkUpgrade(r, &ep, {});
     CHECK(v.status == 403);
     CHECK(v.reason == Refusal::Origin);
     r.origin = ""; // not a browser
-    CHECK(checkUpgrade(r, &ep, false, false).status == 0);
+    CHECK(checkUpgrade(r, &ep, {}).status == 0);
 
     r.protocol = " chat.v2 , chat.v1";
-    v = checkUpgrade(r, &ep, false, false);
+    v = checkUpgrade(r, &ep, {});
     CHECK(v.status == 0);
     CHECK(v.subprotocol == "chat.v2");
     r.protocol = " , chat";
-    CHECK(checkUpgrade(r, &ep, false, false).status == 400);
+    CHECK(checkUpgrade(r, &ep, {}).status == 400);
 }
 
 TEST_CASE("header helpers") {

@@ -77,7 +77,8 @@ struct WSGW_EXPORT Event {
     /// Set by EventBus::publish: increases by one per open/close/message event (the event_id of
     /// the streams, without gaps); 0 for TagsChanged, which only mirrors see.
     std::uint64_t id = 0;
-    /// Set by EventBus::publish: increases by one per event of any kind (queue order).
+    /// Set by EventBus::publish: the event's place in publish order: its id, or for TagsChanged
+    /// the id of the last event before it.
     std::uint64_t sequence = 0;
     EventAction action = EventAction::Open;
     ConnectionId connection;

@@ -57,6 +57,11 @@ public:
 
     /// Events the destination refused for good so far (thread-safe).
     virtual std::uint64_t rejected() const { return 0; }
+
+    /// Thread-safe, must not block: called by EventBus::stop() once its flush time has run out
+    /// while the sink's thread is still inside one of the calls above. Make that call return
+    /// soon (failing), and later ones fail at once. Default: nothing.
+    virtual void cancel() noexcept {}
 };
 
 /// What a sink does when its backlog is full.
@@ -94,12 +99,22 @@ struct SinkStats {
 /// Fans every published event out to every sink that accepts it, each sink with its own
 /// bounded backlog and thread.
 ///
+/// A sink's backlog is one queue per producer: each of the `producers` threads that publish
+/// with publish(producer, event) (the hub's shards) has queues of its own, which it shares with
+/// no other producer, only with the sink's thread; so producers never wait for each other.
+/// Other threads publish through one more queue per sink, shared under a mutex. The backlog
+/// bounds (SinkOptions) hold for a sink's queues together (producers publishing at the same
+/// moment may overshoot them by an event each); DropOldest drops the oldest events of the
+/// producer that hit the bound. A sink delivers its queues' events merged in the order they
+/// were published.
+///
 /// Thread-safe. publish() never blocks on a destination: a slow or unreachable sink fills its
 /// own backlog and then applies its overflow policy, while the other sinks carry on.
 class WSGW_EXPORT EventBus {
 public:
-    /// `firstId` is the id of the first event (see Event::id).
-    explicit EventBus(std::uint64_t firstId = 1);
+    /// `firstId` is the id of the first event (see Event::id); `producers` the number of
+    /// threads with queues of their own (publish(producer, event)).
+    explicit EventBus(std::uint64_t firstId = 1, std::size_t producers = 0);
     ~EventBus(); ///< stop(0) if still running
     EventBus(const EventBus &) = delete;
     EventBus &operator=(const EventBus &) = delete;
@@ -131,6 +146,9 @@ public:
     /// discarded. After stop() events are discarded (0 is returned). Out of memory, the event is
     /// counted in lost() and 0 is returned.
     std::uint64_t publish(Event &&event) noexcept;
+    /// The same from producer `producer` (< producers), through its own queues: only that
+    /// thread may publish as that producer. A producer out of range publishes as publish(event).
+    std::uint64_t publish(std::size_t producer, Event &&event) noexcept;
 
     /// Counts an event its producer could not build (out of memory) as lost.
     void countLost() noexcept;
@@ -141,7 +159,8 @@ public:
     bool paused() const noexcept;
 
     /// Stops accepting events, lets every sink deliver its backlog for up to `flushFor`, then
-    /// stops the threads. Returns the number of events that were left undelivered.
+    /// stops the threads (a sink still inside a call then is cancelled: EventSink::cancel).
+    /// Returns the number of events that were left undelivered.
     std::size_t stop(std::chrono::milliseconds flushFor);
 
     std::vector<SinkStats> stats() const;
@@ -151,7 +170,6 @@ public:
     std::uint64_t lastEventId() const;
 
 private:
-    std::uint64_t publishOrThrow(Event &&event);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
@@ -221,8 +239,9 @@ struct AmqpSinkOptions {
     /// Heartbeat interval asked of the broker; a silent connection counts as dead after two.
     /// 0 disables heartbeats.
     std::chrono::seconds heartbeat{10};
-    std::chrono::milliseconds connectTimeout{5000}; ///< TCP connect, TLS and login
-    /// Longest wait for a broker reply: a declaration, or the confirms of one batch.
+    std::chrono::milliseconds connectTimeout{5000}; ///< TCP connect, TLS and login (each)
+    /// Longest wait for a broker reply (a declaration), and for one batch to be written and
+    /// confirmed.
     std::chrono::milliseconds replyTimeout{10'000};
 };
 
@@ -233,6 +252,16 @@ struct AmqpSinkOptions {
 /// another type, a lost broker) make connect()/publish() fail with a lastError() that says what
 /// to fix; EventBus retries with back-off. An event whose routing key exceeds AMQP's 255 bytes
 /// is refused for good (counted in rejected()).
+///
+/// No call waits on the broker without limit, even for one that stops reading: connect() takes
+/// at most connectTimeout per step of TCP, TLS and login and replyTimeout per declaration,
+/// publish() and idle() at most replyTimeout, each plus 1 s (rabbitmq-c 0.11 has no write
+/// timeout; the sink shuts a stuck socket down). A broker that blocks publishing (RabbitMQ's
+/// connection.blocked, sent on a memory or disk alarm; the sink asks for it at login) makes
+/// publish() stop writing and fail with lastError() "the broker at HOST:PORT blocked publishing:
+/// <its reason>", and keeps the connection: connect() fails with the same reason, without waiting,
+/// until connection.unblocked arrives on it, and then succeeds. Events written but not confirmed
+/// before the block are published again after it (at least once).
 ///
 /// Returns nullptr with a message in `*error` for options that can never work (an invalid
 /// routing key template, an empty host) or when libwsgw was built without AMQP (rabbitmq-c).

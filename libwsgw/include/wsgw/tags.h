@@ -2,6 +2,7 @@
 
 #include <wsgw/export.h>
 
+#include <cstddef>
 #include <map>
 #include <optional>
 #include <string>
@@ -30,7 +31,16 @@ using TagList = std::vector<std::pair<std::string, std::string>>;
 WSGW_EXPORT std::string encodeForm(const Tags &tags);
 WSGW_EXPORT std::string encodeForm(const TagList &pairs);
 
-/// Percent-decodes one form component ('+' -> space). nullopt on a malformed escape.
+/// Percent-decodes `text`: each %XX (two hex digits, either case) becomes that byte; every other
+/// byte is copied as it is, except that with `plusIsSpace` '+' becomes a space (as in an
+/// application/x-www-form-urlencoded component or a query string; without it, as in a URL's
+/// user, password or path, '+' stays '+'). Decoded bytes are not checked: "%00" gives a NUL.
+/// Returns nullopt for a '%' not followed by two hex digits and then sets `*badOffset` (if
+/// given) to that '%''s offset in `text`. Pure: thread-safe.
+[[nodiscard]] WSGW_EXPORT std::optional<std::string> percentDecode(std::string_view text, bool plusIsSpace,
+                                                                   std::size_t *badOffset = nullptr);
+
+/// Percent-decodes one form component: percentDecode(text, true).
 [[nodiscard]] WSGW_EXPORT std::optional<std::string> formDecode(std::string_view text);
 /// Percent-encodes one form component: unreserved bytes stay, space becomes '+'.
 WSGW_EXPORT std::string formEncode(std::string_view text);

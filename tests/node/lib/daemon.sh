@@ -4,10 +4,14 @@
 # Source it (bash); set `wsgw_label` first, the prefix of every message.
 #
 #   wsgw_die MESSAGE             prints "<label>: MESSAGE" to stderr, exits 1
-#   wsgw_check_node              node 18 or newer is installed, else dies
+#   wsgw_missing MESSAGE         a prerequisite is missing: prints "<label>: SKIP: MESSAGE" and
+#                                exits 77 (meson: SKIP); with CI=true (.ci/run sets it) prints
+#                                "<label>: FAIL: ..." and exits 1 instead
+#   wsgw_check_node              node 18 or newer is installed, else wsgw_missing
 #   wsgw_ensure_ws               `ws` (the version locked in tests/node/package-lock.json) is in
 #                                tests/node/node_modules: installs it with `npm ci` if not, once,
-#                                under a lock so that two builds testing at once do not collide
+#                                under a lock so that two builds testing at once do not collide;
+#                                wsgw_missing when npm is missing or cannot install it
 #   wsgw_free_ports N            prints N distinct TCP ports that are free now, on one line
 #   wsgw_start WSGWD CONFIG OUT ERR
 #                                starts WSGWD in the background, stdout appended to OUT (so
@@ -36,12 +40,23 @@ wsgw_die() {
     exit 1
 }
 
+wsgw_missing() {
+    case ${CI:-} in
+    [Tt][Rr][Uu][Ee] | 1 | yes)
+        echo "$wsgw_label: FAIL: $* (CI=true: a missing prerequisite fails instead of skipping)" >&2
+        exit 1
+        ;;
+    esac
+    echo "$wsgw_label: SKIP: $*" >&2
+    exit 77
+}
+
 wsgw_check_node() {
     command -v node >/dev/null 2>&1 ||
-        wsgw_die "node is not installed: run scripts/bootstrap (or apt-get install nodejs npm), then test again"
+        wsgw_missing "node is not installed: run scripts/bootstrap (or apt-get install nodejs npm), then test again"
     local major
     major=$(node -p 'process.versions.node.split(".")[0]')
-    [ "$major" -ge 18 ] || wsgw_die "node $(node --version) is too old: these tests need node 18 or newer"
+    [ "$major" -ge 18 ] || wsgw_missing "node $(node --version) is too old: these tests need node 18 or newer"
 }
 
 wsgw_ensure_ws() {
@@ -50,7 +65,7 @@ wsgw_ensure_ws() {
     installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
     [ "$installed" = "$wanted" ] && return 0
     command -v npm >/dev/null 2>&1 ||
-        wsgw_die "npm is not installed, and tests/node/node_modules lacks ws $wanted: run scripts/bootstrap (or apt-get install npm)"
+        wsgw_missing "npm is not installed, and tests/node/node_modules lacks ws $wanted: run scripts/bootstrap (or apt-get install npm)"
     echo "$wsgw_label: installing ws $wanted into tests/node/node_modules (npm ci)"
     # Two builds testing at once must not install over each other.
     exec 9>"${TMPDIR:-/tmp}/wsgw-node-npm.lock"
@@ -58,7 +73,7 @@ wsgw_ensure_ws() {
     installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
     if [ "$installed" != "$wanted" ]; then
         if ! (cd "$here" && timeout 180 npm ci --no-audit --no-fund --prefer-offline --fetch-retries=1 --fetch-timeout=30000 >&2); then
-            wsgw_die "npm ci failed (see above): is the npm registry reachable? Once ws $wanted is in tests/node/node_modules the tests run offline"
+            wsgw_missing "npm ci failed (see above): is the npm registry reachable? Once ws $wanted is in tests/node/node_modules the tests run offline"
         fi
     fi
     exec 9>&-

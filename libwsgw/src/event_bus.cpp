@@ -1,0 +1,495 @@
+// The EventBus: per-producer bounded queues into each sink, one thread per sink.
+//
+// Each shard publishes into queues of its own, one per sink (EventQueue), so shards never share
+// a lock or a counter on the inbound path except the event id; a sink's thread takes batches
+// from all its queues (merged in id order), delivers them and pops what was acknowledged.
+// Threads other than the shards publish through one more queue per sink, shared under a mutex.
+
+#include "event_queue.h"
+
+#include <wsgw/sink.h>
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace wsgw {
+
+namespace {
+
+constexpr unsigned bit(EventAction a) { return 1u << static_cast<unsigned>(a); }
+
+// How long an idle sink waits for more before it sleeps and asks producers to wake it.
+constexpr std::chrono::microseconds kLinger{500};
+
+// One sink: its queues (one per producer), its thread and its counters.
+struct SinkSlot {
+    std::unique_ptr<EventSink> sink;
+    std::string name;
+    SinkOptions options;
+    unsigned acceptMask = 0; // bit per EventAction
+    std::vector<std::unique_ptr<EventQueue>> queues;
+
+    std::atomic<bool> pausing{false}; // PauseReading: over the bound, not yet back to half
+    std::atomic<bool> exited{false};  // its thread has returned from run()
+    std::atomic<std::uint64_t> published{0};
+    std::atomic<std::uint64_t> failures{0};
+    std::atomic<bool> connected{false};
+    mutable std::mutex stateMu;
+    std::string lastError; // guarded by stateMu
+
+    // The sink thread sleeps in `parker` while its queues are empty; producers wake it there.
+    // Back-offs wait on `wake` (stop() notifies it).
+    Parker parker;
+    std::mutex wakeMu;
+    std::condition_variable wake;
+    std::thread thread;
+
+    bool anyQueued() const {
+        for (const auto &q : queues)
+            if (q->size.load(std::memory_order_acquire) > 0) return true;
+        return false;
+    }
+    // The bounds hold for all queues together; each is read without its lock, so concurrent
+    // producers may overshoot by an event each.
+    std::size_t events() const {
+        std::size_t n = 0;
+        for (const auto &q : queues) n += q->size.load(std::memory_order_relaxed);
+        return n;
+    }
+    std::size_t bytes() const {
+        std::size_t n = 0;
+        for (const auto &q : queues) n += q->sizeBytes.load(std::memory_order_relaxed);
+        return n;
+    }
+    bool full(std::size_t extra) const {
+        return events() >= options.maxBacklogEvents || bytes() + extra > options.maxBacklogBytes;
+    }
+    bool drainedToHalf() const {
+        return events() <= options.maxBacklogEvents / 2 && bytes() <= options.maxBacklogBytes / 2;
+    }
+    void wakeUp() {
+        {
+            std::lock_guard lock(wakeMu);
+            wake.notify_all();
+        }
+        parker.wakeAlways();
+    }
+};
+
+} // namespace
+
+struct EventBus::Impl {
+    Impl(std::uint64_t firstId, std::size_t producerCount)
+        : producers(producerCount), lastId(firstId - 1), publishing(new Publishing[producerCount + 1]) {}
+
+    // The last id whose event is queued, and every one before it: a sink takes no event with a
+    // greater id, so that it delivers in id order without gaps a later batch would fill. Waits
+    // for producers caught between taking an id and queueing it (a few hundred nanoseconds,
+    // unless one is preempted just then: it yields to it).
+    std::uint64_t settledId() {
+        const std::uint64_t last = lastId.load(std::memory_order_seq_cst);
+        for (std::size_t p = 0; p <= producers; ++p) {
+            const std::uint64_t e = publishing[p].epoch.load(std::memory_order_seq_cst);
+            if (e % 2 == 0) continue;
+            for (int spins = 0; publishing[p].epoch.load(std::memory_order_acquire) == e; ++spins)
+                if (spins > 64) std::this_thread::yield();
+        }
+        return last;
+    }
+
+    const std::size_t producers; // shard queues; index `producers` is the shared queue
+    std::vector<std::unique_ptr<SinkSlot>> sinks; // fixed once started
+    std::atomic<std::uint64_t> lastId;            // the last id handed out (open/close/message)
+    // One per producer queue slot (and the shared one), odd while that producer is between
+    // taking an id and having queued its event for every sink (see run()).
+    struct alignas(64) Publishing {
+        std::atomic<std::uint64_t> epoch{0};
+    };
+    std::unique_ptr<Publishing[]> publishing;
+    std::mutex sharedMu;                          // publishes through the shared queue
+    std::mutex lifecycleMu;                       // addSink, start, stop
+    bool started = false;                         // guarded by lifecycleMu
+    std::atomic<bool> stopping{false};
+    std::chrono::steady_clock::time_point deadline; // written before `stopping`
+    std::atomic<unsigned> wanted{0};
+    std::atomic<int> pausingSinks{0};
+    std::atomic<std::uint64_t> lost{0};
+    std::mutex exitMu; // with exitCv: sink threads say when they return
+    std::condition_variable exitCv;
+    StateListener stateListener;                   // set before start
+    std::function<void(bool)> backpressureListener; // set before start
+
+    void run(SinkSlot &slot);
+    std::uint64_t enqueue(std::size_t queue, Event &&event);
+
+    // `slot` enters or leaves its PauseReading state (once each way): tells the listener when
+    // that changes whether the bus as a whole asks to pause.
+    void sinkPausing(SinkSlot &slot, bool on) {
+        if (slot.pausing.exchange(on) == on) return; // another thread got there first
+        const int before = pausingSinks.fetch_add(on ? 1 : -1, std::memory_order_acq_rel);
+        if ((on ? before == 0 : before == 1) && backpressureListener) backpressureListener(on);
+    }
+
+    void setState(SinkSlot &slot, bool connected, const std::string &error) {
+        bool changed;
+        {
+            std::lock_guard lock(slot.stateMu);
+            changed = slot.connected.load() != connected || (!connected && slot.lastError != error);
+            slot.connected.store(connected);
+            slot.lastError = connected ? std::string() : error;
+        }
+        if (changed && stateListener) stateListener(slot.name, connected, error);
+    }
+
+    // Waits out the back-off, or until stop's deadline when stopping (also when the stop comes
+    // during the wait).
+    void backOff(SinkSlot &slot, std::chrono::milliseconds &backoff) {
+        const auto until = std::chrono::steady_clock::now() + backoff;
+        std::unique_lock lock(slot.wakeMu);
+        for (;;) {
+            const bool stop = stopping.load();
+            const auto limit = stop ? std::min(until, deadline) : until;
+            if (std::chrono::steady_clock::now() >= limit) break;
+            slot.wake.wait_until(lock, limit, [&] { return !stop && stopping.load(); });
+        }
+        backoff = std::min(backoff * 2, slot.options.maxBackoff);
+    }
+
+    bool finished(const SinkSlot &slot) const {
+        return stopping.load(std::memory_order_acquire) &&
+               (!slot.anyQueued() || std::chrono::steady_clock::now() >= deadline);
+    }
+};
+
+std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
+    auto shared = std::make_shared<Event>(std::move(event));
+    const std::size_t bytes = shared->footprint();
+    const unsigned action = bit(shared->action);
+    // Odd from before the id is taken until the event is in every queue (settledId()).
+    struct Publish {
+        std::atomic<std::uint64_t> &epoch;
+        explicit Publish(std::atomic<std::uint64_t> &e) : epoch(e) { epoch.fetch_add(1, std::memory_order_seq_cst); }
+        ~Publish() { epoch.fetch_add(1, std::memory_order_release); }
+    } publish(publishing[queue].epoch);
+    // Ids count the events of the streams only, so a stream consumer sees no gaps; a mirror's
+    // TagsChanged takes its place after the last one.
+    if (shared->action != EventAction::TagsChanged)
+        shared->id = shared->sequence = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
+    else
+        shared->sequence = lastId.load(std::memory_order_seq_cst);
+    const std::uint64_t id = shared->id ? shared->id : shared->sequence;
+    EventPtr ptr = std::move(shared);
+    for (auto &s : sinks) {
+        SinkSlot &slot = *s;
+        if (!(slot.acceptMask & action)) continue;
+        EventQueue &q = *slot.queues[queue];
+        bool pauseNow = false, queued = true;
+        {
+            std::lock_guard lock(q.mu);
+            if (slot.full(bytes)) {
+                switch (slot.options.overflow) {
+                case OverflowPolicy::PauseReading:
+                    // Keep it: the transport stops reading and refuses new connections instead,
+                    // so what still comes is bounded by what is already under way.
+                    pauseNow = !slot.pausing.load();
+                    break;
+                case OverflowPolicy::DropNewest:
+                    q.dropped.fetch_add(1, std::memory_order_relaxed);
+                    queued = false;
+                    break;
+                case OverflowPolicy::DropOldest:
+                    // This producer's oldest (another's queue is not ours to touch). With none
+                    // of its own left, the new event goes instead.
+                    while (!q.entries.empty() && slot.full(bytes)) {
+                        q.popFront();
+                        q.dropped.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    if (slot.full(bytes)) {
+                        q.dropped.fetch_add(1, std::memory_order_relaxed);
+                        queued = false;
+                    }
+                    break;
+                }
+            }
+            if (queued) q.push(ptr, bytes);
+        }
+        if (pauseNow) sinkPausing(slot, true);
+        if (queued) slot.parker.wake();
+    }
+    return id;
+}
+
+void EventBus::Impl::run(SinkSlot &slot) {
+    struct Taken {
+        EventPtr event;
+        std::size_t queue;
+        std::uint64_t seq;
+    };
+    std::vector<Taken> taken;
+    std::vector<EventPtr> batch;
+    const std::size_t nq = slot.queues.size();
+    std::vector<std::uint64_t> ackedSeq(nq);
+    std::vector<bool> ackedAny(nq);
+    const std::size_t maxBatch = std::max<std::size_t>(slot.options.maxBatch, 1);
+    std::chrono::milliseconds backoff = slot.options.minBackoff;
+    bool connected = false;
+    for (;;) {
+        if (finished(slot)) return;
+
+        if (!connected) {
+            bool ok = false;
+            try {
+                ok = slot.sink->connect();
+            } catch (...) {
+            }
+            if (!ok) {
+                slot.failures.fetch_add(1, std::memory_order_relaxed);
+                std::string error = slot.sink->lastError();
+                setState(slot, false, error.empty() ? "cannot connect" : error);
+                backOff(slot, backoff);
+                continue;
+            }
+            connected = true;
+            backoff = slot.options.minBackoff;
+            setState(slot, true, "");
+        }
+
+        if (!slot.anyQueued()) {
+            // Linger a moment before going to sleep: under a steady stream, the next events come
+            // within it and are taken as a batch, without a producer having to wake us for each.
+            std::this_thread::sleep_for(kLinger);
+            if (slot.anyQueued() || stopping.load()) continue;
+            const std::uint32_t token = slot.parker.prepare();
+            if (slot.anyQueued() || stopping.load()) {
+                slot.parker.cancel();
+                continue;
+            }
+            const auto slept = std::chrono::steady_clock::now();
+            slot.parker.sleep(token, slot.options.idleInterval);
+            if (slot.anyQueued() || stopping.load() ||
+                std::chrono::steady_clock::now() - slept < slot.options.idleInterval)
+                continue;
+            bool ok = false;
+            try {
+                ok = slot.sink->idle();
+            } catch (...) {
+            }
+            if (!ok) {
+                slot.sink->onFailure();
+                connected = false;
+                slot.failures.fetch_add(1, std::memory_order_relaxed);
+                std::string error = slot.sink->lastError();
+                setState(slot, false, error.empty() ? "connection lost" : error);
+            }
+            continue;
+        }
+
+        // Up to a batch from each queue's front (copies: the queue keeps them until they are
+        // acknowledged), no further than the settled id, then the oldest of those overall: the
+        // destination gets the events in id order.
+        taken.clear();
+        const std::uint64_t settled = settledId();
+        for (std::size_t qi = 0; qi < nq; ++qi) {
+            EventQueue &q = *slot.queues[qi];
+            if (q.size.load(std::memory_order_acquire) == 0) continue;
+            std::lock_guard lock(q.mu);
+            const std::size_t n = std::min(q.entries.size(), maxBatch);
+            for (std::size_t i = 0; i < n && q.entries[i].event->sequence <= settled; ++i)
+                taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
+        }
+        if (taken.empty()) continue; // only events still being published: next round
+        std::stable_sort(taken.begin(), taken.end(),
+                         [](const Taken &x, const Taken &y) { return x.event->sequence < y.event->sequence; });
+        if (taken.size() > maxBatch) taken.resize(maxBatch);
+        batch.clear();
+        for (const Taken &t : taken) batch.push_back(t.event);
+
+        std::size_t acked = 0;
+        try {
+            acked = std::min(slot.sink->publish(batch), batch.size());
+        } catch (...) {
+            acked = 0; // a sink must not throw; treat it as a failed delivery and retry
+        }
+        const bool failed = acked < batch.size();
+
+        if (acked > 0) {
+            // DropOldest may have dropped some of the batch from its queue meanwhile: pop by
+            // position. The acknowledged ones are a prefix of each queue's share of the batch.
+            std::fill(ackedAny.begin(), ackedAny.end(), false);
+            for (std::size_t i = 0; i < acked; ++i) {
+                ackedSeq[taken[i].queue] = taken[i].seq;
+                ackedAny[taken[i].queue] = true;
+            }
+            for (std::size_t qi = 0; qi < nq; ++qi) {
+                if (!ackedAny[qi]) continue;
+                EventQueue &q = *slot.queues[qi];
+                std::lock_guard lock(q.mu);
+                while (!q.entries.empty() && q.entries.front().seq <= ackedSeq[qi]) q.popFront();
+            }
+            slot.published.fetch_add(acked, std::memory_order_relaxed);
+            if (slot.pausing.load() && slot.drainedToHalf()) sinkPausing(slot, false);
+        }
+        if (!failed) {
+            backoff = slot.options.minBackoff;
+            continue;
+        }
+        slot.sink->onFailure();
+        std::string error = slot.sink->lastError();
+        slot.failures.fetch_add(1, std::memory_order_relaxed);
+        connected = false;
+        setState(slot, false, error.empty() ? "publish failed" : error);
+        backOff(slot, backoff);
+    }
+}
+
+EventBus::EventBus(std::uint64_t firstId, std::size_t producers)
+    : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(firstId, 1), producers)) {}
+
+EventBus::~EventBus() { stop(std::chrono::milliseconds(0)); }
+
+std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions options) {
+    Impl &d = *impl_;
+    std::lock_guard lock(d.lifecycleMu);
+    auto slot = std::make_unique<SinkSlot>();
+    slot->name = sink->name();
+    for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message, EventAction::TagsChanged})
+        if (sink->accepts(a)) slot->acceptMask |= bit(a);
+    d.wanted.fetch_or(slot->acceptMask);
+    slot->sink = std::move(sink);
+    slot->options = options;
+    for (std::size_t i = 0; i <= d.producers; ++i) slot->queues.push_back(std::make_unique<EventQueue>());
+    d.sinks.push_back(std::move(slot));
+    return d.sinks.size() - 1;
+}
+
+std::size_t EventBus::sinkCount() const {
+    std::lock_guard lock(impl_->lifecycleMu);
+    return impl_->sinks.size();
+}
+
+bool EventBus::start(std::string *error) noexcept {
+    {
+        std::lock_guard lock(impl_->lifecycleMu);
+        if (impl_->started) return true;
+        impl_->started = true;
+        try {
+            for (auto &slot : impl_->sinks) {
+                SinkSlot *s = slot.get();
+                s->thread = std::thread([this, s] {
+                    // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
+                    pthread_setname_np(pthread_self(), "wsgw-sink");
+                    impl_->run(*s);
+                    std::lock_guard exiting(impl_->exitMu);
+                    s->exited.store(true);
+                    impl_->exitCv.notify_all();
+                });
+            }
+            return true;
+        } catch (const std::exception &e) {
+            if (error) *error = std::string("cannot start an event sink thread: ") + e.what();
+        }
+    }
+    stop(std::chrono::milliseconds(0));
+    return false;
+}
+
+void EventBus::onStateChange(StateListener listener) { impl_->stateListener = std::move(listener); }
+
+void EventBus::onBackpressure(std::function<void(bool)> listener) { impl_->backpressureListener = std::move(listener); }
+
+bool EventBus::wants(EventAction action) const noexcept { return (impl_->wanted.load() & bit(action)) != 0; }
+
+bool EventBus::paused() const noexcept { return impl_->pausingSinks.load(std::memory_order_acquire) > 0; }
+
+void EventBus::countLost() noexcept { impl_->lost.fetch_add(1, std::memory_order_relaxed); }
+
+std::uint64_t EventBus::lost() const noexcept { return impl_->lost.load(std::memory_order_relaxed); }
+
+std::uint64_t EventBus::publish(std::size_t producer, Event &&event) noexcept {
+    Impl &d = *impl_;
+    if (producer >= d.producers) return publish(std::move(event));
+    if (d.stopping.load(std::memory_order_acquire)) return 0;
+    try {
+        return d.enqueue(producer, std::move(event));
+    } catch (...) {
+        countLost();
+        return 0;
+    }
+}
+
+std::uint64_t EventBus::publish(Event &&event) noexcept {
+    Impl &d = *impl_;
+    if (d.stopping.load(std::memory_order_acquire)) return 0;
+    try {
+        // Several threads may publish here: one at a time, so the queue stays in id order.
+        std::lock_guard lock(d.sharedMu);
+        return d.enqueue(d.producers, std::move(event));
+    } catch (...) {
+        countLost();
+        return 0;
+    }
+}
+
+std::size_t EventBus::stop(std::chrono::milliseconds flushFor) {
+    Impl &d = *impl_;
+    std::lock_guard lifecycle(d.lifecycleMu);
+    if (!d.stopping.load()) {
+        d.deadline = std::chrono::steady_clock::now() + flushFor;
+        d.stopping.store(true, std::memory_order_release);
+    }
+    for (auto &slot : d.sinks) slot->wakeUp();
+    // Until the deadline (and a moment for a call that just ended), then a sink still inside a
+    // call is told to give it up.
+    {
+        std::unique_lock lock(d.exitMu);
+        auto allExited = [&] {
+            return std::all_of(d.sinks.begin(), d.sinks.end(),
+                               [](const auto &slot) { return !slot->thread.joinable() || slot->exited.load(); });
+        };
+        d.exitCv.wait_until(lock, d.deadline + std::chrono::milliseconds(100), allExited);
+    }
+    for (auto &slot : d.sinks)
+        if (slot->thread.joinable() && !slot->exited.load()) slot->sink->cancel();
+    std::size_t left = 0;
+    for (auto &slot : d.sinks) {
+        if (slot->thread.joinable()) slot->thread.join();
+        for (auto &q : slot->queues) left += q->size.load();
+    }
+    return left;
+}
+
+std::vector<SinkStats> EventBus::stats() const {
+    std::vector<SinkStats> out;
+    for (const auto &slot : impl_->sinks) {
+        SinkStats s;
+        s.name = slot->name;
+        s.published = slot->published.load(std::memory_order_relaxed);
+        s.failures = slot->failures.load(std::memory_order_relaxed);
+        s.rejected = slot->sink->rejected();
+        for (const auto &q : slot->queues) {
+            s.dropped += q->dropped.load(std::memory_order_relaxed);
+            s.backlog += q->size.load(std::memory_order_relaxed);
+            s.backlogBytes += q->sizeBytes.load(std::memory_order_relaxed);
+        }
+        {
+            std::lock_guard lock(slot->stateMu);
+            s.connected = slot->connected.load();
+            s.lastError = slot->lastError;
+        }
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+bool EventBus::ready() const {
+    return std::all_of(impl_->sinks.begin(), impl_->sinks.end(), [](const auto &s) { return s->connected.load(); });
+}
+
+std::uint64_t EventBus::lastEventId() const { return impl_->lastId.load(std::memory_order_relaxed); }
+
+} // namespace wsgw

@@ -1,0 +1,397 @@
+#include "config_schema.h"
+
+#include "config_table.h"
+#include "text_scan.h"
+
+#include <wsgw/event.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace wsgw::daemon {
+
+namespace {
+
+using namespace schema;
+
+// Bounds that several keys share.
+constexpr std::uint64_t kMaxSizeKb = 1024 * 1024; // 1 GiB
+constexpr std::uint64_t kMaxEvents = 1'000'000'000;
+constexpr std::uint64_t kMaxTimeoutMs = 600'000;
+constexpr std::uint64_t kMaxConnections = 10'000'000;
+constexpr std::uint64_t kDayS = 86400;
+constexpr std::uint64_t kYearS = 365 * kDayS;
+
+// ---------------------------------------------------------------------------------------------
+// The sections. Each table lists its keys in the order "known keys are ..." names them; a
+// key's default is its member's initializer in config.h.
+
+const Section<RateLimit> &rateLimitKeys() {
+    static const Section<RateLimit> keys{
+        "a map with max_messages_per_s, burst and policy",
+        IfNull::Defaults,
+        {
+            {"max_messages_per_s", number(&RateLimit::perSecond, 0, 1'000'000),
+             "'max_messages_per_s: 50' (0 turns the limit off)"},
+            {"burst", number(&RateLimit::burst, 1, 1'000'000)},
+            {"policy", choice(&RateLimit::policy,
+                              {{"close", RateLimit::Policy::Close}, {"drop", RateLimit::Policy::Drop}})},
+        },
+        [](RateLimit &r) {
+            if (r.burst == 0) r.burst = std::max(1u, r.perSecond);
+        }};
+    return keys;
+}
+
+const Section<SlowConsumer> &slowConsumerKeys() {
+    using P = SlowConsumer::Policy;
+    static const Section<SlowConsumer> keys{
+        "a map with max_outbound_kb and policy",
+        IfNull::Defaults,
+        {
+            {"max_outbound_kb", number(&SlowConsumer::maxOutboundKb, 1, kMaxSizeKb)},
+            {"policy",
+             choice(&SlowConsumer::policy,
+                    {{"close", P::Close}, {"drop_newest", P::DropNewest}, {"drop_oldest", P::DropOldest}})},
+        }};
+    return keys;
+}
+
+const Section<TlsFiles> &tlsKeys() {
+    static const Section<TlsFiles> keys{"a map with cert and key (PEM files)",
+                                        IfNull::Empty,
+                                        {
+                                            {"cert", pemFile(&TlsFiles::cert), "'cert: /etc/wsgw/tls.crt'"},
+                                            {"key", pemFile(&TlsFiles::key), "'key: /etc/wsgw/tls.key'"},
+                                        }};
+    return keys;
+}
+
+const Section<RedisSyncConfig> &redisSyncKeys() {
+    static const Section<RedisSyncConfig> keys{
+        "a map with 'addr'",
+        IfNull::Absent,
+        {
+            {"addr", redisUrl(&RedisSyncConfig::addr), "'addr: redis://localhost:6379/0'"},
+            {"timeout_ms", number(&RedisSyncConfig::timeoutMs, 10, kMaxTimeoutMs)},
+            // a dead node's mirror keys outlive it by at most this; under 3 s the refresh could not keep up
+            {"key_ttl_s", number(&RedisSyncConfig::keyTtlS, 3, 7 * kDayS)},
+        }};
+    return keys;
+}
+
+const Section<StreamRedisConfig> &streamRedisKeys() {
+    static const Section<StreamRedisConfig> keys{
+        "a map with 'addr' and 'stream_name'",
+        IfNull::Absent,
+        {
+            {"addr", redisUrl(&StreamRedisConfig::addr), "'addr: redis://localhost:6379/0'"},
+            {"stream_name", templateText(&StreamRedisConfig::streamName, false)},
+            {"stream_maxlen", number(&StreamRedisConfig::streamMaxLen, 0, kMaxEvents)},
+            {"timeout_ms", number(&StreamRedisConfig::timeoutMs, 10, kMaxTimeoutMs)},
+        }};
+    return keys;
+}
+
+void readHeaders(Reader &r, const Entry &e, const std::string &name, StreamAmqpConfig &out) {
+    for (const Entry &h : r.w.entries(r.w.map(e, name, "a map of header: value"), name, {}))
+        out.headers[h.key] = r.w.scalar(h, name + "." + h.key, "a header value");
+}
+
+const Section<StreamAmqpConfig> &streamAmqpKeys() {
+    static const Section<StreamAmqpConfig> keys{
+        "a map with 'addr', 'exchange', 'queue', 'routing_key', 'headers'",
+        IfNull::Absent,
+        {
+            {"addr", amqpUrl(&StreamAmqpConfig::addr), "'addr: amqp://guest:guest@localhost:5672/'"},
+            {"exchange", text(&StreamAmqpConfig::exchange, "an exchange name")},
+            {"queue", text(&StreamAmqpConfig::queue, "a queue name")},
+            {"routing_key", templateText(&StreamAmqpConfig::routingKey, true)},
+            {"headers", readHeaders},
+        }};
+    return keys;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An endpoint
+
+void readPath(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+    ep.path = r.w.nonEmpty(e, name, "a URL path such as /connect");
+    if (ep.path.front() != '/')
+        r.w.fail(e.value.Mark(), name + ": must start with '/', got '" + ep.path + "'");
+    if (ep.path.find_first_of("?# \t") != std::string::npos)
+        r.w.fail(e.value.Mark(), name + ": a path has no query, fragment or spaces, got '" + ep.path + "'");
+}
+
+void readSetTags(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+    for (const Entry &t : r.w.entries(r.w.map(e, name, "a map of tag: value"), name, {})) {
+        if (t.key.empty()) r.w.fail(t.keyNode.Mark(), name + ": a tag name must not be empty");
+        ep.setTags.emplace_back(t.key, r.w.nonEmpty(t, name + "." + t.key, "a tag value"));
+    }
+}
+
+void readStreamIncludeTags(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+    std::size_t i = 0;
+    for (const YAML::Node &t : r.w.list(e, name, "a list of tag names")) {
+        std::string item = name + "[" + std::to_string(i++) + "]";
+        std::string tag = r.w.scalarNode(t, item, "a tag name");
+        if (tag.empty()) r.w.fail(t.Mark(), item + ": a tag name must not be empty");
+        if (std::find(ep.streamIncludeTags.begin(), ep.streamIncludeTags.end(), tag) ==
+            ep.streamIncludeTags.end())
+            ep.streamIncludeTags.push_back(tag);
+    }
+}
+
+void readJsonExtractVars(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+    for (const Entry &v : r.w.entries(r.w.map(e, name, "a map of VAR: dotted.path"), name, {})) {
+        std::string varName = name + "." + v.key;
+        std::string path = r.w.nonEmpty(v, varName, "a dotted path into the message, e.g. data.command");
+        std::string why;
+        if (!wsgw::JsonExtractor::create({{v.key, path}}, &why)) {
+            // The name is checked first; blame the key for it, the path otherwise.
+            if (!wsgw::JsonExtractor::create({{v.key, "x"}})) r.w.fail(v.keyNode.Mark(), name + ": " + why);
+            r.w.failWithin(v.value, varName + ": ", why);
+        }
+        ep.jsonExtractVars.emplace_back(v.key, path);
+    }
+}
+
+void readAllowedOrigins(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+    std::size_t i = 0;
+    for (const YAML::Node &o : r.w.list(e, name, "a list of origins, e.g. [https://app.example]")) {
+        std::string item = name + "[" + std::to_string(i++) + "]";
+        std::string origin = r.w.scalarNode(o, item, "an origin such as https://app.example");
+        if (origin.empty() || origin.find("://") == std::string::npos || origin.back() == '/')
+            r.w.fail(o.Mark(), item + ": expected SCHEME://HOST[:PORT] with no path, got '" + origin + "'");
+        ep.allowedOrigins.push_back(lower(origin));
+    }
+}
+
+const Section<EndpointConfig> &endpointKeys() {
+    static const Section<EndpointConfig> keys{
+        "an endpoint ('path: /connect' and its settings)",
+        IfNull::Empty,
+        {
+            {"path", readPath, "'path: /connect'"},
+            {"set_tags", readSetTags},
+            {"stream_include_tags", readStreamIncludeTags},
+            {"max_message_size_kb", number(&EndpointConfig::maxMessageSizeKb, 1, kMaxSizeKb)},
+            {"json_extract_vars", readJsonExtractVars},
+            {"compression", flag(&EndpointConfig::compression)},
+            {"max_connections", number(&EndpointConfig::maxConnections, 0, kMaxConnections)},
+            {"allowed_origins", readAllowedOrigins},
+            {"rate_limit", section(&EndpointConfig::rateLimit, rateLimitKeys())},
+            {"slow_consumer", section(&EndpointConfig::slowConsumer, slowConsumerKeys())},
+        }};
+    return keys;
+}
+
+[[noreturn]] void noEndpoints(const Walker &w, const YAML::Mark &mark) {
+    w.fail(mark, "no endpoints configured: add an 'endpoints' list with at least one entry, e.g. "
+                 "'endpoints: [{path: /connect}]'");
+}
+
+/// Whether an endpoint takes the top-level rate_limit and slow_consumer (it has none of its own).
+struct Inherits {
+    bool rateLimit = true;
+    bool slowConsumer = true;
+};
+
+/// Reads endpoints[] into config.endpoints. Returns, per endpoint, what it leaves to the top
+/// level: the top-level keys may come later in the file.
+std::vector<Inherits> readEndpoints(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    if (e.value.IsNull()) noEndpoints(r.w, e.keyNode.Mark());
+    const YAML::Node &list = r.w.list(e, name, "a list of endpoints ('- path: /connect')");
+    if (list.size() == 0) noEndpoints(r.w, e.value.Mark());
+    const Section<EndpointConfig> &keys = endpointKeys();
+    std::vector<Inherits> inherits;
+    for (const YAML::Node &item : list) {
+        std::string itemName = name + "[" + std::to_string(config.endpoints.size()) + "]";
+        if (!item.IsMap())
+            r.w.fail(item.Mark(),
+                     itemName + ": expected " + std::string(keys.what) + ", got " + kindName(item));
+        EndpointConfig ep;
+        ep.line = item.Mark().line + 1;
+        ep.maxMessageSizeKb = 0; // 0 until settled: the global max_message_size_kb may come later
+        std::vector<Entry> given = walk(r, item, itemName, item.Mark(), keys, ep);
+        inherits.push_back({!findEntry(given, "rate_limit"), !findEntry(given, "slow_consumer")});
+        for (std::size_t j = 0; j < config.endpoints.size(); ++j)
+            if (config.endpoints[j].path == ep.path)
+                r.w.fail(findEntry(given, "path")->value.Mark(),
+                         itemName + ".path: duplicate endpoint path '" + ep.path + "' (also endpoints[" +
+                             std::to_string(j) + "] on line " + std::to_string(config.endpoints[j].line) +
+                             ")");
+        config.endpoints.push_back(std::move(ep));
+    }
+    return inherits;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The top level
+
+void readWhitelist(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    std::size_t i = 0;
+    for (const YAML::Node &item : r.w.list(e, name, "a list of networks, e.g. [127.0.0.1/8, ::1/128]")) {
+        std::string itemName = name + "[" + std::to_string(i++) + "]";
+        std::string s = r.w.scalarNode(item, itemName, "a network such as 10.0.0.0/8");
+        std::string why;
+        auto net = Cidr::parse(s, &why);
+        if (!net) r.w.fail(item.Mark(), itemName + ": invalid network '" + s + "': " + why);
+        config.controlAllow.push_back(*net);
+    }
+}
+
+void readNodeId(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    config.nodeId = r.w.nonEmpty(e, name, "a name for this node, e.g. gw-1");
+    if (config.nodeId.find_first_of(" \t\r\n{}") != std::string::npos)
+        r.w.fail(e.value.Mark(), name + ": must not contain spaces or braces, got '" + config.nodeId + "'");
+}
+
+void onlyOneToken(Reader &r, const Entry &e) {
+    bool fromFile = std::any_of(r.config.files.begin(), r.config.files.end(),
+                                [](const ConfigFile &f) { return f.use == ConfigFile::Use::ControlToken; });
+    if (fromFile || !r.config.controlToken.empty())
+        r.w.fail(e.keyNode.Mark(), "give control_token or control_token_file, not both");
+}
+
+void readControlToken(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    onlyOneToken(r, e);
+    config.controlToken = r.w.nonEmpty(e, name, "a secret string");
+}
+
+/// Recorded for readConfigFiles, which reads the token.
+void readControlTokenFile(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    onlyOneToken(r, e);
+    std::string path = r.w.nonEmpty(e, name, "the path of a file holding the token");
+    config.files.push_back(
+        {ConfigFile::Use::ControlToken, name, path, position(config.file, e.value.Mark())});
+}
+
+/// The first spelling of slow_consumer.max_outbound_kb; kept working.
+void readMaxOutboundKb(Reader &r, const Entry &e, const std::string &name, Config &config) {
+    config.slowConsumer.maxOutboundKb = static_cast<std::size_t>(r.w.number(e, name, 1, kMaxSizeKb));
+}
+
+const Section<Config> &prometheusKeys() {
+    static const Section<Config> keys{
+        "a map with 'enabled'", IfNull::Empty, {{"enabled", flag(&Config::prometheusEnabled)}}};
+    return keys;
+}
+
+const Section<Config> &topLevelKeys() {
+    using EventLog = Config::EventLog;
+    using Overflow = Config::BacklogOverflow;
+    static const Section<Config> keys{
+        "settings as 'key: value' lines at the top level",
+        IfNull::Empty,
+        {
+            {"listen_addr", hostPort(&Config::listen)},
+            {"control_addr", hostPort(&Config::control)},
+            {"internal_endpoint_access_whitelist", readWhitelist},
+            {"connection_redis_sync", optionalSection(&Config::connectionRedisSync, redisSyncKeys())},
+            {"stream_redis", optionalSection(&Config::streamRedis, streamRedisKeys())},
+            {"stream_amqp", optionalSection(&Config::streamAmqp, streamAmqpKeys())},
+            {"max_message_size_kb", number(&Config::maxMessageSizeKb, 1, kMaxSizeKb)},
+            {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest
+            {"prometheus", inPlace(prometheusKeys())},
+            {"threads", number(&Config::threads, 0, 256)},
+            {"idle_timeout_s", number(&Config::idleTimeoutS, 0, kDayS)},
+            {"max_outbound_kb", readMaxOutboundKb},
+            {"event_log", choice(&Config::eventLog, {{"auto", EventLog::Auto},
+                                                     {"stdout", EventLog::Stdout},
+                                                     {"stderr", EventLog::Stderr},
+                                                     {"none", EventLog::None},
+                                                     {"discard", EventLog::Discard}})},
+            {"log_level", oneOf(&Config::logLevel, {"trace", "debug", "info", "warn", "error", "off"})},
+            {"node_id", readNodeId},
+            {"backlog_max_events", number(&Config::backlogMaxEvents, 1, kMaxEvents)},
+            {"backlog_max_mb", number(&Config::backlogMaxMb, 1, 1024 * 1024)},
+            {"backlog_overflow",
+             choice(&Config::backlogOverflow,
+                    {{"drop_oldest", Overflow::DropOldest}, {"pause_reading", Overflow::PauseReading}})},
+            {"shutdown_flush_s", number(&Config::shutdownFlushS, 0, kDayS)},
+            {"max_connections", number(&Config::maxConnections, 0, kMaxConnections)},
+            {"rate_limit", section(&Config::rateLimit, rateLimitKeys())},
+            {"slow_consumer", section(&Config::slowConsumer, slowConsumerKeys())},
+            {"max_connection_lifetime_s", number(&Config::maxConnectionLifetimeS, 0, kYearS)},
+            {"max_tags_per_connection", number(&Config::maxTagsPerConnection, 1, 100'000)},
+            {"max_tag_key_len", number(&Config::maxTagKeyLen, 1, 1 << 20)},
+            {"max_tag_value_len", number(&Config::maxTagValueLen, 1, 1 << 20)},
+            {"max_body_kb", number(&Config::maxBodyKb, 1, kMaxSizeKb)},
+            {"control_timeout_s", number(&Config::controlTimeoutS, 1, 3600)},
+            {"control_token", readControlToken},
+            {"control_token_file", readControlTokenFile},
+            {"tls", optionalSection(&Config::tls, tlsKeys())},
+            {"control_tls", optionalSection(&Config::controlTls, tlsKeys())},
+            {"drain_s", number(&Config::drainS, 0, 3600)},
+        }};
+    return keys;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across keys
+
+// Endpoints without their own max_message_size_kb, rate_limit or slow_consumer take the global
+// ones, which may come later in the file.
+void settleEndpointDefaults(const std::vector<Inherits> &inherits, Config &config) {
+    for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
+        EndpointConfig &ep = config.endpoints[i];
+        if (ep.maxMessageSizeKb == 0) ep.maxMessageSizeKb = config.maxMessageSizeKb;
+        if (inherits[i].rateLimit) ep.rateLimit = config.rateLimit;
+        if (inherits[i].slowConsumer) ep.slowConsumer = config.slowConsumer;
+    }
+}
+
+// Every connection starts with its endpoint's set_tags: they must fit the tag limits too.
+void checkSetTags(const Walker &w, const Config &config, const Entry &endpoints) {
+    for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
+        const EndpointConfig &ep = config.endpoints[i];
+        std::string name = "endpoints[" + std::to_string(i) + "].set_tags";
+        YAML::Mark at = endpoints.value[i].Mark();
+        if (ep.setTags.size() > config.maxTagsPerConnection)
+            w.fail(at, name + ": " + std::to_string(ep.setTags.size()) +
+                           " tags, more than max_tags_per_connection (" +
+                           std::to_string(config.maxTagsPerConnection) + ")");
+        for (const auto &[k, v] : ep.setTags)
+            if (k.size() > config.maxTagKeyLen || v.size() > config.maxTagValueLen)
+                w.fail(at, name + "." + k + ": longer than max_tag_key_len or max_tag_value_len");
+    }
+}
+
+bool isWildcard(const std::string &host) {
+    return host.empty() || host == "0.0.0.0" || host == "::";
+}
+
+void checkAddressClash(const Walker &w, const Config &config, const Entry *listen, const Entry *control) {
+    const HostPort &a = config.listen, &b = config.control;
+    if (a.port != b.port) return;
+    if (a.host != b.host && !isWildcard(a.host) && !isWildcard(b.host)) return;
+    const Entry *blame = control ? control : listen;
+    w.fail(blame ? blame->value.Mark() : YAML::Mark::null_mark(),
+           std::string(control ? "control_addr" : "listen_addr") + ": listen_addr " + a.toString() +
+               " and control_addr " + b.toString() +
+               " overlap: give the control API a port of its own (control_addr, default 127.0.0.1:6666)");
+}
+
+} // namespace
+
+void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
+    if (root.IsNull()) noEndpoints(w, YAML::Mark::null_mark());
+    const Section<Config> &keys = topLevelKeys();
+    if (!root.IsMap()) w.fail(root.Mark(), "expected " + std::string(keys.what) + ", got " + kindName(root));
+    Reader r{w, config};
+    std::vector<Entry> given = walk(r, root, "", root.Mark(), keys, config);
+    // Endpoints last: a problem in any other top-level key is reported first, wherever it is.
+    const Entry *endpoints = findEntry(given, "endpoints");
+    if (!endpoints) noEndpoints(w, YAML::Mark::null_mark());
+    settleEndpointDefaults(readEndpoints(r, *endpoints, endpoints->key, config), config);
+    checkSetTags(w, config, *endpoints);
+    if (config.controlAllow.empty()) {
+        config.controlAllow.push_back(*Cidr::parse("127.0.0.1/8"));
+        config.controlAllow.push_back(*Cidr::parse("::1/128"));
+    }
+    checkAddressClash(w, config, findEntry(given, "listen_addr"), findEntry(given, "control_addr"));
+}
+
+} // namespace wsgw::daemon
