@@ -99,6 +99,7 @@ struct EndpointConfig {
 struct RedisSyncConfig {
     RedisAddress addr;
     unsigned timeoutMs = 5000; ///< timeout_ms: a reply slower than this counts as an outage
+    unsigned keyTtlS = 120;    ///< key_ttl_s: every key's TTL, refreshed while the node lives
 };
 
 /// stream_redis: publish events with XADD.

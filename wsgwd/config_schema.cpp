@@ -75,6 +75,8 @@ const Section<RedisSyncConfig> &redisSyncKeys() {
         {
             {"addr", redisUrl(&RedisSyncConfig::addr), "'addr: redis://localhost:6379/0'"},
             {"timeout_ms", number(&RedisSyncConfig::timeoutMs, 10, kMaxTimeoutMs)},
+            // a dead node's mirror keys outlive it by at most this; under 3 s the refresh could not keep up
+            {"key_ttl_s", number(&RedisSyncConfig::keyTtlS, 3, 7 * kDayS)},
         }};
     return keys;
 }

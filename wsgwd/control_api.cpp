@@ -352,7 +352,10 @@ struct ControlApi::Impl {
             return;
         }
         res.status = 200;
-        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused()), "text/plain; version=0.0.4; charset=utf-8");
+        std::optional<MirrorStats> mirror;
+        if (ConnectionMirror *m = ctx.hub.mirror()) mirror = m->stats();
+        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused(), mirror),
+                        "text/plain; version=0.0.4; charset=utf-8");
     }
 
     void healthz(const httplib::Request &, httplib::Response &res) { reply(res, 200, "ok"); }

@@ -5,6 +5,7 @@
 #include "ws_server.h"
 
 #include <wsgw/hub.h>
+#include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
 #include <spdlog/spdlog.h>
@@ -130,7 +131,6 @@ bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *err
             return false;
         }
         ep.events.json = std::move(*json);
-        ep.events.connectionDetails = c.connectionRedisSync.has_value(); // the mirror writes every tag and addr
         out.push_back(std::move(ep));
     }
     return true;
@@ -248,10 +248,23 @@ bool Gateway::start(std::string *error) {
         RedisMirrorOptions o;
         o.redis = redisEndpoint(c.connectionRedisSync->addr, c.connectionRedisSync->timeoutMs);
         o.node = node;
+        o.keyTtl = std::chrono::seconds(c.connectionRedisSync->keyTtlS);
+        // Each change of state once, as for the event sinks.
+        o.onStateChange = [](bool connected, const std::string &why) {
+            if (connected)
+                spdlog::info("connection mirror 'redis-mirror' connected");
+            else
+                spdlog::warn("connection mirror 'redis-mirror' is down: {} (changes are kept and written once it is "
+                             "back)",
+                             why);
+        };
+        o.onResync = [](const std::string &why, std::size_t connections) {
+            spdlog::info("connection mirror 'redis-mirror' rewrote {} connections: {}", connections, why);
+        };
         std::string why;
-        auto sink = makeRedisMirrorSink(std::move(o), &why);
-        if (!sink) return fail("connection_redis_sync: " + why);
-        events.addSink(std::move(sink), sinkOptions);
+        auto mirror = makeRedisMirror(std::move(o), &why);
+        if (!mirror) return fail("connection_redis_sync: " + why);
+        d.hub->setMirror(std::move(mirror));
     }
     if (c.streamAmqp) {
         std::string why;
@@ -304,6 +317,12 @@ bool Gateway::start(std::string *error) {
                                   if (!s.connected)
                                       return "event sink '" + s.name + "' is not connected" +
                                              (s.lastError.empty() ? std::string() : ": " + s.lastError);
+                              if (ConnectionMirror *m = hub->mirror()) {
+                                  MirrorStats s = m->stats();
+                                  if (!s.connected)
+                                      return "connection mirror '" + s.name + "' is not connected" +
+                                             (s.lastError.empty() ? std::string() : ": " + s.lastError);
+                              }
                               return {};
                           }};
     auto controlHost = resolveHost(c.control.host, error);
@@ -359,7 +378,10 @@ std::vector<std::string> Gateway::reload(const Config &next) {
                 (next.streamRedis && cur.streamRedis && (next.streamRedis->streamName != cur.streamRedis->streamName ||
                                                          next.streamRedis->streamMaxLen != cur.streamRedis->streamMaxLen)),
             "stream_redis");
-    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync), "connection_redis_sync");
+    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync) ||
+                (next.connectionRedisSync && cur.connectionRedisSync &&
+                 next.connectionRedisSync->keyTtlS != cur.connectionRedisSync->keyTtlS),
+            "connection_redis_sync");
     differs(url(next.streamAmqp) != url(cur.streamAmqp) ||
                 (next.streamAmqp && cur.streamAmqp &&
                  (next.streamAmqp->exchange != cur.streamAmqp->exchange || next.streamAmqp->queue != cur.streamAmqp->queue ||
@@ -383,8 +405,6 @@ std::vector<std::string> Gateway::reload(const Config &next) {
         WsServerOptions ws;
         std::string error;
         if (wsEndpoints(next, ws.endpoints, &error)) {
-            // The mirror (a sink family) does not reload: keep what it asks of the endpoints.
-            for (WsEndpoint &ep : ws.endpoints) ep.events.connectionDetails = cur.connectionRedisSync.has_value();
             ws.idleTimeout = std::chrono::seconds(next.idleTimeoutS);
             ws.maxConnections = next.maxConnections;
             ws.maxLifetime = std::chrono::seconds(next.maxConnectionLifetimeS);

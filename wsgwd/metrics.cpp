@@ -122,7 +122,8 @@ void Metrics::observeCommand(std::string_view command, double seconds) {
 
 void Metrics::countBusy() { impl_->busy.Add({}).Increment(); }
 
-std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused) const {
+std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused,
+                            const std::optional<MirrorStats> &mirror) const {
     auto sum = [&](auto field) {
         double total = 0;
         for (const auto &s : shards_) total += static_cast<double>(((*s).*field).get());
@@ -232,6 +233,24 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             addSample(refused, static_cast<double>(control_.refused[r].get()),
                       {{"reason", controlRefusalName(static_cast<ControlRefusal>(r))}});
         out.push_back(std::move(refused));
+    }
+
+    if (mirror) {
+        auto one = [&](const char *name, const char *help, MetricType type, double value) {
+            MetricFamily f = family(name, help, type);
+            addSample(f, value);
+            out.push_back(std::move(f));
+        };
+        one("wsgw_mirror_up", "1 when the connection mirror is connected and its last write went through",
+            MetricType::Gauge, mirror->connected ? 1 : 0);
+        one("wsgw_mirror_pending", "Connections whose latest state the mirror has not written yet", MetricType::Gauge,
+            static_cast<double>(mirror->pending));
+        one("wsgw_mirror_written_total", "Connection states the mirror wrote (coalesced changes count once)",
+            MetricType::Counter, static_cast<double>(mirror->written));
+        one("wsgw_mirror_resyncs_total", "Full rewrites of every connection (after a reconnect, or a lost copy)",
+            MetricType::Counter, static_cast<double>(mirror->resyncs));
+        one("wsgw_mirror_failures_total", "Failed connects and writes of the mirror", MetricType::Counter,
+            static_cast<double>(mirror->failures));
     }
 
     for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));

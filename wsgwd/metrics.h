@@ -1,10 +1,12 @@
 #pragma once
 
+#include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -107,9 +109,11 @@ public:
     /// Counts a control request refused for being busy (503).
     void countBusy();
 
-    /// The Prometheus text exposition of everything, including the event sinks' state and
-    /// whether reading from clients is paused for backpressure.
-    std::string render(const std::vector<SinkStats> &sinks, bool readingPaused) const;
+    /// The Prometheus text exposition of everything, including the event sinks' state, whether
+    /// reading from clients is paused for backpressure, and the connection mirror's state (when
+    /// there is one).
+    std::string render(const std::vector<SinkStats> &sinks, bool readingPaused,
+                       const std::optional<MirrorStats> &mirror = std::nullopt) const;
 
 private:
     struct Impl;

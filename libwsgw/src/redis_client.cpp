@@ -36,8 +36,14 @@ void convert(const redisReply *r, RedisClient::Reply &out) {
         break;
     case REDIS_REPLY_ARRAY:
         out.kind = RedisClient::Reply::Kind::Array;
-        for (std::size_t i = 0; i < r->elements; ++i)
-            if (r->element[i]->type == REDIS_REPLY_STRING) out.elements.emplace_back(r->element[i]->str, r->element[i]->len);
+        for (std::size_t i = 0; i < r->elements; ++i) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_STRING) {
+                out.elements.emplace_back(e->str, e->len);
+            } else if (e->type == REDIS_REPLY_ERROR) {
+                if (out.errorElements++ == 0) out.text.assign(e->str, e->len);
+            }
+        }
         break;
     default:
         out.kind = RedisClient::Reply::Kind::Nil;

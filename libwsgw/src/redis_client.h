@@ -19,9 +19,10 @@ class RedisClient {
 public:
     struct Reply {
         enum class Kind { Ok, Error, Integer, String, Array, Nil } kind = Kind::Ok;
-        std::string text;  ///< status, error or string reply
+        std::string text;  ///< status, error or string reply; for an array, its first error
         long long integer = 0;
-        std::vector<std::string> elements; ///< an array of strings (SMEMBERS and the like)
+        std::vector<std::string> elements; ///< an array's string elements (SMEMBERS and the like)
+        std::size_t errorElements = 0;     ///< an array's error elements (EXEC: failed commands)
     };
 
     explicit RedisClient(RedisEndpoint endpoint);

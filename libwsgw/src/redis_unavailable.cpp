@@ -1,16 +1,23 @@
-// Built instead of the Redis sinks when libwsgw is configured without hiredis (-Dredis=disabled).
+// Built instead of the Redis sinks and the Redis mirror when libwsgw is configured without
+// hiredis (-Dredis=disabled).
+#include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
 namespace wsgw {
 
 namespace {
-std::unique_ptr<EventSink> unavailable(std::string *error) {
+void unavailable(std::string *error) {
     if (error) *error = "this libwsgw was built without Redis support (meson -Dredis=enabled needs hiredis)";
-    return nullptr;
 }
 } // namespace
 
-std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions, std::string *error) { return unavailable(error); }
-std::unique_ptr<EventSink> makeRedisMirrorSink(RedisMirrorOptions, std::string *error) { return unavailable(error); }
+std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions, std::string *error) {
+    unavailable(error);
+    return nullptr;
+}
+std::unique_ptr<ConnectionMirror> makeRedisMirror(RedisMirrorOptions, std::string *error) {
+    unavailable(error);
+    return nullptr;
+}
 
 } // namespace wsgw

@@ -1,5 +1,6 @@
-// The Redis sinks against a real redis-server: stream entries, templated names, the connection
-// mirror, outages (a stopped and a restarted server), bounded backlogs and their policies.
+// The Redis stream sink against a real redis-server: stream entries, templated names, outages (a
+// stopped and a restarted server), bounded backlogs and their policies. (The connection mirror:
+// redis_mirror_test.cpp.)
 #include "clients.h"
 #include "harness.h"
 #include "redis_server.h"
@@ -103,7 +104,7 @@ TEST_CASE("a unix socket address with a database, a password and a client name")
     REQUIRE(eventually([&] { return probe.command({"XLEN", "ux"}) == "1"; }));
     CHECK(probe.command({"CLIENT", "LIST"}).find("name=wsgw-stream") != std::string::npos);
     // A wrong password is an outage with a clear reason, retried with back-off.
-    CHECK_MESSAGE(eventually([&] { return d->err().find("event sink 'redis-mirror' is down: AUTH refused") != std::string::npos; }),
+    CHECK_MESSAGE(eventually([&] { return d->err().find("connection mirror 'redis-mirror' is down: AUTH refused") != std::string::npos; }),
                   d->err());
     CHECK(httpGet(d->controlPort, "/readyz").body.find("redis-mirror") != std::string::npos);
 }
@@ -139,57 +140,6 @@ TEST_CASE("stream_maxlen bounds a stream") {
     CHECK(len <= 10 + 200); // "~": Redis trims whole nodes of up to 100 entries
     auto entries = probe.stream("connectionevents");
     CHECK(entries.back()["message"] == "m599");
-}
-
-TEST_CASE("the mirror: keys appear, follow tag changes and deletes, and vanish on close") {
-    RedisServer redis;
-    auto d = Daemon::start("node_id: mirror-1\nconnection_redis_sync: {addr: '" + redis.url() + "'}\n");
-    RedisProbe probe(redis.port());
-    auto ws = connect(*d);
-    std::string id = idOf(*d);
-    std::map<std::string, std::string> conn;
-    REQUIRE(eventually([&] { return !(conn = probe.hash("connection:" + id)).empty(); }));
-    const std::string& addr = conn["addr"];
-    CHECK(addr.rfind("127.0.0.1:", 0) == 0);
-    CHECK(addr.size() > 10);
-    CHECK(addr.find_first_not_of("0123456789", 10) == std::string::npos);
-    CHECK(conn["node"] == "mirror-1");
-    CHECK(conn["endpoint"] == "/connect");
-    CHECK(probe.hash("connection:" + id + ":tags") == std::map<std::string, std::string>{{"group", "default"}});
-    CHECK(probe.list({"SMEMBERS", "wsgw:node:mirror-1:connections"}) == std::vector<std::string>{id});
-    CHECK(std::stol(probe.command({"TTL", "wsgw:node:mirror-1:connections"})) > 0);
-
-    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "role=admin&user=u1").body == "1");
-    REQUIRE(eventually([&] { return probe.hash("connection:" + id + ":tags").size() == 3; }));
-    REQUIRE(httpPost(d->controlPort, "/settags?id=" + id, "role=&user=u2").body == "1");
-    REQUIRE(eventually([&] {
-        return probe.hash("connection:" + id + ":tags") ==
-               std::map<std::string, std::string>{{"group", "default"}, {"user", "u2"}};
-    }));
-
-    REQUIRE(ws->sendClose(1000));
-    ws->waitClosed(2000ms);
-    REQUIRE(eventually([&] { return probe.command({"EXISTS", "connection:" + id, "connection:" + id + ":tags"}) == "0"; }));
-    CHECK(probe.command({"SCARD", "wsgw:node:mirror-1:connections"}) == "0");
-    // The mirror alone: stdout still has the event log (no stream configured).
-    CHECK(d->out().find("\"action\":\"open\"") != std::string::npos);
-}
-
-TEST_CASE("keys left by an earlier run of the same node are removed at start, others are not") {
-    RedisServer redis;
-    RedisProbe probe(redis.port());
-    for (const char *ghost : {"g1", "g2"}) {
-        probe.command({"HSET", std::string("connection:") + ghost, "addr", "10.0.0.1:1"});
-        probe.command({"HSET", std::string("connection:") + ghost + ":tags", "group", "x"});
-        probe.command({"SADD", "wsgw:node:crashy:connections", ghost});
-    }
-    probe.command({"HSET", "connection:other", "addr", "10.0.0.2:2"});
-    probe.command({"SADD", "wsgw:node:someone-else:connections", "other"});
-    auto d = Daemon::start("node_id: crashy\nconnection_redis_sync: {addr: '" + redis.url() + "'}\n");
-    REQUIRE(eventually([&] { return probe.command({"EXISTS", "connection:g1", "connection:g2:tags"}) == "0"; }));
-    CHECK(probe.command({"EXISTS", "connection:g1:tags", "connection:g2"}) == "0");
-    CHECK(probe.command({"EXISTS", "connection:other"}) == "1");
-    CHECK(probe.command({"SCARD", "wsgw:node:someone-else:connections"}) == "1");
 }
 
 TEST_CASE("an outage (Redis stopped) loses nothing: every event arrives once Redis answers again") {

@@ -866,7 +866,8 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
     Config c = parseOk(std::string(kEndpoint) +
                        "node_id: gw-1\nbacklog_max_events: 5000\nbacklog_max_mb: 64\nbacklog_overflow: pause_reading\n"
                        "shutdown_flush_s: 0\nstream_redis: {addr: 'redis://127.0.0.1:6379', stream_maxlen: 100000, "
-                       "timeout_ms: 250}\nconnection_redis_sync: {addr: 'redis://127.0.0.1:6379', timeout_ms: 50}\n");
+                       "timeout_ms: 250}\nconnection_redis_sync: {addr: 'redis://127.0.0.1:6379', timeout_ms: 50, "
+                       "key_ttl_s: 30}\n");
     CHECK(c.nodeId == "gw-1");
     CHECK(c.backlogMaxEvents == 5000);
     CHECK(c.backlogMaxMb == 64);
@@ -877,6 +878,10 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
     CHECK(c.streamRedis->timeoutMs == 250);
     REQUIRE(c.connectionRedisSync);
     CHECK(c.connectionRedisSync->timeoutMs == 50);
+    CHECK(c.connectionRedisSync->keyTtlS == 30);
+    CHECK(parseOk(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://h'}\n").connectionRedisSync->keyTtlS == 120);
+    CHECK(errorOf(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://h', key_ttl_s: 2}\n") ==
+          "t.yml:3:55: connection_redis_sync.key_ttl_s: must be at least 3, got 2");
     CHECK(d.streamRedis == std::nullopt);
 
     CHECK(errorOf(std::string(kEndpoint) + "backlog_overflow: drop_newest\n") ==

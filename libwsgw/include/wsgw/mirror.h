@@ -3,11 +3,14 @@
 #include <wsgw/connection.h>
 #include <wsgw/connection_id.h>
 #include <wsgw/export.h>
+#include <wsgw/sink.h>
 #include <wsgw/tags.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace wsgw {
@@ -60,5 +63,43 @@ public:
 
     virtual MirrorStats stats() const = 0;
 };
+
+/// The Redis mirror (wsgwd's connection_redis_sync), compatible with the original's: hash
+/// `connection:<id>` (fields addr, node, endpoint) and hash `connection:<id>:tags` (the tags;
+/// a deleted tag is gone from it); both keys are deleted when the connection closes.
+///
+/// Keys cannot outlive their node: every key gets a TTL of `keyTtl`, refreshed about every third
+/// of it while the node lives (spread out: 2 EXPIREs per connection per keyTtl/3), so the keys
+/// of a node that died without closing its connections vanish within keyTtl. The node's
+/// connection ids are in the set `wsgw:node:<node>:connections` (same TTL, refreshed each
+/// second), and the key `wsgw:node:<node>:alive` (TTL keyTtl/2, refreshed each second) says the
+/// copy is there: a node that finds it gone while connected (FLUSHALL, a restart without
+/// persistence) rewrites every connection. The first connect of a process removes whatever an
+/// earlier run of the same node left.
+///
+/// Writes are pipelined from one thread of its own; each connection's tags are replaced
+/// atomically (MULTI: DEL + HSET). A write that fails stays pending and is retried after a
+/// reconnect with back-off (0.1 s doubling to 10 s); after every reconnect every connection is
+/// rewritten (a resync, counted in MirrorStats::resyncs), and keys of connections that closed
+/// meanwhile are deleted. Redis Cluster is not supported (the keys of one write are in several
+/// slots).
+struct RedisMirrorOptions {
+    RedisEndpoint redis;
+    std::string node; ///< this node's name: the `node` field and the node's keys
+    /// The TTL of every key; at least 3 s. Shorter: a dead node's keys go sooner, and the
+    /// refreshes cost Redis more (2 EXPIREs per connection per keyTtl/3).
+    std::chrono::seconds keyTtl{120};
+    /// Called on the mirror's thread when it connects (true) or goes down (false, with why):
+    /// once per change, not per retry. Optional.
+    std::function<void(bool connected, const std::string &why)> onStateChange;
+    /// Called on the mirror's thread when a resync has rewritten `connections` connections, with
+    /// what caused it. Optional.
+    std::function<void(const std::string &why, std::size_t connections)> onResync;
+};
+
+/// Returns nullptr with a message in `*error` for options that can never work (keyTtl under
+/// 3 s, an empty node) or when libwsgw was built without Redis support. Nothing is connected
+/// here: the mirror connects on its own thread once started.
+WSGW_EXPORT std::unique_ptr<ConnectionMirror> makeRedisMirror(RedisMirrorOptions options, std::string *error = nullptr);
 
 } // namespace wsgw

@@ -215,28 +215,15 @@ struct RedisStreamOptions {
     std::string node;
 };
 
-/// A mirror of connection state in Redis, as the original's connection_redis_sync: hash
-/// `connection:<id>` (fields addr, node, endpoint) and hash `connection:<id>:tags`; a deleted
-/// tag is HDEL'd; both keys go when the connection closes. The node's connection ids are kept in
-/// the set `wsgw:node:<node>:connections`, whose TTL is refreshed every `heartbeat`; the first
-/// connect of a process removes whatever an earlier run of the same node left behind.
-/// Its events need EventSpec::connectionDetails on the endpoints.
-struct RedisMirrorOptions {
-    RedisEndpoint redis;
-    std::string node;
-    std::chrono::seconds heartbeat{10};
-    std::chrono::seconds ttl{60};
-};
-
-/// The Redis sinks. Return nullptr with a message in `*error` for an invalid stream name, or
-/// when libwsgw was built without Redis support.
+/// The Redis stream sink. Returns nullptr with a message in `*error` for an invalid stream name,
+/// or when libwsgw was built without Redis support. (The connection mirror, makeRedisMirror, is
+/// in <wsgw/mirror.h>.)
 ///
 /// Stream entries have the fields connection, action, tags (form-encoded), and for messages
 /// type (text|binary) and message (the payload, byte for byte), then event_id and node. XADDs
 /// are pipelined, a batch per round trip; an entry counts as delivered once Redis answered it.
 /// An entry Redis refuses (e.g. the key holds another type) is counted in rejected().
 WSGW_EXPORT std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions options, std::string *error = nullptr);
-WSGW_EXPORT std::unique_ptr<EventSink> makeRedisMirrorSink(RedisMirrorOptions options, std::string *error = nullptr);
 
 /// Where and how the AMQP sink publishes (wsgwd's stream_amqp). Value type.
 struct AmqpSinkOptions {
