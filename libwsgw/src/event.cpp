@@ -36,8 +36,6 @@ std::string_view actionName(EventAction action) noexcept {
         return "close";
     case EventAction::Message:
         return "message";
-    case EventAction::TagsChanged:
-        return "tags";
     }
     return "unknown";
 }
@@ -143,9 +141,7 @@ std::size_t Event::footprint() const noexcept {
     for (const auto &[k, v] : tags) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : context) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : vars) n += 64 + k.size() + v.size();
-    for (const auto &[k, v] : allTags) n += 64 + k.size() + v.size();
-    for (const auto &[k, v] : changes) n += 64 + k.size() + v.size();
-    return n + remoteAddress.capacity();
+    return n;
 }
 
 Event Event::make(EventAction action, ConnectionId connection, std::string_view endpoint, const TagLookup &tagOf,

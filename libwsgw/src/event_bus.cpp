@@ -177,13 +177,8 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
         explicit Publish(std::atomic<std::uint64_t> &e) : epoch(e) { epoch.fetch_add(1, std::memory_order_seq_cst); }
         ~Publish() { epoch.fetch_add(1, std::memory_order_release); }
     } publish(publishing[queue].epoch);
-    // Ids count the events of the streams only, so a stream consumer sees no gaps; a mirror's
-    // TagsChanged takes its place after the last one.
-    if (shared->action != EventAction::TagsChanged)
-        shared->id = shared->sequence = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
-    else
-        shared->sequence = lastId.load(std::memory_order_seq_cst);
-    const std::uint64_t id = shared->id ? shared->id : shared->sequence;
+    shared->id = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
+    const std::uint64_t id = shared->id;
     EventPtr ptr = std::move(shared);
     for (auto &s : sinks) {
         SinkSlot &slot = *s;
@@ -300,12 +295,12 @@ void EventBus::Impl::run(SinkSlot &slot) {
             if (q.size.load(std::memory_order_acquire) == 0) continue;
             std::lock_guard lock(q.mu);
             const std::size_t n = std::min(q.entries.size(), maxBatch);
-            for (std::size_t i = 0; i < n && q.entries[i].event->sequence <= settled; ++i)
+            for (std::size_t i = 0; i < n && q.entries[i].event->id <= settled; ++i)
                 taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
         }
         if (taken.empty()) continue; // only events still being published: next round
         std::stable_sort(taken.begin(), taken.end(),
-                         [](const Taken &x, const Taken &y) { return x.event->sequence < y.event->sequence; });
+                         [](const Taken &x, const Taken &y) { return x.event->id < y.event->id; });
         if (taken.size() > maxBatch) taken.resize(maxBatch);
         batch.clear();
         for (const Taken &t : taken) batch.push_back(t.event);
@@ -358,7 +353,7 @@ std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions optio
     std::lock_guard lock(d.lifecycleMu);
     auto slot = std::make_unique<SinkSlot>();
     slot->name = sink->name();
-    for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message, EventAction::TagsChanged})
+    for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message})
         if (sink->accepts(a)) slot->acceptMask |= bit(a);
     d.wanted.fetch_or(slot->acceptMask);
     for (std::string &tag : sink->tagsUsed())

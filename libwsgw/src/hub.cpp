@@ -241,12 +241,7 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
         return false;
     }
     try {
-        Event e = eventFor(EventAction::Open, conn, reg, spec, hub_.events());
-        if (spec.connectionDetails) {
-            e.allTags = reg.tags(conn.id());
-            e.remoteAddress = conn.remoteAddress();
-        }
-        hub_.events().publish(index_, std::move(e));
+        hub_.events().publish(index_, eventFor(EventAction::Open, conn, reg, spec, hub_.events()));
         if (ConnectionMirror *m = hub_.mirror()) m->opened(index_, conn, reg.tags(conn.id()));
     } catch (...) {
         // No open event, so no connection: the transport refuses it and no close event follows.
@@ -494,17 +489,10 @@ void Hub::send(Selector sel, MessagePtr msg, CountCallback done, Deadline deadli
 
 namespace {
 
-// Applies `changes` to one connection and, when a mirror wants it, publishes what changed.
-void changeTags(Shard &s, Connection &c, const TagList &changes, bool mirrored) {
+// Applies `changes` to one connection and tells the mirror, if there is one.
+void changeTags(Shard &s, Connection &c, const TagList &changes) {
     s.registry().setTags(c.id(), changes);
     if (ConnectionMirror *m = s.hub().mirror()) m->changed(s.index(), c.id(), s.registry().tags(c.id()));
-    if (!mirrored) return;
-    Event e;
-    e.action = EventAction::TagsChanged;
-    e.connection = c.id();
-    e.endpoint = std::string(c.endpoint());
-    e.changes = changes;
-    s.hub().events().publish(s.index(), std::move(e));
 }
 
 // How many tags the connection would have after `changes`.
@@ -535,8 +523,7 @@ void Hub::setTags(Selector sel, TagList changes, CountCallback done, Deadline de
     countCommand(
         *this,
         [sel = std::move(sel), changes = std::move(changes)](Shard &s) {
-            const bool mirrored = s.hub().events().wants(EventAction::TagsChanged);
-            return s.registry().match(sel, [&](Connection &c) { changeTags(s, c, changes, mirrored); });
+            return s.registry().match(sel, [&](Connection &c) { changeTags(s, c, changes); });
         },
         done, deadline);
 }
@@ -547,7 +534,6 @@ void Hub::setTags(Selector sel, TagList changes, std::size_t maxTags, std::funct
     impl_->postJoined<Join>(
             std::move(done),
             [sel = std::move(sel), changes = std::move(changes), maxTags](Shard &s, Join &join) {
-                const bool mirrored = s.hub().events().wants(EventAction::TagsChanged);
                 Registry &reg = s.registry();
                 TagChangeCount mine;
                 reg.match(sel, [&](Connection &c) {
@@ -555,7 +541,7 @@ void Hub::setTags(Selector sel, TagList changes, std::size_t maxTags, std::funct
                         ++mine.over;
                         return;
                     }
-                    changeTags(s, c, changes, mirrored);
+                    changeTags(s, c, changes);
                     ++mine.changed;
                 });
                 join.add([&](TagChangeCount &all) {

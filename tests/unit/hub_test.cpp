@@ -55,12 +55,10 @@ public:
 
 const EventSpec kNoEvents{};
 
-// Keeps every event it is given (under `mu`); `mirror`: also the TagsChanged events that only
-// connection-state mirrors ask for.
+// Keeps every event it is given (under `mu`).
 struct CaptureSink final : EventSink {
-    CaptureSink(std::mutex &m, std::vector<EventPtr> &o, bool mirror) : mu(m), out(o), all(mirror) {}
-    std::string name() const override { return all ? "mirror" : "capture"; }
-    bool accepts(EventAction action) const override { return all || EventSink::accepts(action); }
+    CaptureSink(std::mutex &m, std::vector<EventPtr> &o) : mu(m), out(o) {}
+    std::string name() const override { return "capture"; }
     std::size_t publish(const std::vector<EventPtr> &batch) override {
         std::lock_guard lock(mu);
         out.insert(out.end(), batch.begin(), batch.end());
@@ -68,7 +66,6 @@ struct CaptureSink final : EventSink {
     }
     std::mutex &mu;
     std::vector<EventPtr> &out;
-    bool all;
 };
 
 } // namespace
@@ -280,7 +277,7 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
     Hub hub({.shards = 1, .ownThreads = true});
     std::mutex mu;
     std::vector<EventPtr> events;
-    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, false));
+    hub.events().addSink(std::make_unique<CaptureSink>(mu, events));
     REQUIRE(hub.start());
 
     EventSpec spec;
@@ -314,56 +311,6 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
         CHECK(events[i]->id == i + 1);
         CHECK(events[i]->connection == c.id());
     }
-}
-
-TEST_CASE("tag changes become TagsChanged events only when a sink wants them; open can carry details") {
-    std::mutex mu;
-    std::vector<EventPtr> events;
-    Hub hub({.shards = 2, .ownThreads = true});
-    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, true));
-    REQUIRE(hub.start());
-    EventSpec spec;
-    spec.connectionDetails = true;
-    FakeConnection a, b;
-    onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}, {"x", "y"}}, spec)); });
-    onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(b, {{"g", "1"}}, spec)); });
-    CHECK(hub.setTags(sel("g=1"), {{"x", ""}, {"z", "2"}}).get().value == 2);
-    hub.stop(2000ms);
-    REQUIRE(events.size() == 4);
-    std::map<ConnectionId, const Event *> opens, changes;
-    for (auto &e : events) (e->action == EventAction::Open ? opens : changes)[e->connection] = e.get();
-    CHECK(opens[a.id()]->allTags == Tags{{"g", "1"}, {"x", "y"}});
-    CHECK(opens[a.id()]->remoteAddress == "127.0.0.1:40000");
-    CHECK(changes[b.id()]->action == EventAction::TagsChanged);
-    CHECK(changes[b.id()]->changes == TagList{{"x", ""}, {"z", "2"}});
-    // Tag changes take no event id, so the streams' ids stay without gaps.
-    CHECK(changes[b.id()]->id == 0);
-    CHECK(changes[b.id()]->sequence > 0);
-    std::set<std::uint64_t> openIds{opens[a.id()]->id, opens[b.id()]->id};
-    CHECK(openIds == std::set<std::uint64_t>{1, 2});
-
-    // Without a sink that wants them, no TagsChanged events are built.
-    Hub quiet({.shards = 1, .ownThreads = true});
-    std::vector<EventPtr> none;
-    struct Stream final : EventSink {
-        std::vector<EventPtr> *out;
-        std::string name() const override { return "stream"; }
-        std::size_t publish(const std::vector<EventPtr> &batch) override {
-            out->insert(out->end(), batch.begin(), batch.end());
-            return batch.size();
-        }
-    };
-    auto stream = std::make_unique<Stream>();
-    stream->out = &none;
-    quiet.events().addSink(std::move(stream));
-    REQUIRE(quiet.start());
-    FakeConnection c;
-    onShard(quiet.shard(0), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, EventSpec{})); });
-    CHECK(quiet.setTags(sel("g=1"), {{"k", "v"}}).get().value == 1);
-    CHECK(quiet.events().lastEventId() == 1); // only the open
-    quiet.stop(2000ms);
-    CHECK(none.size() == 1);
-    CHECK(none[0]->allTags.empty()); // no connectionDetails asked
 }
 
 TEST_CASE("a command that throws on a shard answers its caller once, with Failed and what the others did") {
@@ -437,7 +384,7 @@ TEST_CASE("stopCommands answers every waiting caller at once, refuses new comman
     std::mutex mu;
     std::vector<EventPtr> events;
     Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
-    hub.events().addSink(std::make_unique<CaptureSink>(mu, events, false));
+    hub.events().addSink(std::make_unique<CaptureSink>(mu, events));
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
     REQUIRE(hub.start());
     auto queued = hub.status(Selector::all()); // no shard ever drains it

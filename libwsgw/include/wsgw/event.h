@@ -18,9 +18,8 @@
 namespace wsgw {
 
 /// What happened to a connection. The names on the wire are "open", "close" and "message".
-/// TagsChanged ("tags") is for sinks that mirror connection state; the event streams of the
-/// compatibility contract never carry it (see EventSink::accepts).
-enum class EventAction : std::uint8_t { Open, Close, Message, TagsChanged };
+/// (Connection state, tags included, is mirrored by a ConnectionMirror, not by events.)
+enum class EventAction : std::uint8_t { Open, Close, Message };
 WSGW_EXPORT std::string_view actionName(EventAction action) noexcept;
 
 /// Variables extracted from a message's JSON body: name -> value. Strings keep their text;
@@ -67,19 +66,13 @@ struct EventSpec {
     std::vector<std::string> contextTags;
     /// Variables extracted from message bodies (json_extract_vars).
     JsonExtractor json;
-    /// Open events also carry every tag and the peer's address (Event::allTags,
-    /// Event::remoteAddress), for sinks that mirror connection state.
-    bool connectionDetails = false;
 };
 
 /// One open/close/message event. Immutable once published; shared by every sink.
 struct WSGW_EXPORT Event {
-    /// Set by EventBus::publish: increases by one per open/close/message event (the event_id of
-    /// the streams, without gaps); 0 for TagsChanged, which only mirrors see.
+    /// Set by EventBus::publish: increases by one per event (the event_id of the streams,
+    /// without gaps; a sink gets them in this order).
     std::uint64_t id = 0;
-    /// Set by EventBus::publish: the event's place in publish order: its id, or for TagsChanged
-    /// the id of the last event before it.
-    std::uint64_t sequence = 0;
     EventAction action = EventAction::Open;
     ConnectionId connection;
     std::string endpoint;
@@ -89,9 +82,6 @@ struct WSGW_EXPORT Event {
     Opcode type = Opcode::Text; ///< Message only
     std::string message;        ///< Message only: the payload, byte for byte
     Vars vars;                  ///< Message only: the extracted variables
-    Tags allTags;               ///< Open with EventSpec::connectionDetails: every tag
-    std::string remoteAddress;  ///< Open with EventSpec::connectionDetails: "ip:port"
-    TagList changes;            ///< TagsChanged: what was set (an empty value: deleted), in order
 
     /// A tag for templates: from `tags`, then `context`; nullptr if absent.
     const std::string *findTag(std::string_view key) const noexcept;

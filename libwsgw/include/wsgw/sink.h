@@ -33,8 +33,8 @@ public:
     virtual std::vector<std::string> tagsUsed() const { return {}; }
 
     /// Which events the sink takes. Default: open, close and message (the event streams of the
-    /// compatibility contract); a mirror of connection state also takes TagsChanged.
-    virtual bool accepts(EventAction action) const { return action != EventAction::TagsChanged; }
+    /// compatibility contract).
+    virtual bool accepts(EventAction) const { return true; }
 
     /// Makes the sink ready to publish: called first, and again after a failed publish once the
     /// back-off has passed, until it returns true. Returns false (with lastError() set) while
@@ -150,7 +150,7 @@ public:
     /// into each event's context (Shard does).
     const std::vector<std::string> &tagsUsed() const noexcept;
 
-    /// Assigns the next event id (for TagsChanged: only a sequence number), queues the event for
+    /// Assigns the next event id, queues the event for
     /// every sink that accepts it, and returns the id. With no sinks the event is counted and
     /// discarded. After stop() events are discarded (0 is returned). Out of memory, the event is
     /// counted in lost() and 0 is returned.
