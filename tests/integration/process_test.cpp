@@ -86,6 +86,8 @@ TEST_CASE("a restart gets its ports back at once, even after the control API clo
 
 TEST_CASE("the start-up log names the config, the limits, the endpoints and the addresses") {
     auto d = Daemon::start();
+    // The control API answers /healthz as soon as it listens, a moment before the last lines.
+    REQUIRE(eventually([&] { return d->err().find("Control API on") != std::string::npos; }));
     std::string log = d->err();
     CHECK(log.find("Starting wsgwd") != std::string::npos);
     CHECK(log.find("CONFIG=") != std::string::npos);
