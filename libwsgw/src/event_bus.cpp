@@ -51,7 +51,7 @@ struct SinkSlot {
 
     bool anyQueued() const {
         for (const auto &q : queues)
-            if (q->size.load(std::memory_order_acquire) > 0) return true;
+            if (q->size.load(std::memory_order_seq_cst) > 0) return true; // see Parker::wake
         return false;
     }
     // The bounds hold for all queues together; each is read without its lock, so concurrent

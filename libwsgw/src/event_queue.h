@@ -72,11 +72,11 @@ public:
     void cancel() noexcept { sleeping_.store(false, std::memory_order_relaxed); }
     /// Producer, after its push: wakes the sink if it is asleep (or about to be).
     void wake() noexcept {
-        // The first waker takes the flag, so one futex wake per sleep, not one per event. A cheap
-        // look first (most pushes find the sink awake); the exchange, a full barrier, orders the
-        // producer's push before it, against prepare()'s store then look at the queues: one of
-        // the two sees the other.
-        if (!sleeping_.load(std::memory_order_relaxed) && !sleepingHint()) return;
+        // Dekker: the producer's seq_cst store of the queue size (EventQueue::mirror) then this
+        // seq_cst load, against prepare()'s seq_cst store of the flag then the sink's seq_cst
+        // loads of the sizes: one of the two sees the other. The first waker takes the flag, so
+        // one futex wake per sleep, not one per event.
+        if (!sleeping_.load(std::memory_order_seq_cst)) return;
         if (!sleeping_.exchange(false, std::memory_order_seq_cst)) return;
         word_.fetch_add(1, std::memory_order_seq_cst);
         syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&word_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
@@ -88,13 +88,6 @@ public:
     }
 
 private:
-    // The relaxed look above may miss a sleeper that has just set the flag while our push is
-    // still in the store buffer; this fence-and-look closes that window.
-    bool sleepingHint() noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        return sleeping_.load(std::memory_order_relaxed);
-    }
-
     std::atomic<std::uint32_t> word_{0};
     std::atomic<bool> sleeping_{false};
 };
@@ -132,7 +125,7 @@ struct EventQueue {
 private:
     void mirror() {
         sizeBytes.store(bytes, std::memory_order_relaxed);
-        size.store(entries.size(), std::memory_order_release);
+        size.store(entries.size(), std::memory_order_seq_cst); // see Parker::wake
     }
 };
 
