@@ -19,10 +19,37 @@ Config::EventLog Config::effectiveEventLog() const {
     return streamRedis || streamAmqp ? EventLog::None : EventLog::Stdout;
 }
 
-const EndpointConfig *Config::findEndpoint(std::string_view path) const {
-    for (const auto &ep : endpoints)
+const WsEndpoint *Config::findEndpoint(std::string_view path) const {
+    for (const auto &ep : ws.endpoints)
         if (ep.path == path) return &ep;
     return nullptr;
+}
+
+// The sections compare what the config sets: the URL as written stands for the server and login
+// parsed from it; node and the mirror's callbacks are the gateway's, added at start.
+
+namespace {
+
+bool sameTimeouts(const RedisEndpoint &a, const RedisEndpoint &b) {
+    return a.connectTimeout == b.connectTimeout && a.commandTimeout == b.commandTimeout;
+}
+
+} // namespace
+
+bool operator==(const StreamRedisConfig &a, const StreamRedisConfig &b) {
+    return a.url == b.url && sameTimeouts(a.options.redis, b.options.redis) &&
+           a.options.streamName == b.options.streamName && a.options.maxLen == b.options.maxLen;
+}
+
+bool operator==(const RedisSyncConfig &a, const RedisSyncConfig &b) {
+    return a.url == b.url && sameTimeouts(a.options.redis, b.options.redis) &&
+           a.options.keyTtl == b.options.keyTtl;
+}
+
+bool operator==(const StreamAmqpConfig &a, const StreamAmqpConfig &b) {
+    const AmqpSinkOptions &x = a.options, &y = b.options;
+    return a.url == b.url && x.exchange == y.exchange && x.queue == y.queue && x.routingKey == y.routingKey &&
+           x.headers == y.headers;
 }
 
 std::optional<Config> parseConfig(std::string_view yamlText, const std::string &file, std::string *error) {

@@ -8,6 +8,10 @@
 // max_message_size_kb, endpoints[].{path,set_tags,stream_include_tags,max_message_size_kb,
 // json_extract_vars}, prometheus.enabled). The other keys are ours. Unknown keys are errors.
 //
+// A Config is made of the components' own options structs (WsServerOptions, ControlApiOptions,
+// libwsgw's sink and mirror options, SinkOptions): the parser fills them in their units (bytes,
+// std::chrono, the components' enums) and the gateway hands each to its component as it is.
+//
 // Loading is two steps: parseConfig turns YAML text into a Config and touches nothing else (no
 // files, no names resolved: the fuzzer runs it); readConfigFiles then opens the files the config
 // names. loadConfig does both for a file. The files of the parser, along the data path:
@@ -18,44 +22,21 @@
 //
 // All types here are plain values: thread-compatible.
 
-#include "broker_url.h"
+#include "control_options.h"
 #include "net_address.h"
+#include "ws_options.h"
 
-#include <wsgw/tags.h>
+#include <wsgw/mirror.h>
+#include <wsgw/sink.h>
 
+#include <chrono>
 #include <cstddef>
-#include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace wsgw::daemon {
-
-/// An inbound rate limit per connection: a token bucket of `burst` messages refilled at
-/// `perSecond`. perSecond 0: no limit.
-struct RateLimit {
-    enum class Policy {
-        Close, ///< close: close the connection with 1008
-        Drop,  ///< drop: discard the message (counted)
-    };
-    unsigned perSecond = 0; ///< max_messages_per_s
-    unsigned burst = 0;     ///< burst; 0 = perSecond
-    Policy policy = Policy::Close;
-};
-
-/// What happens to a client that does not read fast enough.
-struct SlowConsumer {
-    enum class Policy {
-        Close,      ///< close: close the connection with 1008 (counted)
-        DropNewest, ///< drop_newest: discard messages that do not fit (counted)
-        DropOldest, ///< drop_oldest: discard the oldest queued messages to make room (counted)
-    };
-    std::size_t maxOutboundKb = 4096; ///< max_outbound_kb: queued for one client beyond this: policy
-    Policy policy = Policy::Close;
-};
 
 /// A file the config names (tls.cert, tls.key, control_tls.*, control_token_file). parseConfig
 /// only records it, readConfigFiles() opens it.
@@ -70,54 +51,50 @@ struct ConfigFile {
     std::string at;   ///< "FILE:LINE:COL" of the path in the config, for messages
 };
 
-/// A certificate and its private key, PEM files.
-struct TlsFiles {
-    std::string cert;
-    std::string key;
-};
+// The event sinks' and the mirror's sections: libwsgw's options, as makeRedisStreamSink,
+// makeAmqpSink and makeRedisMirror take them, and beside them what libwsgw has no field for.
+// The gateway adds what is not config (the node name, the mirror's callbacks) to its copy at
+// start. Two sections are equal when every value the config sets is (what a reload compares).
 
-/// One WebSocket endpoint (endpoints[]).
-struct EndpointConfig {
-    std::string path;                           ///< starts with '/'; unique among endpoints
-    wsgw::TagList setTags;                      ///< set_tags, in the order written
-    std::vector<std::string> streamIncludeTags; ///< stream_include_tags, duplicates removed
-    std::size_t maxMessageSizeKb = 0;           ///< the endpoint's max_message_size_kb, else the global one
-    /// json_extract_vars: variable name -> dotted path, in the order written. Valid for
-    /// wsgw::JsonExtractor::create.
-    std::vector<std::pair<std::string, std::string>> jsonExtractVars;
-    unsigned maxConnections = 0;             ///< max_connections: 0 = only the global limit
-    std::vector<std::string> allowedOrigins; ///< allowed_origins: empty = any (and no Origin)
-    RateLimit rateLimit;       ///< rate_limit, else the global one
-    SlowConsumer slowConsumer; ///< slow_consumer, else the global one
-    /// compression: offer permessage-deflate. Off by default: libwebsockets 4.1.6 can stall
-    /// inflating a client's compressed messages (see ws_server.cpp); the original had it on.
-    bool compression = false;
-    int line = 0;            ///< 1-based line of the endpoint in the file, for messages
+/// stream_redis: publish events with XADD.
+struct StreamRedisConfig {
+    /// addr's server and login, timeout_ms (the command timeout; the connect timeout is the
+    /// smaller of it and 2 s), stream_name (a validated wsgw::Template), stream_maxlen.
+    RedisStreamOptions options;
+    std::string url;  ///< addr as written
+    bool tls = false; ///< addr is rediss://, which this build cannot do (unavailableFeature)
+
+    friend bool operator==(const StreamRedisConfig &, const StreamRedisConfig &);
 };
 
 /// connection_redis_sync: mirror every connection and its tags into Redis hashes.
 struct RedisSyncConfig {
-    RedisAddress addr;
-    unsigned timeoutMs = 5000; ///< timeout_ms: a reply slower than this counts as an outage
-    unsigned keyTtlS = 120;    ///< key_ttl_s: every key's TTL, refreshed while the node lives
-};
+    /// addr's server and login, timeout_ms (as for stream_redis), key_ttl_s.
+    RedisMirrorOptions options;
+    std::string url;  ///< addr as written
+    bool tls = false; ///< addr is rediss://
 
-/// stream_redis: publish events with XADD.
-struct StreamRedisConfig {
-    RedisAddress addr;
-    /// A wsgw::Template source (validated): "{tag.NAME}" and "{json.VAR}" placeholders.
-    std::string streamName = "connectionevents";
-    std::size_t streamMaxLen = 0; ///< stream_maxlen: XADD MAXLEN ~ this; 0 = unbounded
-    unsigned timeoutMs = 5000;    ///< timeout_ms: a reply slower than this counts as an outage
+    friend bool operator==(const RedisSyncConfig &, const RedisSyncConfig &);
 };
 
 /// stream_amqp: publish events as persistent JSON messages.
 struct StreamAmqpConfig {
-    AmqpAddress addr;
-    std::string exchange;   ///< declared as a durable topic exchange when not empty
-    std::string queue;      ///< declared durable and bound with "#" when not empty
-    std::string routingKey; ///< a wsgw::Template source (validated)
-    std::map<std::string, std::string> headers; ///< message headers
+    /// addr's server, login, vhost and amqps, its heartbeat and connection_timeout when it gives
+    /// them (the sink's defaults otherwise); exchange, queue, routing_key (a validated
+    /// wsgw::Template), headers.
+    AmqpSinkOptions options;
+    std::string url; ///< addr as written
+
+    friend bool operator==(const StreamAmqpConfig &, const StreamAmqpConfig &);
+};
+
+/// Top-level keys that are defaults of other sections, settled into them by the parser: an
+/// endpoint without its own max_message_size_kb, rate_limit or slow_consumer has these, and
+/// the control API's body limit is max_message_size_kb unless max_body_kb is given.
+struct ConfigDefaults {
+    std::size_t maxMessageBytes = 1024 * 1024; ///< max_message_size_kb
+    RateLimit rateLimit;                       ///< rate_limit
+    SlowConsumer slowConsumer;                 ///< slow_consumer (max_outbound_kb is its old spelling)
 };
 
 struct Config {
@@ -129,58 +106,31 @@ struct Config {
         None,
         Discard, ///< events are built, queued and counted by a sink that drops them (benchmarks)
     };
-    /// What a sink does when its backlog is full.
-    enum class BacklogOverflow {
-        DropOldest,   ///< drop_oldest: discard the oldest queued events (counted)
-        PauseReading, ///< pause_reading: stop reading from clients until the backlog drains
-    };
 
-    std::string file;                        ///< the name it was loaded from
-    HostPort listen{"0.0.0.0", 5000};        ///< listen_addr: WebSocket clients
-    HostPort control{"127.0.0.1", 6666};     ///< control_addr: the control API and /metrics
-    /// internal_endpoint_access_whitelist: who may use the control API. Absent or empty: the
-    /// default 127.0.0.1/8 and ::1/128, as in the original.
-    std::vector<Cidr> controlAllow;
+    std::string file; ///< the name it was loaded from
+    /// listen_addr, endpoints (at least one), idle_timeout_s, max_connections,
+    /// max_connection_lifetime_s, tls.
+    WsServerOptions ws;
+    ControlApiOptions control; ///< control_addr, internal_endpoint_access_whitelist, control_*, ...
     std::optional<RedisSyncConfig> connectionRedisSync;
     std::optional<StreamRedisConfig> streamRedis;
     std::optional<StreamAmqpConfig> streamAmqp;
-    std::size_t maxMessageSizeKb = 1024; ///< max_message_size_kb: default for endpoints
-    std::vector<EndpointConfig> endpoints; ///< at least one
-    bool prometheusEnabled = true;       ///< prometheus.enabled: serve /metrics
-    unsigned threads = 0;                ///< threads: shards; 0 = one per CPU
-    unsigned idleTimeoutS = 60;          ///< idle_timeout_s: close silent connections; 0 = never
-    EventLog eventLog = EventLog::Auto;  ///< event_log: auto|stdout|stderr|none|discard
-    std::string logLevel = "info";       ///< log_level: trace|debug|info|warn|error|off
-    std::string nodeId;                  ///< node_id: this node's name; "" = hostname:listen port
-    std::size_t backlogMaxEvents = 1'000'000; ///< backlog_max_events: per sink, while it is slow or down
-    std::size_t backlogMaxMb = 256;      ///< backlog_max_mb: and their approximate memory
-    BacklogOverflow backlogOverflow = BacklogOverflow::DropOldest; ///< backlog_overflow
-    unsigned shutdownFlushS = 5;         ///< shutdown_flush_s: how long a stop waits for sinks to flush
-
-    unsigned maxConnections = 0;         ///< max_connections: 0 = unlimited (the open-file limit)
-    RateLimit rateLimit;                 ///< rate_limit: the default of every endpoint
-    SlowConsumer slowConsumer;           ///< slow_consumer (max_outbound_kb is its old spelling)
-    unsigned maxConnectionLifetimeS = 0; ///< max_connection_lifetime_s: 0 = none; else ±10% jitter, close 1012
-    unsigned maxTagsPerConnection = 64;  ///< max_tags_per_connection
-    unsigned maxTagKeyLen = 128;         ///< max_tag_key_len
-    unsigned maxTagValueLen = 1024;      ///< max_tag_value_len
-    std::size_t maxBodyKb = 0;           ///< max_body_kb: control API bodies; 0 = max_message_size_kb
-    unsigned controlTimeoutS = 10;       ///< control_timeout_s: how long a command may take (504 after)
-    /// control_request_timeout_s: a control request's headers and body must arrive within
-    /// this (408 after), and its answer be written within it.
-    unsigned controlRequestTimeoutS = 10;
-    /// control_token, or control_token_file's content once readConfigFiles() has read it: the
-    /// bearer token; "" = none.
-    std::string controlToken;
-    std::optional<TlsFiles> tls;         ///< tls: serve wss:// on listen_addr
-    std::optional<TlsFiles> controlTls;  ///< control_tls: serve the control API over HTTPS
-    unsigned drainS = 10;                ///< drain_s: SIGTERM spreads the closes (1012) over this long
-    std::vector<ConfigFile> files;       ///< the files named above, in the order written
+    /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
+    /// event sink's backlog while it is slow or down.
+    SinkOptions backlog;
+    ConfigDefaults defaults;            ///< applied already: see ConfigDefaults
+    unsigned threads = 0;               ///< threads: shards; 0 = one per CPU
+    EventLog eventLog = EventLog::Auto; ///< event_log: auto|stdout|stderr|none|discard
+    std::string logLevel = "info";      ///< log_level: trace|debug|info|warn|error|off
+    std::string nodeId;                 ///< node_id: this node's name; "" = hostname:listen port
+    std::chrono::seconds shutdownFlush{5}; ///< shutdown_flush_s: how long a stop waits for sinks to flush
+    std::chrono::seconds drain{10};        ///< drain_s: SIGTERM spreads the closes (1012) over this long
+    std::vector<ConfigFile> files;         ///< the files named above, in the order written
 
     /// eventLog with Auto resolved.
     EventLog effectiveEventLog() const;
     /// The endpoint with this exact path, or nullptr.
-    const EndpointConfig *findEndpoint(std::string_view path) const;
+    const WsEndpoint *findEndpoint(std::string_view path) const;
 };
 
 /// Parses and validates config.yml text. `file` is the name used in messages. On error returns

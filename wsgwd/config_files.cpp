@@ -40,7 +40,7 @@ bool readConfigFiles(Config &config, std::string *error) {
         while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
             token.pop_back();
         if (token.empty()) return fail(error, f.at + ": " + f.key + ": '" + f.path + "' is empty");
-        config.controlToken = std::move(token);
+        config.control.token = std::move(token);
     }
     return true;
 }

@@ -6,6 +6,7 @@
 #include <wsgw/event.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@ namespace wsgw::daemon {
 namespace {
 
 using namespace schema;
+using Seconds = std::chrono::seconds;
+using Milliseconds = std::chrono::milliseconds;
 
 // Bounds that several keys share.
 constexpr std::uint64_t kMaxSizeKb = 1024 * 1024; // 1 GiB
@@ -22,10 +25,13 @@ constexpr std::uint64_t kMaxTimeoutMs = 600'000;
 constexpr std::uint64_t kMaxConnections = 10'000'000;
 constexpr std::uint64_t kDayS = 86400;
 constexpr std::uint64_t kYearS = 365 * kDayS;
+constexpr std::size_t kKiB = 1024;
+constexpr std::size_t kMiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // The sections. Each table lists its keys in the order "known keys are ..." names them; a
-// key's default is its member's initializer in config.h.
+// key's default is its member's initializer in the component's options struct (ws_options.h,
+// control_options.h, libwsgw's sink.h and mirror.h) or in config.h.
 
 const Section<RateLimit> &rateLimitKeys() {
     static const Section<RateLimit> keys{
@@ -50,7 +56,7 @@ const Section<SlowConsumer> &slowConsumerKeys() {
         "a map with max_outbound_kb and policy",
         IfNull::Defaults,
         {
-            {"max_outbound_kb", number(&SlowConsumer::maxOutboundKb, 1, kMaxSizeKb)},
+            {"max_outbound_kb", bytes(&SlowConsumer::maxOutboundBytes, kKiB, 1, kMaxSizeKb)},
             {"policy",
              choice(&SlowConsumer::policy,
                     {{"close", P::Close}, {"drop_newest", P::DropNewest}, {"drop_oldest", P::DropOldest}})},
@@ -68,47 +74,95 @@ const Section<TlsFiles> &tlsKeys() {
     return keys;
 }
 
+// addr: the URL's server and login go into the section's endpoint, whose timeouts stay
+// (timeout_ms may come before addr); the URL as written and its TLS scheme beside.
+template <class S> void storeRedisAddress(const RedisAddress &a, S &section) {
+    RedisEndpoint &ep = section.options.redis;
+    ep.host = a.host;
+    ep.port = a.port;
+    ep.unixPath = a.unixPath;
+    ep.db = a.db;
+    ep.user = a.user;
+    ep.password = a.password;
+    ep.clientName = a.clientName;
+    section.url = a.url;
+    section.tls = a.tls;
+}
+
+// timeout_ms of a Redis section: a reply slower than this counts as an outage.
+template <class O> Read<O> redisTimeout() {
+    return in(&O::redis, duration<Milliseconds>(&RedisEndpoint::commandTimeout, 10, kMaxTimeoutMs));
+}
+
+// Connecting waits no longer than a reply would, and at most 2 s.
+void settleConnectTimeout(RedisEndpoint &ep) {
+    ep.connectTimeout = std::min(ep.commandTimeout, Milliseconds(2000));
+}
+
 const Section<RedisSyncConfig> &redisSyncKeys() {
-    static const Section<RedisSyncConfig> keys{
+    using S = RedisSyncConfig;
+    using O = RedisMirrorOptions;
+    static const Section<S> keys{
         "a map with 'addr'",
         IfNull::Absent,
         {
-            {"addr", redisUrl(&RedisSyncConfig::addr), "'addr: redis://localhost:6379/0'"},
-            {"timeout_ms", number(&RedisSyncConfig::timeoutMs, 10, kMaxTimeoutMs)},
+            {"addr", redisUrl(storeRedisAddress<S>), "'addr: redis://localhost:6379/0'"},
+            {"timeout_ms", in(&S::options, redisTimeout<O>())},
             // a dead node's mirror keys outlive it by at most this; under 3 s the refresh could not keep up
-            {"key_ttl_s", number(&RedisSyncConfig::keyTtlS, 3, 7 * kDayS)},
-        }};
+            {"key_ttl_s", in(&S::options, duration<Seconds>(&O::keyTtl, 3, 7 * kDayS))},
+        },
+        [](S &s) { settleConnectTimeout(s.options.redis); }};
     return keys;
 }
 
 const Section<StreamRedisConfig> &streamRedisKeys() {
-    static const Section<StreamRedisConfig> keys{
+    using S = StreamRedisConfig;
+    using O = RedisStreamOptions;
+    static const Section<S> keys{
         "a map with 'addr' and 'stream_name'",
         IfNull::Absent,
         {
-            {"addr", redisUrl(&StreamRedisConfig::addr), "'addr: redis://localhost:6379/0'"},
-            {"stream_name", templateText(&StreamRedisConfig::streamName, false)},
-            {"stream_maxlen", number(&StreamRedisConfig::streamMaxLen, 0, kMaxEvents)},
-            {"timeout_ms", number(&StreamRedisConfig::timeoutMs, 10, kMaxTimeoutMs)},
-        }};
+            {"addr", redisUrl(storeRedisAddress<S>), "'addr: redis://localhost:6379/0'"},
+            {"stream_name", in(&S::options, templateText(&O::streamName, false))},
+            {"stream_maxlen", in(&S::options, number(&O::maxLen, 0, kMaxEvents))},
+            {"timeout_ms", in(&S::options, redisTimeout<O>())},
+        },
+        [](S &s) { settleConnectTimeout(s.options.redis); }};
     return keys;
 }
 
-void readHeaders(Reader &r, const Entry &e, const std::string &name, StreamAmqpConfig &out) {
+// addr: the URL's server, login and vhost, and its heartbeat and connection_timeout when it
+// gives them (else the sink's defaults stay).
+void storeAmqpAddress(const AmqpAddress &a, StreamAmqpConfig &section) {
+    AmqpSinkOptions &o = section.options;
+    o.host = a.host;
+    o.port = a.port;
+    o.tls = a.tls;
+    o.user = a.user;
+    o.password = a.password;
+    o.vhost = a.vhost;
+    if (a.heartbeatS) o.heartbeat = Seconds(*a.heartbeatS);
+    if (a.connectionTimeoutMs) o.connectTimeout = Milliseconds(*a.connectionTimeoutMs);
+    section.url = a.url;
+}
+
+void readHeaders(Reader &r, const Entry &e, const std::string &name, AmqpSinkOptions &out) {
     for (const Entry &h : r.w.entries(r.w.map(e, name, "a map of header: value"), name, {}))
         out.headers[h.key] = r.w.scalar(h, name + "." + h.key, "a header value");
 }
 
 const Section<StreamAmqpConfig> &streamAmqpKeys() {
-    static const Section<StreamAmqpConfig> keys{
+    using S = StreamAmqpConfig;
+    using O = AmqpSinkOptions;
+    static const Section<S> keys{
         "a map with 'addr', 'exchange', 'queue', 'routing_key', 'headers'",
         IfNull::Absent,
         {
-            {"addr", amqpUrl(&StreamAmqpConfig::addr), "'addr: amqp://guest:guest@localhost:5672/'"},
-            {"exchange", text(&StreamAmqpConfig::exchange, "an exchange name")},
-            {"queue", text(&StreamAmqpConfig::queue, "a queue name")},
-            {"routing_key", templateText(&StreamAmqpConfig::routingKey, true)},
-            {"headers", readHeaders},
+            {"addr", amqpUrl(storeAmqpAddress), "'addr: amqp://guest:guest@localhost:5672/'"},
+            {"exchange", in(&S::options, text(&O::exchange, "an exchange name"))},
+            {"queue", in(&S::options, text(&O::queue, "a queue name"))},
+            {"routing_key", in(&S::options, templateText(&O::routingKey, true))},
+            {"headers", in(&S::options, Read<O>(readHeaders))},
         }};
     return keys;
 }
@@ -116,7 +170,7 @@ const Section<StreamAmqpConfig> &streamAmqpKeys() {
 // ---------------------------------------------------------------------------------------------
 // An endpoint
 
-void readPath(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+void readPath(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
     ep.path = r.w.nonEmpty(e, name, "a URL path such as /connect");
     if (ep.path.front() != '/')
         r.w.fail(e.value.Mark(), name + ": must start with '/', got '" + ep.path + "'");
@@ -124,26 +178,26 @@ void readPath(Reader &r, const Entry &e, const std::string &name, EndpointConfig
         r.w.fail(e.value.Mark(), name + ": a path has no query, fragment or spaces, got '" + ep.path + "'");
 }
 
-void readSetTags(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+void readSetTags(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
     for (const Entry &t : r.w.entries(r.w.map(e, name, "a map of tag: value"), name, {})) {
         if (t.key.empty()) r.w.fail(t.keyNode.Mark(), name + ": a tag name must not be empty");
         ep.setTags.emplace_back(t.key, r.w.nonEmpty(t, name + "." + t.key, "a tag value"));
     }
 }
 
-void readStreamIncludeTags(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+void readStreamIncludeTags(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
+    std::vector<std::string> &tags = ep.events.includeTags;
     std::size_t i = 0;
     for (const YAML::Node &t : r.w.list(e, name, "a list of tag names")) {
         std::string item = name + "[" + std::to_string(i++) + "]";
         std::string tag = r.w.scalarNode(t, item, "a tag name");
         if (tag.empty()) r.w.fail(t.Mark(), item + ": a tag name must not be empty");
-        if (std::find(ep.streamIncludeTags.begin(), ep.streamIncludeTags.end(), tag) ==
-            ep.streamIncludeTags.end())
-            ep.streamIncludeTags.push_back(tag);
+        if (std::find(tags.begin(), tags.end(), tag) == tags.end()) tags.push_back(tag);
     }
 }
 
-void readJsonExtractVars(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+void readJsonExtractVars(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
+    std::vector<std::pair<std::string, std::string>> vars;
     for (const Entry &v : r.w.entries(r.w.map(e, name, "a map of VAR: dotted.path"), name, {})) {
         std::string varName = name + "." + v.key;
         std::string path = r.w.nonEmpty(v, varName, "a dotted path into the message, e.g. data.command");
@@ -153,11 +207,16 @@ void readJsonExtractVars(Reader &r, const Entry &e, const std::string &name, End
             if (!wsgw::JsonExtractor::create({{v.key, "x"}})) r.w.fail(v.keyNode.Mark(), name + ": " + why);
             r.w.failWithin(v.value, varName + ": ", why);
         }
-        ep.jsonExtractVars.emplace_back(v.key, path);
+        vars.emplace_back(v.key, path);
     }
+    // Each variable is valid, and their names are distinct keys: together they are too.
+    std::string why;
+    auto json = wsgw::JsonExtractor::create(vars, &why);
+    if (!json) r.w.fail(e.value.Mark(), name + ": " + why);
+    ep.events.json = std::move(*json);
 }
 
-void readAllowedOrigins(Reader &r, const Entry &e, const std::string &name, EndpointConfig &ep) {
+void readAllowedOrigins(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
     std::size_t i = 0;
     for (const YAML::Node &o : r.w.list(e, name, "a list of origins, e.g. [https://app.example]")) {
         std::string item = name + "[" + std::to_string(i++) + "]";
@@ -168,21 +227,21 @@ void readAllowedOrigins(Reader &r, const Entry &e, const std::string &name, Endp
     }
 }
 
-const Section<EndpointConfig> &endpointKeys() {
-    static const Section<EndpointConfig> keys{
+const Section<WsEndpoint> &endpointKeys() {
+    static const Section<WsEndpoint> keys{
         "an endpoint ('path: /connect' and its settings)",
         IfNull::Empty,
         {
             {"path", readPath, "'path: /connect'"},
             {"set_tags", readSetTags},
             {"stream_include_tags", readStreamIncludeTags},
-            {"max_message_size_kb", number(&EndpointConfig::maxMessageSizeKb, 1, kMaxSizeKb)},
+            {"max_message_size_kb", bytes(&WsEndpoint::maxMessageBytes, kKiB, 1, kMaxSizeKb)},
             {"json_extract_vars", readJsonExtractVars},
-            {"compression", flag(&EndpointConfig::compression)},
-            {"max_connections", number(&EndpointConfig::maxConnections, 0, kMaxConnections)},
+            {"compression", flag(&WsEndpoint::compression)},
+            {"max_connections", number(&WsEndpoint::maxConnections, 0, kMaxConnections)},
             {"allowed_origins", readAllowedOrigins},
-            {"rate_limit", section(&EndpointConfig::rateLimit, rateLimitKeys())},
-            {"slow_consumer", section(&EndpointConfig::slowConsumer, slowConsumerKeys())},
+            {"rate_limit", section(&WsEndpoint::rateLimit, rateLimitKeys())},
+            {"slow_consumer", section(&WsEndpoint::slowConsumer, slowConsumerKeys())},
         }};
     return keys;
 }
@@ -198,31 +257,32 @@ struct Inherits {
     bool slowConsumer = true;
 };
 
-/// Reads endpoints[] into config.endpoints. Returns, per endpoint, what it leaves to the top
+/// Reads endpoints[] into config.ws.endpoints. Returns, per endpoint, what it leaves to the top
 /// level: the top-level keys may come later in the file.
 std::vector<Inherits> readEndpoints(Reader &r, const Entry &e, const std::string &name, Config &config) {
     if (e.value.IsNull()) noEndpoints(r.w, e.keyNode.Mark());
     const YAML::Node &list = r.w.list(e, name, "a list of endpoints ('- path: /connect')");
     if (list.size() == 0) noEndpoints(r.w, e.value.Mark());
-    const Section<EndpointConfig> &keys = endpointKeys();
+    const Section<WsEndpoint> &keys = endpointKeys();
+    std::vector<WsEndpoint> &endpoints = config.ws.endpoints;
     std::vector<Inherits> inherits;
+    std::vector<int> lines; // of each endpoint, for messages
     for (const YAML::Node &item : list) {
-        std::string itemName = name + "[" + std::to_string(config.endpoints.size()) + "]";
+        std::string itemName = name + "[" + std::to_string(endpoints.size()) + "]";
         if (!item.IsMap())
             r.w.fail(item.Mark(),
                      itemName + ": expected " + std::string(keys.what) + ", got " + kindName(item));
-        EndpointConfig ep;
-        ep.line = item.Mark().line + 1;
-        ep.maxMessageSizeKb = 0; // 0 until settled: the global max_message_size_kb may come later
+        WsEndpoint ep;
+        ep.maxMessageBytes = 0; // 0 until settled: the global max_message_size_kb may come later
         std::vector<Entry> given = walk(r, item, itemName, item.Mark(), keys, ep);
         inherits.push_back({!findEntry(given, "rate_limit"), !findEntry(given, "slow_consumer")});
-        for (std::size_t j = 0; j < config.endpoints.size(); ++j)
-            if (config.endpoints[j].path == ep.path)
+        for (std::size_t j = 0; j < endpoints.size(); ++j)
+            if (endpoints[j].path == ep.path)
                 r.w.fail(findEntry(given, "path")->value.Mark(),
                          itemName + ".path: duplicate endpoint path '" + ep.path + "' (also endpoints[" +
-                             std::to_string(j) + "] on line " + std::to_string(config.endpoints[j].line) +
-                             ")");
-        config.endpoints.push_back(std::move(ep));
+                             std::to_string(j) + "] on line " + std::to_string(lines[j]) + ")");
+        endpoints.push_back(std::move(ep));
+        lines.push_back(item.Mark().line + 1);
     }
     return inherits;
 }
@@ -238,7 +298,7 @@ void readWhitelist(Reader &r, const Entry &e, const std::string &name, Config &c
         std::string why;
         auto net = Cidr::parse(s, &why);
         if (!net) r.w.fail(item.Mark(), itemName + ": invalid network '" + s + "': " + why);
-        config.controlAllow.push_back(*net);
+        config.control.allow.push_back(*net);
     }
 }
 
@@ -251,13 +311,13 @@ void readNodeId(Reader &r, const Entry &e, const std::string &name, Config &conf
 void onlyOneToken(Reader &r, const Entry &e) {
     bool fromFile = std::any_of(r.config.files.begin(), r.config.files.end(),
                                 [](const ConfigFile &f) { return f.use == ConfigFile::Use::ControlToken; });
-    if (fromFile || !r.config.controlToken.empty())
+    if (fromFile || !r.config.control.token.empty())
         r.w.fail(e.keyNode.Mark(), "give control_token or control_token_file, not both");
 }
 
 void readControlToken(Reader &r, const Entry &e, const std::string &name, Config &config) {
     onlyOneToken(r, e);
-    config.controlToken = r.w.nonEmpty(e, name, "a secret string");
+    config.control.token = r.w.nonEmpty(e, name, "a secret string");
 }
 
 /// Recorded for readConfigFiles, which reads the token.
@@ -270,33 +330,38 @@ void readControlTokenFile(Reader &r, const Entry &e, const std::string &name, Co
 
 /// The first spelling of slow_consumer.max_outbound_kb; kept working.
 void readMaxOutboundKb(Reader &r, const Entry &e, const std::string &name, Config &config) {
-    config.slowConsumer.maxOutboundKb = static_cast<std::size_t>(r.w.number(e, name, 1, kMaxSizeKb));
+    std::size_t kb = static_cast<std::size_t>(r.w.number(e, name, 1, kMaxSizeKb));
+    config.defaults.slowConsumer.maxOutboundBytes = kb * kKiB;
 }
 
-const Section<Config> &prometheusKeys() {
-    static const Section<Config> keys{
-        "a map with 'enabled'", IfNull::Empty, {{"enabled", flag(&Config::prometheusEnabled)}}};
+const Section<ControlApiOptions> &prometheusKeys() {
+    static const Section<ControlApiOptions> keys{
+        "a map with 'enabled'", IfNull::Empty, {{"enabled", flag(&ControlApiOptions::metrics)}}};
     return keys;
 }
 
 const Section<Config> &topLevelKeys() {
     using EventLog = Config::EventLog;
-    using Overflow = Config::BacklogOverflow;
+    using Ws = WsServerOptions;
+    using Control = ControlApiOptions;
+    using Defaults = ConfigDefaults;
+    using Backlog = SinkOptions;
     static const Section<Config> keys{
         "settings as 'key: value' lines at the top level",
         IfNull::Empty,
         {
-            {"listen_addr", hostPort(&Config::listen)},
-            {"control_addr", hostPort(&Config::control)},
+            {"listen_addr", in(&Config::ws, hostPort(&Ws::addr))},
+            {"control_addr", in(&Config::control, hostPort(&Control::addr))},
             {"internal_endpoint_access_whitelist", readWhitelist},
             {"connection_redis_sync", optionalSection(&Config::connectionRedisSync, redisSyncKeys())},
             {"stream_redis", optionalSection(&Config::streamRedis, streamRedisKeys())},
             {"stream_amqp", optionalSection(&Config::streamAmqp, streamAmqpKeys())},
-            {"max_message_size_kb", number(&Config::maxMessageSizeKb, 1, kMaxSizeKb)},
+            {"max_message_size_kb",
+             in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest
-            {"prometheus", inPlace(prometheusKeys())},
+            {"prometheus", in(&Config::control, inPlace(prometheusKeys()))},
             {"threads", number(&Config::threads, 0, 256)},
-            {"idle_timeout_s", number(&Config::idleTimeoutS, 0, kDayS)},
+            {"idle_timeout_s", in(&Config::ws, duration<Seconds>(&Ws::idleTimeout, 0, kDayS))},
             {"max_outbound_kb", readMaxOutboundKb},
             {"event_log", choice(&Config::eventLog, {{"auto", EventLog::Auto},
                                                      {"stdout", EventLog::Stdout},
@@ -305,27 +370,29 @@ const Section<Config> &topLevelKeys() {
                                                      {"discard", EventLog::Discard}})},
             {"log_level", oneOf(&Config::logLevel, {"trace", "debug", "info", "warn", "error", "off"})},
             {"node_id", readNodeId},
-            {"backlog_max_events", number(&Config::backlogMaxEvents, 1, kMaxEvents)},
-            {"backlog_max_mb", number(&Config::backlogMaxMb, 1, 1024 * 1024)},
+            {"backlog_max_events", in(&Config::backlog, number(&Backlog::maxBacklogEvents, 1, kMaxEvents))},
+            {"backlog_max_mb", in(&Config::backlog, bytes(&Backlog::maxBacklogBytes, kMiB, 1, 1024 * 1024))},
             {"backlog_overflow",
-             choice(&Config::backlogOverflow,
-                    {{"drop_oldest", Overflow::DropOldest}, {"pause_reading", Overflow::PauseReading}})},
-            {"shutdown_flush_s", number(&Config::shutdownFlushS, 0, kDayS)},
-            {"max_connections", number(&Config::maxConnections, 0, kMaxConnections)},
-            {"rate_limit", section(&Config::rateLimit, rateLimitKeys())},
-            {"slow_consumer", section(&Config::slowConsumer, slowConsumerKeys())},
-            {"max_connection_lifetime_s", number(&Config::maxConnectionLifetimeS, 0, kYearS)},
-            {"max_tags_per_connection", number(&Config::maxTagsPerConnection, 1, 100'000)},
-            {"max_tag_key_len", number(&Config::maxTagKeyLen, 1, 1 << 20)},
-            {"max_tag_value_len", number(&Config::maxTagValueLen, 1, 1 << 20)},
-            {"max_body_kb", number(&Config::maxBodyKb, 1, kMaxSizeKb)},
-            {"control_timeout_s", number(&Config::controlTimeoutS, 1, 3600)},
-            {"control_request_timeout_s", number(&Config::controlRequestTimeoutS, 1, 3600)},
+             in(&Config::backlog, choice(&Backlog::overflow, {{"drop_oldest", OverflowPolicy::DropOldest},
+                                                             {"pause_reading", OverflowPolicy::PauseReading}}))},
+            {"shutdown_flush_s", duration<Seconds>(&Config::shutdownFlush, 0, kDayS)},
+            {"max_connections", in(&Config::ws, number(&Ws::maxConnections, 0, kMaxConnections))},
+            {"rate_limit", in(&Config::defaults, section(&Defaults::rateLimit, rateLimitKeys()))},
+            {"slow_consumer", in(&Config::defaults, section(&Defaults::slowConsumer, slowConsumerKeys()))},
+            {"max_connection_lifetime_s", in(&Config::ws, duration<Seconds>(&Ws::maxLifetime, 0, kYearS))},
+            {"max_tags_per_connection",
+             in(&Config::control, number(&Control::maxTagsPerConnection, 1, 100'000))},
+            {"max_tag_key_len", in(&Config::control, number(&Control::maxTagKeyLen, 1, 1 << 20))},
+            {"max_tag_value_len", in(&Config::control, number(&Control::maxTagValueLen, 1, 1 << 20))},
+            {"max_body_kb", in(&Config::control, bytes(&Control::maxBodyBytes, kKiB, 1, kMaxSizeKb))},
+            {"control_timeout_s", in(&Config::control, duration<Seconds>(&Control::commandTimeout, 1, 3600))},
+            {"control_request_timeout_s",
+             in(&Config::control, duration<Seconds>(&Control::requestTimeout, 1, 3600))},
             {"control_token", readControlToken},
             {"control_token_file", readControlTokenFile},
-            {"tls", optionalSection(&Config::tls, tlsKeys())},
-            {"control_tls", optionalSection(&Config::controlTls, tlsKeys())},
-            {"drain_s", number(&Config::drainS, 0, 3600)},
+            {"tls", in(&Config::ws, optionalSection(&Ws::tls, tlsKeys()))},
+            {"control_tls", in(&Config::control, optionalSection(&Control::tls, tlsKeys()))},
+            {"drain_s", duration<Seconds>(&Config::drain, 0, 3600)},
         }};
     return keys;
 }
@@ -336,26 +403,28 @@ const Section<Config> &topLevelKeys() {
 // Endpoints without their own max_message_size_kb, rate_limit or slow_consumer take the global
 // ones, which may come later in the file.
 void settleEndpointDefaults(const std::vector<Inherits> &inherits, Config &config) {
-    for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
-        EndpointConfig &ep = config.endpoints[i];
-        if (ep.maxMessageSizeKb == 0) ep.maxMessageSizeKb = config.maxMessageSizeKb;
-        if (inherits[i].rateLimit) ep.rateLimit = config.rateLimit;
-        if (inherits[i].slowConsumer) ep.slowConsumer = config.slowConsumer;
+    const ConfigDefaults &d = config.defaults;
+    for (std::size_t i = 0; i < config.ws.endpoints.size(); ++i) {
+        WsEndpoint &ep = config.ws.endpoints[i];
+        if (ep.maxMessageBytes == 0) ep.maxMessageBytes = d.maxMessageBytes;
+        if (inherits[i].rateLimit) ep.rateLimit = d.rateLimit;
+        if (inherits[i].slowConsumer) ep.slowConsumer = d.slowConsumer;
     }
 }
 
 // Every connection starts with its endpoint's set_tags: they must fit the tag limits too.
 void checkSetTags(const Walker &w, const Config &config, const Entry &endpoints) {
-    for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
-        const EndpointConfig &ep = config.endpoints[i];
+    const ControlApiOptions &limits = config.control;
+    for (std::size_t i = 0; i < config.ws.endpoints.size(); ++i) {
+        const WsEndpoint &ep = config.ws.endpoints[i];
         std::string name = "endpoints[" + std::to_string(i) + "].set_tags";
         YAML::Mark at = endpoints.value[i].Mark();
-        if (ep.setTags.size() > config.maxTagsPerConnection)
+        if (ep.setTags.size() > limits.maxTagsPerConnection)
             w.fail(at, name + ": " + std::to_string(ep.setTags.size()) +
                            " tags, more than max_tags_per_connection (" +
-                           std::to_string(config.maxTagsPerConnection) + ")");
+                           std::to_string(limits.maxTagsPerConnection) + ")");
         for (const auto &[k, v] : ep.setTags)
-            if (k.size() > config.maxTagKeyLen || v.size() > config.maxTagValueLen)
+            if (k.size() > limits.maxTagKeyLen || v.size() > limits.maxTagValueLen)
                 w.fail(at, name + "." + k + ": longer than max_tag_key_len or max_tag_value_len");
     }
 }
@@ -365,7 +434,7 @@ bool isWildcard(const std::string &host) {
 }
 
 void checkAddressClash(const Walker &w, const Config &config, const Entry *listen, const Entry *control) {
-    const HostPort &a = config.listen, &b = config.control;
+    const HostPort &a = config.ws.addr, &b = config.control.addr;
     if (a.port != b.port) return;
     if (a.host != b.host && !isWildcard(a.host) && !isWildcard(b.host)) return;
     const Entry *blame = control ? control : listen;
@@ -388,9 +457,10 @@ void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
     if (!endpoints) noEndpoints(w, YAML::Mark::null_mark());
     settleEndpointDefaults(readEndpoints(r, *endpoints, endpoints->key, config), config);
     checkSetTags(w, config, *endpoints);
-    if (config.controlAllow.empty()) {
-        config.controlAllow.push_back(*Cidr::parse("127.0.0.1/8"));
-        config.controlAllow.push_back(*Cidr::parse("::1/128"));
+    if (!findEntry(given, "max_body_kb")) config.control.maxBodyBytes = config.defaults.maxMessageBytes;
+    if (config.control.allow.empty()) {
+        config.control.allow.push_back(*Cidr::parse("127.0.0.1/8"));
+        config.control.allow.push_back(*Cidr::parse("::1/128"));
     }
     checkAddressClash(w, config, findEntry(given, "listen_addr"), findEntry(given, "control_addr"));
 }

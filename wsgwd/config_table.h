@@ -8,12 +8,14 @@
 //
 // Thread-compatible: the tables are immutable once built; a Reader is used by one parse.
 
+#include "broker_url.h"
 #include "config.h"
 #include "yaml_walker.h"
 
 #include <wsgw/template.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -117,6 +119,23 @@ template <class T, class N> Read<T> number(N T::*field, std::uint64_t min, std::
     };
 }
 
+/// A number of `unit`-byte units (max_message_size_kb: 1024) into a field that holds bytes; the
+/// bounds and messages are in the key's units.
+template <class T, class N>
+Read<T> bytes(N T::*field, std::size_t unit, std::uint64_t min, std::uint64_t max) {
+    return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
+        t.*field = static_cast<N>(r.w.number(e, name, min, max)) * static_cast<N>(unit);
+    };
+}
+
+/// A number of `Unit`s (std::chrono::seconds for a key ending in _s) into a std::chrono field;
+/// the bounds and messages are in the key's units.
+template <class Unit, class T, class D> Read<T> duration(D T::*field, std::uint64_t min, std::uint64_t max) {
+    return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
+        t.*field = Unit(static_cast<typename Unit::rep>(r.w.number(e, name, min, max)));
+    };
+}
+
 template <class T> Read<T> flag(bool T::*field) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) { t.*field = r.w.boolean(e, name); };
 }
@@ -169,18 +188,20 @@ template <class T> Read<T> hostPort(HostPort T::*field) {
     };
 }
 
-template <class T> Read<T> redisUrl(RedisAddress T::*field) {
+/// A Redis URL, parsed and handed to `store` with the target (which keeps what it needs of it).
+template <class T> Read<T> redisUrl(void (*store)(const RedisAddress &, T &)) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
         std::string s = r.w.nonEmpty(e, name, "a Redis URL, e.g. redis://localhost:6379/0");
         std::string why;
         auto addr = RedisAddress::parse(s, &why);
         if (!addr) r.w.fail(e.value.Mark(), name + ": invalid Redis URL '" + s + "': " + why);
-        t.*field = std::move(*addr);
+        store(*addr, t);
     };
 }
 
-/// An AMQP URL. A bad query option (heartbeat=soon) is named on its own and pointed at.
-template <class T> Read<T> amqpUrl(AmqpAddress T::*field) {
+/// An AMQP URL, parsed and handed to `store`. A bad query option (heartbeat=soon) is named on
+/// its own and pointed at.
+template <class T> Read<T> amqpUrl(void (*store)(const AmqpAddress &, T &)) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
         std::string s = r.w.nonEmpty(e, name, "an AMQP URL, e.g. amqp://guest:guest@localhost:5672/");
         std::string why;
@@ -191,7 +212,7 @@ template <class T> Read<T> amqpUrl(AmqpAddress T::*field) {
             r.w.fail(r.w.charMark(e.value, optionAt, &exact), name + ": " + why);
         }
         if (!addr) r.w.fail(e.value.Mark(), name + ": invalid AMQP URL '" + s + "': " + why);
-        t.*field = std::move(*addr);
+        store(*addr, t);
     };
 }
 
@@ -201,6 +222,13 @@ template <class T> Read<T> pemFile(std::string T::*field) {
         t.*field = r.w.nonEmpty(e, name, "the path of a PEM file");
         r.config.files.push_back(
             {ConfigFile::Use::Readable, name, t.*field, position(r.config.file, e.value.Mark())});
+    };
+}
+
+/// A read of a member's own field: in(&Config::ws, number(&WsServerOptions::maxConnections, ...)).
+template <class T, class M> Read<T> in(M T::*member, Read<M> read) {
+    return [member, read = std::move(read)](Reader &r, const Entry &e, const std::string &name, T &t) {
+        read(r, e, name, t.*member);
     };
 }
 

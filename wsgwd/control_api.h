@@ -1,6 +1,6 @@
 #pragma once
 
-#include "config.h"
+#include "control_options.h"
 
 #include <chrono>
 #include <cstdint>
@@ -23,26 +23,6 @@ struct ControlApiContext {
     Metrics &metrics;
     std::size_t messageHeadroom = 0;          ///< headroom for messages built from /send bodies
     std::function<std::string()> notReady;    ///< empty when ready, else why not (for /readyz)
-};
-
-struct ControlApiOptions {
-    HostPort addr{"127.0.0.1", 6666};
-    std::vector<Cidr> allow;                 ///< empty: loopback only
-    std::size_t maxBodyBytes = 1024 * 1024;  ///< larger bodies get 413
-    bool metrics = true;                     ///< serve /metrics
-    std::chrono::milliseconds commandTimeout{10'000}; ///< a command not answered by then: 504
-    /// A request's headers and body must arrive within this (408 and a close otherwise), and
-    /// its answer must be written within it (the connection is dropped otherwise).
-    std::chrono::milliseconds requestTimeout{10'000};
-    std::chrono::milliseconds keepAliveTimeout{5'000}; ///< an idle keep-alive connection is closed then
-    std::size_t maxConnections = 4096;       ///< beyond: the longest-waiting idle or unfinished one is
-                                             ///< closed to make room, else 503
-    std::string token;                       ///< non-empty: every request but /healthz and /readyz needs
-                                             ///< "Authorization: Bearer <token>" (401 otherwise)
-    unsigned maxTagsPerConnection = 64;      ///< /settags that would exceed it: 400, nothing changed
-    unsigned maxTagKeyLen = 128;
-    unsigned maxTagValueLen = 1024;
-    std::optional<TlsFiles> tls;             ///< set: HTTPS only; start() fails if the files cannot be used
 };
 
 /// The original gateway's HTTP control API, served by a ControlServer (control_server.h: one

@@ -1,8 +1,8 @@
 #pragma once
 
-#include "config.h"
 #include "http_exchange.h"
 #include "http_framing.h"
+#include "tls.h"
 
 #include <chrono>
 #include <cstdint>

@@ -48,109 +48,26 @@ std::optional<std::string> resolveHost(const std::string &host, std::string *err
     return std::string(buf);
 }
 
-RedisEndpoint redisEndpoint(const RedisAddress &a, unsigned timeoutMs) {
-    RedisEndpoint e;
-    e.commandTimeout = std::chrono::milliseconds(timeoutMs);
-    e.connectTimeout = std::min(e.commandTimeout, std::chrono::milliseconds(2000));
-    e.host = a.host;
-    e.port = a.port;
-    e.unixPath = a.unixPath;
-    e.db = a.db;
-    e.user = a.user;
-    e.password = a.password;
-    e.clientName = a.clientName;
-    return e;
-}
-
 std::string nodeName(const Config &c) {
     if (!c.nodeId.empty()) return c.nodeId;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    return std::string(host) + ":" + std::to_string(c.listen.port);
-}
-
-// --- stream_amqp -------------------------------------------------------------------------------
-
-// The AMQP sink's options from stream_amqp: what the config parsed, the URL's heartbeat and
-// connection_timeout included (when the URL leaves them out, the sink's defaults stay).
-AmqpSinkOptions amqpOptions(const StreamAmqpConfig &a, const std::string &node) {
-    AmqpSinkOptions o;
-    o.host = a.addr.host;
-    o.port = a.addr.port;
-    o.tls = a.addr.tls;
-    o.user = a.addr.user;
-    o.password = a.addr.password;
-    o.vhost = a.addr.vhost;
-    if (a.addr.heartbeatS) o.heartbeat = std::chrono::seconds(*a.addr.heartbeatS);
-    if (a.addr.connectionTimeoutMs) o.connectTimeout = std::chrono::milliseconds(*a.addr.connectionTimeoutMs);
-    o.exchange = a.exchange;
-    o.queue = a.queue;
-    o.routingKey = a.routingKey;
-    o.headers = a.headers;
-    o.node = node;
-    return o;
+    return std::string(host) + ":" + std::to_string(c.ws.addr.port);
 }
 
 } // namespace
 
 std::string unavailableFeature(const Config &c) {
-    for (const RedisAddress *a : {c.streamRedis ? &c.streamRedis->addr : nullptr,
-                                  c.connectionRedisSync ? &c.connectionRedisSync->addr : nullptr})
-        if (a && a->tls)
-            return c.file + ": " + a->url + ": rediss:// (TLS) is not supported: this build's hiredis (0.14) has no TLS";
+    const char *noTls = ": rediss:// (TLS) is not supported: this build's hiredis (0.14) has no TLS";
+    if (c.streamRedis && c.streamRedis->tls) return c.file + ": " + c.streamRedis->url + noTls;
+    if (c.connectionRedisSync && c.connectionRedisSync->tls)
+        return c.file + ": " + c.connectionRedisSync->url + noTls;
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
-        if (!makeAmqpSink(amqpOptions(*c.streamAmqp, ""), &why)) return c.file + ": stream_amqp: " + why;
+        if (!makeAmqpSink(c.streamAmqp->options, &why)) return c.file + ": stream_amqp: " + why;
     }
     return {};
-}
-
-bool wsEndpoints(const Config &c, std::vector<WsEndpoint> &out, std::string *error) {
-    out.clear();
-    for (const EndpointConfig &e : c.endpoints) {
-        WsEndpoint ep;
-        ep.path = e.path;
-        ep.setTags = e.setTags;
-        ep.maxMessageBytes = e.maxMessageSizeKb * 1024;
-        ep.compression = e.compression;
-        ep.maxConnections = e.maxConnections;
-        ep.allowedOrigins = e.allowedOrigins;
-        ep.ratePerSecond = e.rateLimit.perSecond;
-        ep.rateBurst = e.rateLimit.burst;
-        ep.rateDropInsteadOfClose = e.rateLimit.policy == RateLimit::Policy::Drop;
-        ep.maxOutboundBytes = e.slowConsumer.maxOutboundKb * 1024;
-        ep.slowConsumer = e.slowConsumer.policy == SlowConsumer::Policy::DropNewest ? WsEndpoint::SlowConsumerPolicy::DropNewest
-                          : e.slowConsumer.policy == SlowConsumer::Policy::DropOldest ? WsEndpoint::SlowConsumerPolicy::DropOldest
-                                                                                      : WsEndpoint::SlowConsumerPolicy::Close;
-        ep.events.includeTags = e.streamIncludeTags; // what the sinks' templates read, they say themselves
-        std::string jsonError;
-        auto json = JsonExtractor::create(e.jsonExtractVars, &jsonError);
-        if (!json) { // validated at load already
-            if (error) *error = c.file + ":" + std::to_string(e.line) + ": " + jsonError;
-            return false;
-        }
-        ep.events.json = std::move(*json);
-        out.push_back(std::move(ep));
-    }
-    return true;
-}
-
-ControlApiOptions controlOptions(const Config &c, const std::string &host) {
-    ControlApiOptions api;
-    api.addr = c.control;
-    api.addr.host = host;
-    api.allow = c.controlAllow;
-    api.maxBodyBytes = (c.maxBodyKb ? c.maxBodyKb : c.maxMessageSizeKb) * 1024;
-    api.metrics = c.prometheusEnabled;
-    api.commandTimeout = std::chrono::seconds(c.controlTimeoutS);
-    api.requestTimeout = std::chrono::seconds(c.controlRequestTimeoutS);
-    api.token = c.controlToken;
-    api.maxTagsPerConnection = c.maxTagsPerConnection;
-    api.maxTagKeyLen = c.maxTagKeyLen;
-    api.maxTagValueLen = c.maxTagValueLen;
-    api.tls = c.controlTls;
-    return api;
 }
 
 unsigned usableCpus() {
@@ -210,19 +127,17 @@ bool Gateway::start(std::string *error) {
                               1000;
     d.hub = std::make_unique<Hub>(hubOptions);
 
+    // The sections go to their components as parsed; what is not config (the node name, the
+    // mirror's callbacks, the listen addresses resolved) is added to the copy handed over, so that
+    // d.config stays what was written, for reload() to compare.
     std::string node = nodeName(c);
-    SinkOptions sinkOptions;
-    sinkOptions.maxBacklogEvents = c.backlogMaxEvents;
-    sinkOptions.maxBacklogBytes = c.backlogMaxMb << 20;
-    sinkOptions.overflow = c.backlogOverflow == Config::BacklogOverflow::PauseReading ? OverflowPolicy::PauseReading
-                                                                                       : OverflowPolicy::DropOldest;
     EventBus &events = d.hub->events();
     switch (c.effectiveEventLog()) {
     case Config::EventLog::Stdout:
-        events.addSink(makeLogSink(stdout, node), sinkOptions);
+        events.addSink(makeLogSink(stdout, node), c.backlog);
         break;
     case Config::EventLog::Stderr:
-        events.addSink(makeLogSink(stderr, node), sinkOptions);
+        events.addSink(makeLogSink(stderr, node), c.backlog);
         break;
     case Config::EventLog::Discard:
         // Every event is still built, queued and handed to a sink thread, which drops it and
@@ -234,21 +149,16 @@ bool Gateway::start(std::string *error) {
         break;
     }
     if (c.streamRedis) {
-        RedisStreamOptions o;
-        o.redis = redisEndpoint(c.streamRedis->addr, c.streamRedis->timeoutMs);
-        o.streamName = c.streamRedis->streamName;
-        o.maxLen = c.streamRedis->streamMaxLen;
+        RedisStreamOptions o = c.streamRedis->options;
         o.node = node;
         std::string why;
         auto sink = makeRedisStreamSink(std::move(o), &why);
         if (!sink) return fail("stream_redis: " + why);
-        events.addSink(std::move(sink), sinkOptions);
+        events.addSink(std::move(sink), c.backlog);
     }
     if (c.connectionRedisSync) {
-        RedisMirrorOptions o;
-        o.redis = redisEndpoint(c.connectionRedisSync->addr, c.connectionRedisSync->timeoutMs);
+        RedisMirrorOptions o = c.connectionRedisSync->options;
         o.node = node;
-        o.keyTtl = std::chrono::seconds(c.connectionRedisSync->keyTtlS);
         // Each change of state once, as for the event sinks.
         o.onStateChange = [](bool connected, const std::string &why) {
             if (connected)
@@ -267,25 +177,20 @@ bool Gateway::start(std::string *error) {
         d.hub->setMirror(std::move(mirror));
     }
     if (c.streamAmqp) {
+        AmqpSinkOptions o = c.streamAmqp->options;
+        o.node = node;
         std::string why;
-        std::unique_ptr<EventSink> sink = makeAmqpSink(amqpOptions(*c.streamAmqp, node), &why);
+        std::unique_ptr<EventSink> sink = makeAmqpSink(std::move(o), &why);
         if (!sink) return fail("stream_amqp: " + why);
-        events.addSink(std::move(sink), sinkOptions);
+        events.addSink(std::move(sink), c.backlog);
     }
 
-    std::vector<std::string> paths;
-    WsServerOptions ws;
-    auto host = resolveHost(c.listen.host, error);
+    WsServerOptions ws = c.ws;
+    auto host = resolveHost(c.ws.addr.host, error);
     if (!host) return false;
-    ws.host = *host;
-    ws.port = c.listen.port;
-    ws.idleTimeout = std::chrono::seconds(c.idleTimeoutS);
-    ws.maxConnections = c.maxConnections;
-    ws.maxLifetime = std::chrono::seconds(c.maxConnectionLifetimeS);
-    ws.tls = c.tls;
-    std::string endpointError;
-    if (!wsEndpoints(c, ws.endpoints, &endpointError)) return fail(endpointError);
-    for (const EndpointConfig &e : c.endpoints) paths.push_back(e.path);
+    ws.addr.host = *host;
+    std::vector<std::string> paths;
+    for (const WsEndpoint &e : c.ws.endpoints) paths.push_back(e.path);
     d.metrics = std::make_unique<Metrics>(shards, paths);
     d.ws = std::make_unique<WsServer>(*d.hub, *d.metrics, std::move(ws));
 
@@ -325,9 +230,10 @@ bool Gateway::start(std::string *error) {
                               }
                               return {};
                           }};
-    auto controlHost = resolveHost(c.control.host, error);
+    ControlApiOptions api = c.control;
+    auto controlHost = resolveHost(c.control.addr.host, error);
     if (!controlHost) return false;
-    ControlApiOptions api = controlOptions(c, *controlHost);
+    api.addr.host = *controlHost;
     d.control = std::make_unique<ControlApi>(std::move(ctx), std::move(api));
 
     if (!d.ws->start(error)) return false;
@@ -343,7 +249,7 @@ bool Gateway::start(std::string *error) {
         return false;
     }
     d.started = true;
-    for (const EndpointConfig &e : c.endpoints) {
+    for (const WsEndpoint &e : c.ws.endpoints) {
         spdlog::info("Creating websocket endpoint at path {}", e.path);
         if (e.compression)
             spdlog::warn("{}: compression is on: libwebsockets 4.1.6's permessage-deflate can stall on, or abort the "
@@ -351,9 +257,9 @@ bool Gateway::start(std::string *error) {
                          "(README: Compression)",
                          e.path);
     }
-    spdlog::info("Listening on {} ({}, {} shards)", c.listen.toString(),
-                 c.tls ? "WebSocket over TLS" : "WebSocket", shards);
-    spdlog::info("Control API on {}{}", c.control.toString(), c.controlTls ? " (HTTPS)" : "");
+    spdlog::info("Listening on {} ({}, {} shards)", c.ws.addr.toString(),
+                 c.ws.tls ? "WebSocket over TLS" : "WebSocket", shards);
+    spdlog::info("Control API on {}{}", c.control.addr.toString(), c.control.tls ? " (HTTPS)" : "");
     return true;
 }
 
@@ -365,73 +271,51 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     auto differs = [&](bool changed, const char *key) {
         if (changed) needRestart.push_back(key);
     };
-    differs(!(next.listen == cur.listen), "listen_addr");
-    differs(!(next.control == cur.control), "control_addr");
+    differs(!(next.ws.addr == cur.ws.addr), "listen_addr");
+    differs(!(next.control.addr == cur.control.addr), "control_addr");
     differs(shardCount(next) != shardCount(cur), "threads");
-    auto tlsDiffers = [](const std::optional<TlsFiles> &a, const std::optional<TlsFiles> &b) {
-        return a.has_value() != b.has_value() || (a && (a->cert != b->cert || a->key != b->key));
-    };
-    differs(tlsDiffers(next.tls, cur.tls), "tls");
-    differs(tlsDiffers(next.controlTls, cur.controlTls), "control_tls");
-    auto url = [](const auto &section) { return section ? section->addr.url : std::string(); };
-    differs(url(next.streamRedis) != url(cur.streamRedis) ||
-                (next.streamRedis && cur.streamRedis && (next.streamRedis->streamName != cur.streamRedis->streamName ||
-                                                         next.streamRedis->streamMaxLen != cur.streamRedis->streamMaxLen)),
-            "stream_redis");
-    differs(url(next.connectionRedisSync) != url(cur.connectionRedisSync) ||
-                (next.connectionRedisSync && cur.connectionRedisSync &&
-                 next.connectionRedisSync->keyTtlS != cur.connectionRedisSync->keyTtlS),
-            "connection_redis_sync");
-    differs(url(next.streamAmqp) != url(cur.streamAmqp) ||
-                (next.streamAmqp && cur.streamAmqp &&
-                 (next.streamAmqp->exchange != cur.streamAmqp->exchange || next.streamAmqp->queue != cur.streamAmqp->queue ||
-                  next.streamAmqp->routingKey != cur.streamAmqp->routingKey || next.streamAmqp->headers != cur.streamAmqp->headers)),
-            "stream_amqp");
+    differs(next.ws.tls != cur.ws.tls, "tls");
+    differs(next.control.tls != cur.control.tls, "control_tls");
+    differs(next.streamRedis != cur.streamRedis, "stream_redis");
+    differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
+    differs(next.streamAmqp != cur.streamAmqp, "stream_amqp");
     differs(next.nodeId != cur.nodeId, "node_id");
     differs(next.effectiveEventLog() != cur.effectiveEventLog(), "event_log");
-    differs(next.backlogMaxEvents != cur.backlogMaxEvents || next.backlogMaxMb != cur.backlogMaxMb ||
-                next.backlogOverflow != cur.backlogOverflow,
+    differs(next.backlog.maxBacklogEvents != cur.backlog.maxBacklogEvents ||
+                next.backlog.maxBacklogBytes != cur.backlog.maxBacklogBytes ||
+                next.backlog.overflow != cur.backlog.overflow,
             "backlog_max_events/backlog_max_mb/backlog_overflow");
-    differs((next.maxBodyKb ? next.maxBodyKb : next.maxMessageSizeKb) != (cur.maxBodyKb ? cur.maxBodyKb : cur.maxMessageSizeKb),
-            "max_body_kb");
-    differs(next.prometheusEnabled != cur.prometheusEnabled, "prometheus.enabled");
-    bool samePaths = next.endpoints.size() == cur.endpoints.size();
-    for (std::size_t i = 0; samePaths && i < next.endpoints.size(); ++i)
-        samePaths = next.endpoints[i].path == cur.endpoints[i].path;
+    differs(next.control.maxBodyBytes != cur.control.maxBodyBytes, "max_body_kb");
+    differs(next.control.metrics != cur.control.metrics, "prometheus.enabled");
+    const std::vector<WsEndpoint> &nextEndpoints = next.ws.endpoints, &curEndpoints = cur.ws.endpoints;
+    bool samePaths = nextEndpoints.size() == curEndpoints.size();
+    for (std::size_t i = 0; samePaths && i < nextEndpoints.size(); ++i)
+        samePaths = nextEndpoints[i].path == curEndpoints[i].path;
     differs(!samePaths, "endpoints (paths added, removed or reordered)");
 
-    // What can change live: endpoints (when their paths are the same) and limits...
+    // What can change live is handed over as whole sections, with what needs a restart kept at
+    // its running value: the endpoints (when their paths are the same) and limits...
     if (samePaths) {
-        WsServerOptions ws;
-        std::string error;
-        if (wsEndpoints(next, ws.endpoints, &error)) {
-            ws.idleTimeout = std::chrono::seconds(next.idleTimeoutS);
-            ws.maxConnections = next.maxConnections;
-            ws.maxLifetime = std::chrono::seconds(next.maxConnectionLifetimeS);
-            d.ws->reload(std::move(ws));
-            cur.endpoints = next.endpoints;
-            cur.idleTimeoutS = next.idleTimeoutS;
-            cur.maxConnections = next.maxConnections;
-            cur.maxConnectionLifetimeS = next.maxConnectionLifetimeS;
-            cur.rateLimit = next.rateLimit;
-            cur.slowConsumer = next.slowConsumer;
-            cur.maxMessageSizeKb = next.maxMessageSizeKb;
-        }
+        WsServerOptions ws = next.ws;
+        ws.addr = cur.ws.addr;
+        ws.tls = cur.ws.tls;
+        d.ws->reload(ws);
+        cur.ws = std::move(ws);
+        cur.defaults = next.defaults;
     }
     // ...the control API's access and limits...
-    d.control->reload(controlOptions(next, ""));
-    cur.controlAllow = next.controlAllow;
-    cur.controlToken = next.controlToken;
-    cur.maxTagsPerConnection = next.maxTagsPerConnection;
-    cur.maxTagKeyLen = next.maxTagKeyLen;
-    cur.maxTagValueLen = next.maxTagValueLen;
-    cur.controlTimeoutS = next.controlTimeoutS;
-    cur.controlRequestTimeoutS = next.controlRequestTimeoutS;
+    ControlApiOptions api = next.control;
+    api.addr = cur.control.addr;
+    api.tls = cur.control.tls;
+    api.maxBodyBytes = cur.control.maxBodyBytes;
+    api.metrics = cur.control.metrics;
+    d.control->reload(api);
+    cur.control = std::move(api);
     // ...and the process's own settings.
     if (next.logLevel != cur.logLevel) spdlog::set_level(spdlog::level::from_str(next.logLevel));
     cur.logLevel = next.logLevel;
-    cur.drainS = next.drainS;
-    cur.shutdownFlushS = next.shutdownFlushS;
+    cur.drain = next.drain;
+    cur.shutdownFlush = next.shutdownFlush;
     return needRestart;
 }
 

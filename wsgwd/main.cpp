@@ -120,8 +120,8 @@ int main(int argc, char **argv) {
             spdlog::warn("SIGHUP: reloaded {}; these changes need a restart and were not applied: {}", configPath, list);
     }
     const bool quick = sig == SIGINT;
-    const auto drain = quick ? std::chrono::seconds(0) : std::chrono::seconds(gateway.config().drainS);
-    const auto flushFor = std::chrono::seconds(gateway.config().shutdownFlushS);
+    const std::chrono::seconds drain = quick ? std::chrono::seconds(0) : gateway.config().drain;
+    const std::chrono::seconds flushFor = gateway.config().shutdownFlush;
     spdlog::info("{}: refusing new connections, closing the open ones (1012 service restart){}, then flushing "
                  "events; {} again to quit at once",
                  quick ? "SIGINT" : "SIGTERM",

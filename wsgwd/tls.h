@@ -1,7 +1,5 @@
 #pragma once
 
-#include "config.h"
-
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9,6 +7,14 @@
 typedef struct ssl_ctx_st SSL_CTX;
 
 namespace wsgw::daemon {
+
+/// A certificate and its private key, PEM files (config.yml's tls and control_tls).
+struct TlsFiles {
+    std::string cert;
+    std::string key;
+
+    friend bool operator==(const TlsFiles &, const TlsFiles &) = default;
+};
 
 /// What a server certificate says about itself, for the start-up log.
 struct TlsCertificateInfo {

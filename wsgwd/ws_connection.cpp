@@ -37,7 +37,7 @@ SendStatus WsConnection::send(const MessagePtr &msg) {
         return SendStatus::Closed;
     }
     const WsEndpoint &e = ep();
-    OutboundQueue::PushResult r = queue_.push(msg, e.maxOutboundBytes, e.slowConsumer);
+    OutboundQueue::PushResult r = queue_.push(msg, e.slowConsumer.maxOutboundBytes, e.slowConsumer.policy);
     shard_.counters.framesDropped.add(r.dropped);
     if (r.overLimit) {
         // A consumer this far behind would hold memory for everyone: cut it off.
@@ -147,14 +147,14 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
     if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
 
     rxActive_ = false;
-    if (e.ratePerSecond > 0 && !takeToken(e)) {
-        if (e.rateDropInsteadOfClose) {
+    if (e.rateLimit.perSecond > 0 && !takeToken(e.rateLimit)) {
+        if (e.rateLimit.policy == RateLimit::Policy::Drop) {
             shard_.counters.rateLimitDrops.add();
             return 0;
         }
         shard_.counters.rateLimitCloses.add();
         return closeNow(close_code::kPolicyViolation,
-                        "rate limit exceeded: at most " + std::to_string(e.ratePerSecond) + " messages per second");
+                        "rate limit exceeded: at most " + std::to_string(e.rateLimit.perSecond) + " messages per second");
     }
     if (shard_.shard.hub().events().paused()) pauseReading();
     if (!rxBinary_ && !isValidUtf8(rx_)) {
@@ -205,12 +205,12 @@ void WsConnection::schedulePing() {
     requestWrite();
 }
 
-bool WsConnection::takeToken(const WsEndpoint &e) {
+bool WsConnection::takeToken(const RateLimit &limit) {
     std::int64_t now = nowMs();
     if (tokensAtMs_ == 0) {
-        tokens_ = static_cast<double>(e.rateBurst);
+        tokens_ = static_cast<double>(limit.burst);
     } else {
-        tokens_ = std::min<double>(e.rateBurst, tokens_ + (now - tokensAtMs_) * e.ratePerSecond / 1000.0);
+        tokens_ = std::min<double>(limit.burst, tokens_ + (now - tokensAtMs_) * limit.perSecond / 1000.0);
     }
     tokensAtMs_ = now;
     if (tokens_ < 1.0) return false;

@@ -85,8 +85,8 @@ private:
     void requestWrite();
     // Closes at once for a protocol violation (oversize, invalid UTF-8); returns -1 for RECEIVE.
     int closeNow(std::uint16_t code, const std::string &reason);
-    // The inbound token bucket: refilled at ratePerSecond up to rateBurst; false when empty.
-    bool takeToken(const WsEndpoint &e);
+    // The inbound token bucket: refilled at limit.perSecond up to limit.burst; false when empty.
+    bool takeToken(const RateLimit &limit);
     // Uncompressed: the messages' prebuilt frames go out as they are, several per write.
     int writeRaw();
     // permessage-deflate: lws frames and compresses; one message per WRITEABLE.

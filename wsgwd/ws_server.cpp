@@ -58,24 +58,22 @@ bool WsServer::start(std::string *error) {
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
 
     // All listeners first: if the address is taken, nothing has started yet.
+    const HostPort &addr = d.options.addr;
     std::string probeError;
-    if (openListener(d.options.host, d.options.port, &probeError, /*probe=*/true) < 0) {
+    if (openListener(addr.host, addr.port, &probeError, /*probe=*/true) < 0) {
         d.shards.clear();
-        if (error)
-            *error = "cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) + ": " + probeError;
+        if (error) *error = "cannot listen on " + addr.host + ":" + std::to_string(addr.port) + ": " + probeError;
         return false;
     }
     for (auto &ptr : d.shards) {
         ShardState *s = ptr.get();
         std::string listenError;
-        s->listenFd = openListener(d.options.host, d.options.port, &listenError);
+        s->listenFd = openListener(addr.host, addr.port, &listenError);
         if (s->listenFd < 0) {
             for (auto &other : d.shards)
                 if (other->listenFd >= 0) ::close(other->listenFd);
             d.shards.clear();
-            if (error)
-                *error = "cannot listen on " + d.options.host + ":" + std::to_string(d.options.port) + ": " +
-                         listenError;
+            if (error) *error = "cannot listen on " + addr.host + ":" + std::to_string(addr.port) + ": " + listenError;
             return false;
         }
     }

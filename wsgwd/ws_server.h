@@ -1,8 +1,7 @@
 #pragma once
 
-#include "config.h"
 #include "metrics.h"
-#include "outbound_queue.h"
+#include "ws_options.h"
 
 #include <wsgw/event.h>
 #include <wsgw/hub.h>
@@ -18,39 +17,6 @@
 #include <vector>
 
 namespace wsgw::daemon {
-
-/// One WebSocket endpoint (a URL path) and what its connections get.
-struct WsEndpoint {
-    std::string path;
-    TagList setTags;             ///< tags every new connection starts with
-    EventSpec events;            ///< what its events carry
-    std::size_t maxMessageBytes = 1024 * 1024; ///< a larger client message closes with 1009
-    bool compression = false;    ///< offer permessage-deflate
-    std::size_t maxConnections = 0;          ///< 0: only the global limit; beyond it: 503
-    std::vector<std::string> allowedOrigins; ///< lower case; empty: any. Requests without Origin pass.
-
-    /// Inbound messages per second per connection (token bucket); 0: unlimited.
-    unsigned ratePerSecond = 0;
-    unsigned rateBurst = 1;
-    bool rateDropInsteadOfClose = false; ///< drop the message instead of closing (1008)
-
-    /// What is queued for a client beyond this applies the slow-consumer policy.
-    std::size_t maxOutboundBytes = 4u << 20;
-    using SlowConsumerPolicy = daemon::SlowConsumerPolicy;
-    SlowConsumerPolicy slowConsumer = SlowConsumerPolicy::Close;
-};
-
-struct WsServerOptions {
-    std::string host = "0.0.0.0"; ///< an IP literal (IPv4: IPv4 only), or "" for every interface
-    std::uint16_t port = 5000;
-    std::vector<WsEndpoint> endpoints;
-    std::chrono::seconds idleTimeout{60};     ///< no frame for this long: closed (a ping goes out at half)
-    std::size_t maxConnections = 0;           ///< 0: unlimited; beyond it upgrades get 503
-    std::chrono::seconds maxLifetime{0};      ///< 0: none; else closed (1012) after this ±10%
-    /// Set: every accepted connection speaks TLS (wss://); a client that does not is dropped
-    /// after its first bytes. start() fails with a message if the files cannot be used.
-    std::optional<TlsFiles> tls;
-};
 
 /// The WebSocket side of wsgwd: one libwebsockets context per hub shard, each on its own thread,
 /// all listening on the same address with SO_REUSEPORT so the kernel spreads connections over

@@ -6,8 +6,9 @@
 //    text (or one past its last line);
 //  - a config that loads is one wsgwd can run: at least one endpoint, paths that start with '/',
 //    unique and without query, fragment or spaces; limits in their ranges; set_tags with
-//    non-empty keys and values; json_extract_vars that JsonExtractor accepts; templates that
-//    parse; a control whitelist; listen_addr and control_addr that do not overlap;
+//    non-empty keys and values; json_extract_vars built into an extractor (valid names, runs);
+//    templates that parse; a control whitelist; listen_addr and control_addr that do not
+//    overlap;
 //  - the addresses print in a form that parses back to the same address (HostPort, Cidr), and
 //    a network contains its own address (as text, IPv4-mapped, as a socket address).
 //
@@ -42,6 +43,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace {
 
@@ -120,79 +122,87 @@ void checkTemplate(const std::string &source, const char *what) {
 
 void checkConfig(const Config &config) {
     FUZZ_CHECK(config.file == kFile, "file name lost");
-    checkHostPort(config.listen, "listen_addr");
-    checkHostPort(config.control, "control_addr");
-    if (config.listen.port == config.control.port) {
+    const HostPort &listen = config.ws.addr, &control = config.control.addr;
+    checkHostPort(listen, "listen_addr");
+    checkHostPort(control, "control_addr");
+    if (listen.port == control.port) {
         auto wildcard = [](const std::string &h) { return h.empty() || h == "0.0.0.0" || h == "::"; };
-        FUZZ_CHECK(config.listen.host != config.control.host && !wildcard(config.listen.host) &&
-                       !wildcard(config.control.host),
-                   "listen_addr " + config.listen.toString() + " and control_addr " +
-                       config.control.toString() + " overlap");
+        FUZZ_CHECK(listen.host != control.host && !wildcard(listen.host) && !wildcard(control.host),
+                   "listen_addr " + listen.toString() + " and control_addr " + control.toString() + " overlap");
     }
-    FUZZ_CHECK(!config.controlAllow.empty(), "empty control whitelist");
-    for (const Cidr &net : config.controlAllow)
+    FUZZ_CHECK(!config.control.allow.empty(), "empty control whitelist");
+    for (const Cidr &net : config.control.allow)
         checkCidr(net);
 
-    FUZZ_CHECK(config.maxMessageSizeKb >= 1 && config.maxMessageSizeKb <= 1024 * 1024,
-               "max_message_size_kb out of range");
-    FUZZ_CHECK(config.slowConsumer.maxOutboundKb >= 1 && config.slowConsumer.maxOutboundKb <= 1024 * 1024,
-               "max_outbound_kb out of range");
+    // Sizes in whole KiB, 1 KiB to 1 GiB, as the keys allow.
+    auto kibInRange = [](std::size_t bytes) { return bytes % 1024 == 0 && bytes >= 1024 && bytes <= (1u << 30); };
+    FUZZ_CHECK(kibInRange(config.defaults.maxMessageBytes), "max_message_size_kb out of range");
+    FUZZ_CHECK(kibInRange(config.control.maxBodyBytes), "max_body_kb out of range");
     FUZZ_CHECK(config.threads <= 256, "threads out of range");
-    FUZZ_CHECK(config.idleTimeoutS <= 86400, "idle_timeout_s out of range");
+    FUZZ_CHECK(config.ws.idleTimeout.count() >= 0 && config.ws.idleTimeout.count() <= 86400,
+               "idle_timeout_s out of range");
     FUZZ_CHECK(config.effectiveEventLog() != Config::EventLog::Auto, "event_log auto not resolved");
     static constexpr std::string_view levels[] = {"trace", "debug", "info", "warn", "error", "off"};
     FUZZ_CHECK(std::find(std::begin(levels), std::end(levels), config.logLevel) != std::end(levels),
                "log_level '" + printable(config.logLevel) + "'");
 
-    FUZZ_CHECK(!config.endpoints.empty(), "no endpoints");
-    for (std::size_t i = 0; i < config.endpoints.size(); ++i) {
-        const auto &ep = config.endpoints[i];
+    FUZZ_CHECK(!config.ws.endpoints.empty(), "no endpoints");
+    for (std::size_t i = 0; i < config.ws.endpoints.size(); ++i) {
+        const auto &ep = config.ws.endpoints[i];
         std::string what = "endpoint '" + printable(ep.path) + "': ";
         FUZZ_CHECK(!ep.path.empty() && ep.path.front() == '/', what + "path does not start with '/'");
         FUZZ_CHECK(ep.path.find_first_of("?# \t") == std::string::npos,
                    what + "query, fragment or space in the path");
         FUZZ_CHECK(config.findEndpoint(ep.path) == &ep, what + "path not unique");
-        FUZZ_CHECK(ep.line >= 1, what + "no line");
-        FUZZ_CHECK(ep.maxMessageSizeKb >= 1 && ep.maxMessageSizeKb <= 1024 * 1024,
-                   what + "size limit out of range");
+        FUZZ_CHECK(kibInRange(ep.maxMessageBytes), what + "size limit out of range");
+        FUZZ_CHECK(kibInRange(ep.slowConsumer.maxOutboundBytes), what + "max_outbound_kb out of range");
+        FUZZ_CHECK(ep.rateLimit.perSecond == 0 || ep.rateLimit.burst >= 1, what + "a rate limit without a burst");
         for (const auto &[k, v] : ep.setTags)
             FUZZ_CHECK(!k.empty() && !v.empty(), what + "empty set_tags key or value");
-        for (std::size_t j = 0; j < ep.streamIncludeTags.size(); ++j) {
-            FUZZ_CHECK(!ep.streamIncludeTags[j].empty(), what + "empty stream_include_tags entry");
-            FUZZ_CHECK(std::count(ep.streamIncludeTags.begin(), ep.streamIncludeTags.end(),
-                                  ep.streamIncludeTags[j]) == 1,
+        const std::vector<std::string> &include = ep.events.includeTags;
+        for (std::size_t j = 0; j < include.size(); ++j) {
+            FUZZ_CHECK(!include[j].empty(), what + "empty stream_include_tags entry");
+            FUZZ_CHECK(std::count(include.begin(), include.end(), include[j]) == 1,
                        what + "duplicate stream_include_tags entry");
         }
-        std::string error;
-        auto extractor = wsgw::JsonExtractor::create(ep.jsonExtractVars, &error);
-        FUZZ_CHECK(extractor.has_value(),
-                   what + "json_extract_vars accepted but rejected by JsonExtractor: " + error);
+        // The extractor was built from json_extract_vars: its names are valid, and it runs.
+        for (const std::string &var : ep.events.json.names())
+            FUZZ_CHECK(!var.empty() && var.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789_") == std::string::npos,
+                       what + "json_extract_vars name '" + printable(var) + "'");
+        (void)ep.events.json.extract(R"({"a": {"b": [1, {"c": "d"}]}})");
     }
 
+    // A Redis section's endpoint: a host or a socket, and a connect timeout no longer than the
+    // command timeout, which is timeout_ms (10 ms to 10 min).
+    auto checkRedis = [](const wsgw::RedisEndpoint &e, const std::string &what) {
+        FUZZ_CHECK(e.host.empty() != e.unixPath.empty(), what + ": neither or both of host and socket");
+        FUZZ_CHECK(e.commandTimeout.count() >= 10 && e.commandTimeout.count() <= 600'000,
+                   what + ": timeout_ms out of range");
+        FUZZ_CHECK(e.connectTimeout <= e.commandTimeout, what + ": connect timeout longer than timeout_ms");
+    };
     if (config.connectionRedisSync) {
-        const auto &a = config.connectionRedisSync->addr;
-        FUZZ_CHECK(a.host.empty() != a.unixPath.empty(),
-                   "connection_redis_sync: neither or both of host and socket");
+        checkRedis(config.connectionRedisSync->options.redis, "connection_redis_sync");
+        FUZZ_CHECK(config.connectionRedisSync->options.keyTtl.count() >= 3, "connection_redis_sync: key_ttl_s under 3");
     }
     if (config.streamRedis) {
-        const auto &a = config.streamRedis->addr;
-        FUZZ_CHECK(a.host.empty() != a.unixPath.empty(), "stream_redis: neither or both of host and socket");
-        checkTemplate(config.streamRedis->streamName, "stream_redis.stream_name");
+        checkRedis(config.streamRedis->options.redis, "stream_redis");
+        checkTemplate(config.streamRedis->options.streamName, "stream_redis.stream_name");
     }
     if (config.streamAmqp) {
-        const auto &a = config.streamAmqp->addr;
+        const wsgw::AmqpSinkOptions &a = config.streamAmqp->options;
         FUZZ_CHECK(!a.host.empty(), "stream_amqp: no host");
-        FUZZ_CHECK(!a.heartbeatS || *a.heartbeatS <= 65535, "stream_amqp: heartbeat out of range");
-        FUZZ_CHECK(!a.connectionTimeoutMs || (*a.connectionTimeoutMs >= 1 && *a.connectionTimeoutMs <= 600'000),
+        FUZZ_CHECK(a.heartbeat.count() >= 0 && a.heartbeat.count() <= 65535, "stream_amqp: heartbeat out of range");
+        FUZZ_CHECK(a.connectTimeout.count() >= 1 && a.connectTimeout.count() <= 600'000,
                    "stream_amqp: connection_timeout out of range");
-        checkTemplate(config.streamAmqp->routingKey, "stream_amqp.routing_key");
+        checkTemplate(a.routingKey, "stream_amqp.routing_key");
     }
     // The files the config names are recorded for readConfigFiles, with where they are named.
     for (const auto &f : config.files) {
         FUZZ_CHECK(!f.path.empty() && !f.key.empty(), "a named file without a path or key");
         FUZZ_CHECK(f.at.rfind(std::string(kFile) + ":", 0) == 0, "a named file without a position");
     }
-    FUZZ_CHECK(config.controlToken.empty() || std::none_of(config.files.begin(), config.files.end(),
+    FUZZ_CHECK(config.control.token.empty() || std::none_of(config.files.begin(), config.files.end(),
                                                            [](const wsgw::daemon::ConfigFile &f) {
                                                                return f.use == wsgw::daemon::ConfigFile::Use::ControlToken;
                                                            }),

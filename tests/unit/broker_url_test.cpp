@@ -8,6 +8,7 @@
 #include "broker_url.h"
 #include "config.h"
 
+#include <chrono>
 #include <string>
 
 using namespace wsgw::daemon;
@@ -119,8 +120,8 @@ TEST_CASE("stream_amqp.addr: the options land in the config; a bad one is a conf
         parseConfig("stream_amqp:\n  addr: amqp://127.0.0.1/?heartbeat=7&connection_timeout=900\n" + endpoint,
                     "t.yml", &error);
     REQUIRE_MESSAGE(c, error);
-    CHECK(c->streamAmqp->addr.heartbeatS == 7u);
-    CHECK(c->streamAmqp->addr.connectionTimeoutMs == 900u);
+    CHECK(c->streamAmqp->options.heartbeat == std::chrono::seconds(7));
+    CHECK(c->streamAmqp->options.connectTimeout == std::chrono::milliseconds(900));
 
     // Column 9 is where the URL starts; the option is 18 characters into it.
     CHECK_FALSE(

@@ -58,7 +58,7 @@ TEST_CASE("parseConfig opens no file: it records each one with its key and place
     Config c = parsed(kEndpoint + "tls: {cert: /nonexistent/a.crt, key: /nonexistent/a.key}\n"
                                   "control_token_file: /nonexistent/tok\n"
                                   "control_tls:\n  key: /nonexistent/c.key\n  cert: /nonexistent/c.crt\n");
-    CHECK(c.controlToken.empty()); // not read yet
+    CHECK(c.control.token.empty()); // not read yet
     REQUIRE(c.files.size() == 5);
     using Use = ConfigFile::Use;
     const struct {
@@ -95,17 +95,17 @@ TEST_CASE("readConfigFiles reports the first file, in the order written, that ca
     auto c = loadConfigText(kEndpoint + "tls: {cert: " + ok.path() + ", key: " + ok.path() + "}\n", "t.yml",
                             &error);
     REQUIRE_MESSAGE(c, error);
-    CHECK(c->tls->cert == ok.path());
-    CHECK(c->tls->key == ok.path());
+    CHECK(c->ws.tls->cert == ok.path());
+    CHECK(c->ws.tls->key == ok.path());
 }
 
 TEST_CASE("control_token_file: read by readConfigFiles, trailing newlines and spaces dropped") {
     TempFile token("s3cret token\r\n \n");
     Config c = parsed(kEndpoint + "control_token_file: " + token.path() + "\n");
-    CHECK(c.controlToken.empty());
+    CHECK(c.control.token.empty());
     std::string error;
     REQUIRE_MESSAGE(readConfigFiles(c, &error), error);
-    CHECK(c.controlToken == "s3cret token");
+    CHECK(c.control.token == "s3cret token");
 
     TempFile empty(" \n\n");
     CHECK(loadError(kEndpoint + "control_token_file: " + empty.path() + "\n") ==
@@ -130,7 +130,7 @@ TEST_CASE("loadConfig: the file, then the files it names") {
     auto c = loadConfig(config.path(), &error);
     REQUIRE_MESSAGE(c, error);
     CHECK(c->file == config.path());
-    CHECK(c->controlToken == "from-file");
+    CHECK(c->control.token == "from-file");
 
     TempFile broken(kEndpoint + "tls: {cert: /nonexistent/c, key: /nonexistent/k}\n");
     CHECK_FALSE(loadConfig(broken.path(), &error));

@@ -3,17 +3,20 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "broker_url.h"
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 using namespace wsgw::daemon;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -110,68 +113,76 @@ log_level: debug
 )";
     Config c = parseOk(yaml);
     CHECK(c.file == "t.yml");
-    CHECK(c.listen == HostPort{"::", 5001});
-    CHECK(c.control == HostPort{"127.0.0.1", 7000});
-    REQUIRE(c.controlAllow.size() == 2);
-    CHECK(c.controlAllow[0].toString() == "10.0.0.0/8");
-    CHECK(c.controlAllow[1].toString() == "fc00::/7");
+    CHECK(c.ws.addr == HostPort{"::", 5001});
+    CHECK(c.control.addr == HostPort{"127.0.0.1", 7000});
+    REQUIRE(c.control.allow.size() == 2);
+    CHECK(c.control.allow[0].toString() == "10.0.0.0/8");
+    CHECK(c.control.allow[1].toString() == "fc00::/7");
 
     REQUIRE(c.connectionRedisSync);
-    const RedisAddress &sync = c.connectionRedisSync->addr;
+    const wsgw::RedisEndpoint &sync = c.connectionRedisSync->options.redis;
     CHECK(sync.host == "redis.local");
     CHECK(sync.port == 6380);
     CHECK(sync.db == 2);
     CHECK(sync.user.empty());
     CHECK(sync.password == "s3cr@t");
     CHECK(sync.clientName == "wsgw");
-    CHECK(sync.url == "redis://:s3cr%40t@redis.local:6380/2?client_name=wsgw");
+    CHECK(sync.commandTimeout == 5000ms);
+    CHECK(sync.connectTimeout == 2000ms);
+    CHECK(c.connectionRedisSync->url == "redis://:s3cr%40t@redis.local:6380/2?client_name=wsgw");
+    CHECK_FALSE(c.connectionRedisSync->tls);
 
     REQUIRE(c.streamRedis);
-    CHECK(c.streamRedis->addr.host == "localhost");
-    CHECK(c.streamRedis->addr.port == 6379);
-    CHECK(c.streamRedis->addr.db == 0);
-    CHECK(c.streamRedis->addr.clientName == "stream");
-    CHECK(c.streamRedis->addr.options.at("pool_size") == "1000");
-    CHECK(c.streamRedis->streamName == "events.{tag.group:none}");
+    const wsgw::RedisStreamOptions &stream = c.streamRedis->options;
+    CHECK(stream.redis.host == "localhost");
+    CHECK(stream.redis.port == 6379);
+    CHECK(stream.redis.db == 0);
+    CHECK(stream.redis.clientName == "stream");
+    CHECK(stream.streamName == "events.{tag.group:none}");
+    CHECK(stream.node.empty()); // the gateway's to set
+    // go-redis options are accepted (and not used)
+    CHECK(RedisAddress::parse(c.streamRedis->url)->options.at("pool_size") == "1000");
 
     REQUIRE(c.streamAmqp);
-    CHECK(c.streamAmqp->addr.tls);
-    CHECK(c.streamAmqp->addr.host == "mq.local");
-    CHECK(c.streamAmqp->addr.port == 5671);
-    CHECK(c.streamAmqp->addr.user == "user");
-    CHECK(c.streamAmqp->addr.password == "pa/ss");
-    CHECK(c.streamAmqp->addr.vhost == "vh");
-    CHECK(c.streamAmqp->exchange == "ex");
-    CHECK(c.streamAmqp->queue == "q");
-    CHECK(c.streamAmqp->routingKey == "r.{json.command}");
-    CHECK(c.streamAmqp->headers == std::map<std::string, std::string>{{"n", "5"}, {"source", "wsgw"}});
+    const wsgw::AmqpSinkOptions &amqp = c.streamAmqp->options;
+    CHECK(amqp.tls);
+    CHECK(amqp.host == "mq.local");
+    CHECK(amqp.port == 5671);
+    CHECK(amqp.user == "user");
+    CHECK(amqp.password == "pa/ss");
+    CHECK(amqp.vhost == "vh");
+    CHECK(amqp.exchange == "ex");
+    CHECK(amqp.queue == "q");
+    CHECK(amqp.routingKey == "r.{json.command}");
+    CHECK(amqp.headers == std::map<std::string, std::string>{{"n", "5"}, {"source", "wsgw"}});
+    CHECK(c.streamAmqp->url == "amqps://user:pa%2Fss@mq.local/vh");
 
-    CHECK(c.maxMessageSizeKb == 2048);
-    REQUIRE(c.endpoints.size() == 2);
-    const EndpointConfig &a = c.endpoints[0];
+    CHECK(c.defaults.maxMessageBytes == 2048 * 1024);
+    REQUIRE(c.ws.endpoints.size() == 2);
+    const WsEndpoint &a = c.ws.endpoints[0];
     CHECK(a.path == "/connect");
     CHECK(a.setTags == wsgw::TagList{{"group", "default"}, {"version", "2"}});
-    CHECK(a.streamIncludeTags == std::vector<std::string>{"group", "user"});
-    CHECK(a.maxMessageSizeKb == 64);
-    CHECK(a.jsonExtractVars == std::vector<std::pair<std::string, std::string>>{{"command", "data.command"},
-                                                                                {"first", "items[0].id"}});
+    CHECK(a.events.includeTags == std::vector<std::string>{"group", "user"});
+    CHECK(a.maxMessageBytes == 64 * 1024);
+    CHECK(a.events.json.names() == std::vector<std::string>{"command", "first"});
+    CHECK(a.events.json.extract(R"({"data": {"command": "go"}, "items": [{"id": 7}]})") ==
+          wsgw::Vars{{"command", "go"}, {"first", "7"}});
     CHECK_FALSE(a.compression);
-    CHECK(a.line == 21);
-    const EndpointConfig &b = c.endpoints[1];
+    const WsEndpoint &b = c.ws.endpoints[1];
     CHECK(b.path == "/connect/v2");
     CHECK(b.setTags.empty());
-    CHECK(b.streamIncludeTags.empty());
-    CHECK(b.maxMessageSizeKb == 2048); // the global value, given after the endpoints
-    CHECK(b.jsonExtractVars.empty());
+    CHECK(b.events.includeTags.empty());
+    CHECK(b.maxMessageBytes == 2048 * 1024); // the global value, given after the endpoints
+    CHECK(b.events.json.empty());
     CHECK_FALSE(b.compression); // off unless asked for
-    CHECK(b.line == 29);
     CHECK(c.findEndpoint("/connect/v2") == &b);
     CHECK(c.findEndpoint("/nope") == nullptr);
 
-    CHECK_FALSE(c.prometheusEnabled);
+    CHECK_FALSE(c.control.metrics);
+    CHECK(c.control.maxBodyBytes == 2048 * 1024); // max_message_size_kb, without max_body_kb
     CHECK(c.threads == 4);
-    CHECK(c.idleTimeoutS == 0);
-    CHECK(c.slowConsumer.maxOutboundKb == 512);
+    CHECK(c.ws.idleTimeout == 0s);
+    CHECK(c.ws.endpoints[0].slowConsumer.maxOutboundBytes == 512 * 1024);
     CHECK(c.eventLog == Config::EventLog::Stderr);
     CHECK(c.effectiveEventLog() == Config::EventLog::Stderr);
     CHECK(c.logLevel == "debug");
@@ -179,24 +190,24 @@ log_level: debug
 
 TEST_CASE("absent keys take their defaults") {
     Config c = parseOk(kEndpoint);
-    CHECK(c.listen == HostPort{"0.0.0.0", 5000});
-    CHECK(c.control == HostPort{"127.0.0.1", 6666});
-    REQUIRE(c.controlAllow.size() == 2);
-    CHECK(c.controlAllow[0].toString() == "127.0.0.0/8");
-    CHECK(c.controlAllow[1].toString() == "::1/128");
+    CHECK(c.ws.addr == HostPort{"0.0.0.0", 5000});
+    CHECK(c.control.addr == HostPort{"127.0.0.1", 6666});
+    REQUIRE(c.control.allow.size() == 2);
+    CHECK(c.control.allow[0].toString() == "127.0.0.0/8");
+    CHECK(c.control.allow[1].toString() == "::1/128");
     CHECK_FALSE(c.connectionRedisSync);
     CHECK_FALSE(c.streamRedis);
     CHECK_FALSE(c.streamAmqp);
-    CHECK(c.maxMessageSizeKb == 1024);
-    REQUIRE(c.endpoints.size() == 1);
-    CHECK(c.endpoints[0].path == "/connect");
-    CHECK(c.endpoints[0].maxMessageSizeKb == 1024);
-    CHECK_FALSE(c.endpoints[0].compression);
-    CHECK(c.endpoints[0].line == 2);
-    CHECK(c.prometheusEnabled);
+    CHECK(c.defaults.maxMessageBytes == 1024 * 1024);
+    REQUIRE(c.ws.endpoints.size() == 1);
+    CHECK(c.ws.endpoints[0].path == "/connect");
+    CHECK(c.ws.endpoints[0].maxMessageBytes == 1024 * 1024);
+    CHECK_FALSE(c.ws.endpoints[0].compression);
+    CHECK(c.control.metrics);
+    CHECK(c.control.maxBodyBytes == 1024 * 1024);
     CHECK(c.threads == 0);
-    CHECK(c.idleTimeoutS == 60);
-    CHECK(c.slowConsumer.maxOutboundKb == 4096);
+    CHECK(c.ws.idleTimeout == 60s);
+    CHECK(c.ws.endpoints[0].slowConsumer.maxOutboundBytes == 4096 * 1024);
     CHECK(c.eventLog == Config::EventLog::Auto);
     CHECK(c.effectiveEventLog() == Config::EventLog::Stdout);
     CHECK(c.logLevel == "info");
@@ -207,24 +218,24 @@ TEST_CASE("empty sections and lists mean their defaults") {
         std::string("internal_endpoint_access_whitelist: []\nstream_redis:\nstream_amqp:\n"
                     "connection_redis_sync:\nprometheus:\n") +
         "endpoints:\n  - path: /a\n    set_tags:\n    stream_include_tags:\n    json_extract_vars:\n");
-    CHECK(c.controlAllow.size() == 2);
+    CHECK(c.control.allow.size() == 2);
     CHECK_FALSE(c.streamRedis);
     CHECK_FALSE(c.streamAmqp);
     CHECK_FALSE(c.connectionRedisSync);
-    CHECK(c.prometheusEnabled);
-    CHECK(c.endpoints[0].setTags.empty());
+    CHECK(c.control.metrics);
+    CHECK(c.ws.endpoints[0].setTags.empty());
 }
 
 TEST_CASE("scalars: numbers as strings, YAML booleans, quoting") {
     Config c = parseOk("endpoints:\n  - path: \"/a\"\n    set_tags: {1: 2, admin: true, 'x y': \"z w\"}\n"
                        "    stream_include_tags: [1]\n    compression: no\n"
                        "  - path: /b\n    compression: On\nprometheus: {enabled: YES}\nthreads: \"8\"\n");
-    CHECK(c.endpoints[0].path == "/a");
-    CHECK(c.endpoints[0].setTags == wsgw::TagList{{"1", "2"}, {"admin", "true"}, {"x y", "z w"}});
-    CHECK(c.endpoints[0].streamIncludeTags == std::vector<std::string>{"1"});
-    CHECK_FALSE(c.endpoints[0].compression);
-    CHECK(c.endpoints[1].compression);
-    CHECK(c.prometheusEnabled);
+    CHECK(c.ws.endpoints[0].path == "/a");
+    CHECK(c.ws.endpoints[0].setTags == wsgw::TagList{{"1", "2"}, {"admin", "true"}, {"x y", "z w"}});
+    CHECK(c.ws.endpoints[0].events.includeTags == std::vector<std::string>{"1"});
+    CHECK_FALSE(c.ws.endpoints[0].compression);
+    CHECK(c.ws.endpoints[1].compression);
+    CHECK(c.control.metrics);
     CHECK(c.threads == 8);
 }
 
@@ -241,14 +252,47 @@ TEST_CASE("the event log is off by default once a stream is configured") {
     Config c = parseOk(std::string("stream_redis:\n  addr: redis://localhost\n") + kEndpoint);
     CHECK(c.eventLog == Config::EventLog::Auto);
     CHECK(c.effectiveEventLog() == Config::EventLog::None);
-    CHECK(c.streamRedis->streamName == "connectionevents");
+    CHECK(c.streamRedis->options.streamName == "connectionevents");
     c = parseOk(std::string("stream_amqp:\n  addr: amqp://localhost\nevent_log: stdout\n") + kEndpoint);
     CHECK(c.effectiveEventLog() == Config::EventLog::Stdout);
-    CHECK(c.streamAmqp->addr.user == "guest");
-    CHECK(c.streamAmqp->addr.password == "guest");
-    CHECK(c.streamAmqp->addr.port == 5672);
-    CHECK(c.streamAmqp->addr.vhost == "/");
-    CHECK(c.streamAmqp->routingKey.empty());
+    CHECK(c.streamAmqp->options.user == "guest");
+    CHECK(c.streamAmqp->options.password == "guest");
+    CHECK(c.streamAmqp->options.port == 5672);
+    CHECK(c.streamAmqp->options.vhost == "/");
+    CHECK(c.streamAmqp->options.routingKey.empty());
+    CHECK(c.streamAmqp->options.heartbeat == 10s); // the sink's default: the URL gives none
+}
+
+TEST_CASE("sink sections compare what the config sets (what a reload compares)") {
+    auto sections = [](const std::string &yaml) { return parseOk(std::string(kEndpoint) + yaml); };
+    const std::string redis = "stream_redis: {addr: 'redis://h:6379/1', stream_name: s, stream_maxlen: 10}\n"
+                              "connection_redis_sync: {addr: 'redis://h', key_ttl_s: 60}\n"
+                              "stream_amqp: {addr: 'amqp://h', exchange: x, headers: {a: b}}\n";
+    Config a = sections(redis), b = sections(redis);
+    CHECK(a.streamRedis == b.streamRedis);
+    CHECK(a.connectionRedisSync == b.connectionRedisSync);
+    CHECK(a.streamAmqp == b.streamAmqp);
+    // What the gateway adds at start is not config.
+    b.streamRedis->options.node = "n";
+    b.connectionRedisSync->options.node = "n";
+    b.connectionRedisSync->options.onResync = [](const std::string &, std::size_t) {};
+    b.streamAmqp->options.node = "n";
+    CHECK(a.streamRedis == b.streamRedis);
+    CHECK(a.connectionRedisSync == b.connectionRedisSync);
+    CHECK(a.streamAmqp == b.streamAmqp);
+
+    CHECK(sections("stream_redis: {addr: 'redis://h:6379/2', stream_name: s, stream_maxlen: 10}\n").streamRedis !=
+          a.streamRedis);
+    CHECK(sections("stream_redis: {addr: 'redis://h:6379/1', stream_name: t, stream_maxlen: 10}\n").streamRedis !=
+          a.streamRedis);
+    CHECK(sections("stream_redis: {addr: 'redis://h:6379/1', stream_name: s, stream_maxlen: 10, timeout_ms: 99}\n")
+              .streamRedis != a.streamRedis);
+    CHECK(sections("connection_redis_sync: {addr: 'redis://h', key_ttl_s: 61}\n").connectionRedisSync !=
+          a.connectionRedisSync);
+    CHECK(sections("stream_amqp: {addr: 'amqp://h', exchange: x, headers: {a: c}}\n").streamAmqp != a.streamAmqp);
+    CHECK(sections("stream_amqp: {addr: 'amqp://h?heartbeat=3', exchange: x, headers: {a: b}}\n").streamAmqp !=
+          a.streamAmqp);
+    CHECK(sections("").streamAmqp != a.streamAmqp);
 }
 
 TEST_CASE("the original wsgateway config.yml is accepted") {
@@ -287,9 +331,9 @@ prometheus:
   enabled: true
 )";
     Config c = parseOk(yaml);
-    CHECK(c.endpoints.size() == 2);
-    CHECK(c.endpoints[1].setTags == wsgw::TagList{{"version", "2"}});
-    CHECK(c.streamRedis->addr.clientName == "wsgatewaystream");
+    CHECK(c.ws.endpoints.size() == 2);
+    CHECK(c.ws.endpoints[1].setTags == wsgw::TagList{{"version", "2"}});
+    CHECK(c.streamRedis->options.redis.clientName == "wsgatewaystream");
 }
 
 TEST_CASE("the shipped config.yml loads") {
@@ -298,17 +342,17 @@ TEST_CASE("the shipped config.yml loads") {
     std::string error;
     auto c = loadConfig(std::string(dir) + "/config.yml", &error);
     REQUIRE_MESSAGE(c, error);
-    CHECK(c->listen == HostPort{"0.0.0.0", 5000});
-    CHECK(c->control == HostPort{"127.0.0.1", 6666});
+    CHECK(c->ws.addr == HostPort{"0.0.0.0", 5000});
+    CHECK(c->control.addr == HostPort{"127.0.0.1", 6666});
     CHECK_FALSE(c->streamRedis);
     CHECK_FALSE(c->streamAmqp);
     CHECK_FALSE(c->connectionRedisSync);
     CHECK(c->effectiveEventLog() == Config::EventLog::Stdout);
     REQUIRE(c->findEndpoint("/connect"));
     CHECK(c->findEndpoint("/connect")->setTags == wsgw::TagList{{"group", "default"}});
-    CHECK_FALSE(c->findEndpoint("/connect")->streamIncludeTags.empty());
+    CHECK_FALSE(c->findEndpoint("/connect")->events.includeTags.empty());
     REQUIRE(c->findEndpoint("/connect/v2"));
-    CHECK_FALSE(c->findEndpoint("/connect/v2")->jsonExtractVars.empty());
+    CHECK_FALSE(c->findEndpoint("/connect/v2")->events.json.empty());
 }
 
 TEST_CASE("the shipped config.yml loads with its optional sections uncommented") {
@@ -368,8 +412,8 @@ TEST_CASE("malformed YAML reports the parser's position") {
                 "t.yml:3:4: invalid YAML: end of sequence not found");
     CHECK_ERROR(std::string(kEndpoint) + "---\nthreads: 1\n",
                 "t.yml:4:1: more than one YAML document ('---'): a config file holds one");
-    CHECK(parseOk(std::string("---\n") + kEndpoint + "...\n").endpoints.size() == 1);
-    CHECK(parseOk(std::string("---\n---\n") + kEndpoint + "---\n").endpoints.size() == 1);
+    CHECK(parseOk(std::string("---\n") + kEndpoint + "...\n").ws.endpoints.size() == 1);
+    CHECK(parseOk(std::string("---\n---\n") + kEndpoint + "---\n").ws.endpoints.size() == 1);
     CHECK_ERROR("- a\n- b\n",
                 "t.yml:1:1: expected settings as 'key: value' lines at the top level, got a list");
 }
@@ -490,7 +534,7 @@ TEST_CASE("addresses") {
     CHECK_ERROR(std::string("listen_addr: :7000\ncontrol_addr: 127.0.0.1:7000\n") + kEndpoint,
                 "t.yml:2:15: control_addr: listen_addr :7000 and control_addr 127.0.0.1:7000 overlap");
     CHECK(parseOk(std::string("listen_addr: 127.0.0.1:7000\ncontrol_addr: 127.0.0.2:7000\n") + kEndpoint)
-              .control.port == 7000);
+              .control.addr.port == 7000);
 }
 
 TEST_CASE("invalid CIDR") {
@@ -858,10 +902,10 @@ TEST_CASE("HostPort::parse") {
 TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, stream_maxlen") {
     Config d = parseOk(kEndpoint);
     CHECK(d.nodeId.empty());
-    CHECK(d.backlogMaxEvents == 1000000);
-    CHECK(d.backlogMaxMb == 256);
-    CHECK(d.backlogOverflow == Config::BacklogOverflow::DropOldest);
-    CHECK(d.shutdownFlushS == 5);
+    CHECK(d.backlog.maxBacklogEvents == 1000000);
+    CHECK(d.backlog.maxBacklogBytes == std::size_t(256) << 20);
+    CHECK(d.backlog.overflow == wsgw::OverflowPolicy::DropOldest);
+    CHECK(d.shutdownFlush == 5s);
 
     Config c = parseOk(std::string(kEndpoint) +
                        "node_id: gw-1\nbacklog_max_events: 5000\nbacklog_max_mb: 64\nbacklog_overflow: pause_reading\n"
@@ -869,17 +913,23 @@ TEST_CASE("event delivery keys: node_id, backlog bounds and policy, flush time, 
                        "timeout_ms: 250}\nconnection_redis_sync: {addr: 'redis://127.0.0.1:6379', timeout_ms: 50, "
                        "key_ttl_s: 30}\n");
     CHECK(c.nodeId == "gw-1");
-    CHECK(c.backlogMaxEvents == 5000);
-    CHECK(c.backlogMaxMb == 64);
-    CHECK(c.backlogOverflow == Config::BacklogOverflow::PauseReading);
-    CHECK(c.shutdownFlushS == 0);
+    CHECK(c.backlog.maxBacklogEvents == 5000);
+    CHECK(c.backlog.maxBacklogBytes == std::size_t(64) << 20);
+    CHECK(c.backlog.overflow == wsgw::OverflowPolicy::PauseReading);
+    CHECK(c.shutdownFlush == 0s);
     REQUIRE(c.streamRedis);
-    CHECK(c.streamRedis->streamMaxLen == 100000);
-    CHECK(c.streamRedis->timeoutMs == 250);
+    CHECK(c.streamRedis->options.maxLen == 100000);
+    CHECK(c.streamRedis->options.redis.commandTimeout == 250ms);
+    CHECK(c.streamRedis->options.redis.connectTimeout == 250ms); // at most the command timeout
     REQUIRE(c.connectionRedisSync);
-    CHECK(c.connectionRedisSync->timeoutMs == 50);
-    CHECK(c.connectionRedisSync->keyTtlS == 30);
-    CHECK(parseOk(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://h'}\n").connectionRedisSync->keyTtlS == 120);
+    CHECK(c.connectionRedisSync->options.redis.commandTimeout == 50ms);
+    CHECK(c.connectionRedisSync->options.redis.connectTimeout == 50ms);
+    CHECK(c.connectionRedisSync->options.keyTtl == 30s);
+    // timeout_ms before addr: the URL does not reset it
+    CHECK(parseOk(std::string(kEndpoint) + "stream_redis: {timeout_ms: 300, addr: 'redis://h'}\n")
+              .streamRedis->options.redis.commandTimeout == 300ms);
+    CHECK(parseOk(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://h'}\n")
+              .connectionRedisSync->options.keyTtl == 120s);
     CHECK(errorOf(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://h', key_ttl_s: 2}\n") ==
           "t.yml:3:55: connection_redis_sync.key_ttl_s: must be at least 3, got 2");
     CHECK(d.streamRedis == std::nullopt);
@@ -900,21 +950,21 @@ TEST_CASE("a document starting with ',' is an error, not an endless loop (yaml-c
 
 TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
     Config d = parseOk(kEndpoint);
-    CHECK(d.maxConnections == 0);
-    CHECK(d.rateLimit.perSecond == 0);
-    CHECK(d.slowConsumer.maxOutboundKb == 4096);
-    CHECK(d.slowConsumer.policy == SlowConsumer::Policy::Close);
-    CHECK(d.maxConnectionLifetimeS == 0);
-    CHECK(d.maxTagsPerConnection == 64);
-    CHECK(d.maxTagKeyLen == 128);
-    CHECK(d.maxTagValueLen == 1024);
-    CHECK(d.maxBodyKb == 0);
-    CHECK(d.controlTimeoutS == 10);
-    CHECK(d.controlRequestTimeoutS == 10);
-    CHECK(d.controlToken.empty());
-    CHECK_FALSE(d.tls);
-    CHECK(d.drainS == 10);
-    CHECK(d.endpoints[0].allowedOrigins.empty());
+    CHECK(d.ws.maxConnections == 0);
+    CHECK(d.ws.endpoints[0].rateLimit.perSecond == 0);
+    CHECK(d.ws.endpoints[0].slowConsumer.maxOutboundBytes == 4096 * 1024);
+    CHECK(d.ws.endpoints[0].slowConsumer.policy == SlowConsumerPolicy::Close);
+    CHECK(d.ws.maxLifetime == 0s);
+    CHECK(d.control.maxTagsPerConnection == 64);
+    CHECK(d.control.maxTagKeyLen == 128);
+    CHECK(d.control.maxTagValueLen == 1024);
+    CHECK(d.control.maxBodyBytes == 1024 * 1024); // max_message_size_kb's
+    CHECK(d.control.commandTimeout == 10s);
+    CHECK(d.control.requestTimeout == 10s);
+    CHECK(d.control.token.empty());
+    CHECK_FALSE(d.ws.tls);
+    CHECK(d.drain == 10s);
+    CHECK(d.ws.endpoints[0].allowedOrigins.empty());
 
     Config c = parseOk("endpoints:\n"
                        "  - path: /a\n"
@@ -928,27 +978,27 @@ TEST_CASE("limits and security keys: defaults, values, inheritance, errors") {
                        "slow_consumer: {max_outbound_kb: 128, policy: drop_newest}\n"
                        "max_connection_lifetime_s: 3600\nmax_tags_per_connection: 8\nmax_body_kb: 64\n"
                        "control_timeout_s: 3\ncontrol_token: tok\ndrain_s: 2\ncontrol_request_timeout_s: 4\n");
-    CHECK(c.maxConnections == 1000);
-    const EndpointConfig &a = c.endpoints[0], &b = c.endpoints[1];
+    CHECK(c.ws.maxConnections == 1000);
+    const WsEndpoint &a = c.ws.endpoints[0], &b = c.ws.endpoints[1];
     CHECK(a.maxConnections == 5);
     CHECK(a.allowedOrigins == std::vector<std::string>{"https://app.example", "http://localhost:3000"});
     CHECK(a.rateLimit.perSecond == 100);
     CHECK(a.rateLimit.burst == 100); // defaults to the rate
     CHECK(a.rateLimit.policy == RateLimit::Policy::Drop);
-    CHECK(a.slowConsumer.maxOutboundKb == 128); // inherited, though given later in the file
-    CHECK(a.slowConsumer.policy == SlowConsumer::Policy::DropNewest);
+    CHECK(a.slowConsumer.maxOutboundBytes == 128 * 1024); // inherited, though given later in the file
+    CHECK(a.slowConsumer.policy == SlowConsumerPolicy::DropNewest);
     CHECK(b.rateLimit.perSecond == 10); // inherited
     CHECK(b.rateLimit.burst == 20);
     CHECK(b.rateLimit.policy == RateLimit::Policy::Close);
-    CHECK(b.slowConsumer.policy == SlowConsumer::Policy::DropOldest);
-    CHECK(b.slowConsumer.maxOutboundKb == 4096); // its own section starts from the defaults
-    CHECK(c.maxConnectionLifetimeS == 3600);
-    CHECK(c.maxTagsPerConnection == 8);
-    CHECK(c.maxBodyKb == 64);
-    CHECK(c.controlTimeoutS == 3);
-    CHECK(c.controlRequestTimeoutS == 4);
-    CHECK(c.controlToken == "tok");
-    CHECK(c.drainS == 2);
+    CHECK(b.slowConsumer.policy == SlowConsumerPolicy::DropOldest);
+    CHECK(b.slowConsumer.maxOutboundBytes == 4096 * 1024); // its own section starts from the defaults
+    CHECK(c.ws.maxLifetime == 3600s);
+    CHECK(c.control.maxTagsPerConnection == 8);
+    CHECK(c.control.maxBodyBytes == 64 * 1024);
+    CHECK(c.control.commandTimeout == 3s);
+    CHECK(c.control.requestTimeout == 4s);
+    CHECK(c.control.token == "tok");
+    CHECK(c.drain == 2s);
 
     CHECK(errorOf(std::string(kEndpoint) + "control_token: a\ncontrol_token_file: /etc/hostname\n") ==
           "t.yml:4:1: give control_token or control_token_file, not both");
