@@ -23,6 +23,7 @@
 // All types here are plain values: thread-compatible.
 
 #include "control_options.h"
+#include "log_format.h"
 #include "net_address.h"
 #include "ws_options.h"
 
@@ -122,6 +123,7 @@ struct Config {
     unsigned threads = 0;               ///< threads: shards; 0 = one per CPU
     EventLog eventLog = EventLog::Auto; ///< event_log: auto|stdout|stderr|none|discard
     std::string logLevel = "info";      ///< log_level: trace|debug|info|warn|error|off
+    LogFormat logFormat = LogFormat::Text; ///< log_format: text|json
     std::string nodeId;                 ///< node_id: this node's name; "" = hostname:listen port
     std::chrono::seconds shutdownFlush{5}; ///< shutdown_flush_s: how long a stop waits for sinks to flush
     std::chrono::seconds drain{10};        ///< drain_s: SIGTERM spreads the closes (1012) over this long

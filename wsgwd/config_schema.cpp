@@ -336,7 +336,9 @@ void readMaxOutboundKb(Reader &r, const Entry &e, const std::string &name, Confi
 
 const Section<ControlApiOptions> &prometheusKeys() {
     static const Section<ControlApiOptions> keys{
-        "a map with 'enabled'", IfNull::Empty, {{"enabled", flag(&ControlApiOptions::metrics)}}};
+        "a map with 'enabled' and 'legacy_names'",
+        IfNull::Empty,
+        {{"enabled", flag(&ControlApiOptions::metrics)}, {"legacy_names", flag(&ControlApiOptions::legacyMetricNames)}}};
     return keys;
 }
 
@@ -369,6 +371,7 @@ const Section<Config> &topLevelKeys() {
                                                      {"none", EventLog::None},
                                                      {"discard", EventLog::Discard}})},
             {"log_level", oneOf(&Config::logLevel, {"trace", "debug", "info", "warn", "error", "off"})},
+            {"log_format", choice(&Config::logFormat, {{"text", LogFormat::Text}, {"json", LogFormat::Json}})},
             {"node_id", readNodeId},
             {"backlog_max_events", in(&Config::backlog, number(&Backlog::maxBacklogEvents, 1, kMaxEvents))},
             {"backlog_max_mb", in(&Config::backlog, bytes(&Backlog::maxBacklogBytes, kMiB, 1, 1024 * 1024))},

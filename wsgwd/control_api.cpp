@@ -354,7 +354,8 @@ struct ControlApi::Impl {
         res.status = 200;
         std::optional<MirrorStats> mirror;
         if (ConnectionMirror *m = ctx.hub.mirror()) mirror = m->stats();
-        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused(), mirror),
+        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused(), mirror,
+                                           current()->legacyMetricNames),
                         "text/plain; version=0.0.4; charset=utf-8");
     }
 
@@ -435,6 +436,7 @@ void ControlApi::reload(const ControlApiOptions &next) {
     merged->maxTagValueLen = next.maxTagValueLen;
     merged->commandTimeout = next.commandTimeout;
     merged->requestTimeout = next.requestTimeout;
+    merged->legacyMetricNames = next.legacyMetricNames;
     impl_->server.setRequestTimeout(next.requestTimeout);
     std::lock_guard lock(impl_->liveMu);
     impl_->live = std::move(merged);

@@ -28,6 +28,9 @@ struct ControlApiOptions {
     /// max_body_kb, else max_message_size_kb: larger bodies get 413.
     std::size_t maxBodyBytes = 1024 * 1024;
     bool metrics = true; ///< prometheus.enabled: serve /metrics
+    /// prometheus.legacy_names: also expose the original gateway's five metric names
+    /// (messages_sent_counter, ...), which promtool's naming rules reject.
+    bool legacyMetricNames = true;
     /// control_timeout_s: a command not answered by then gets 504.
     std::chrono::milliseconds commandTimeout{10'000};
     /// control_request_timeout_s: a request's headers and body must arrive within this (408 and

@@ -1,6 +1,7 @@
 #include "gateway.h"
 
 #include "control_api.h"
+#include "log.h"
 #include "metrics.h"
 #include "ws_server.h"
 
@@ -263,6 +264,26 @@ bool Gateway::start(std::string *error) {
     return true;
 }
 
+std::string Gateway::statusLine() const {
+    const Impl &d = *impl_;
+    if (!d.metrics || !d.hub) return "starting";
+    std::string line = std::to_string(d.metrics->openConnections()) + " WebSocket connections, " +
+                       std::to_string(d.metrics->control().connections.get()) + " control connections";
+    std::size_t sinks = 0, down = 0;
+    std::string firstDown;
+    for (const SinkStats &s : d.hub->events().stats()) {
+        ++sinks;
+        if (!s.connected && down++ == 0) firstDown = s.name;
+    }
+    if (down > 0)
+        line += "; " + std::to_string(down) + " of " + std::to_string(sinks) + " event sinks down ('" + firstDown + "')";
+    else if (sinks > 0)
+        line += "; event sinks up";
+    if (ConnectionMirror *m = d.hub->mirror(); m && !m->stats().connected) line += "; connection mirror down";
+    if (d.stopping.load()) line += "; stopping";
+    return line;
+}
+
 std::vector<std::string> Gateway::reload(const Config &next) {
     Impl &d = *impl_;
     std::lock_guard lock(d.mu);
@@ -314,6 +335,8 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     // ...and the process's own settings.
     if (next.logLevel != cur.logLevel) spdlog::set_level(spdlog::level::from_str(next.logLevel));
     cur.logLevel = next.logLevel;
+    if (next.logFormat != cur.logFormat) setLogFormat(next.logFormat);
+    cur.logFormat = next.logFormat;
     cur.drain = next.drain;
     cur.shutdownFlush = next.shutdownFlush;
     return needRestart;

@@ -39,6 +39,11 @@ public:
     /// restart (listen addresses, threads, TLS, sinks, ...), which keep their running values.
     std::vector<std::string> reload(const Config &next);
 
+    /// One line for `systemctl status` (sd_notify STATUS=): open WebSocket and control
+    /// connections, and which event sinks or the mirror are down. Safe to call from any thread
+    /// once start() has returned true.
+    std::string statusLine() const;
+
     Hub &hub();
     const Config &config() const;
 

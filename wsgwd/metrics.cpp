@@ -122,8 +122,15 @@ void Metrics::observeCommand(std::string_view command, double seconds) {
 
 void Metrics::countBusy() { impl_->busy.Add({}).Increment(); }
 
+std::int64_t Metrics::openConnections() const noexcept {
+    std::int64_t open = 0;
+    for (const auto &s : shards_)
+        open += static_cast<std::int64_t>(s->connectionsOpened.get()) - static_cast<std::int64_t>(s->connectionsClosed.get());
+    return open;
+}
+
 std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused,
-                            const std::optional<MirrorStats> &mirror) const {
+                            const std::optional<MirrorStats> &mirror, bool legacyNames) const {
     auto sum = [&](auto field) {
         double total = 0;
         for (const auto &s : shards_) total += static_cast<double>(((*s).*field).get());
@@ -136,16 +143,33 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
         out.push_back(std::move(f));
     };
 
-    // The original gateway's names (spelling included), for dashboards built on them.
-    counter("messages_sent_counter", "Messages sent to WebSocket clients", &ShardCounters::messagesSent);
-    counter("messages_recieved_counter", "Messages received from WebSocket clients", &ShardCounters::messagesReceived);
-    counter("connections_counter", "WebSocket connections opened", &ShardCounters::connectionsOpened);
-    counter("disconnections_counter", "WebSocket connections closed", &ShardCounters::connectionsClosed);
-    {
-        MetricFamily f = family("active_connections_gauge", "WebSocket connections open now", MetricType::Gauge);
-        addSample(f, sum(&ShardCounters::connectionsOpened) - sum(&ShardCounters::connectionsClosed));
+    auto gauge = [&](const char *name, const char *help, double value) {
+        MetricFamily f = family(name, help, MetricType::Gauge);
+        addSample(f, value);
         out.push_back(std::move(f));
+    };
+    const double openNow = sum(&ShardCounters::connectionsOpened) - sum(&ShardCounters::connectionsClosed);
+
+    // The original gateway's names (spelling included), for dashboards built on them. They
+    // break Prometheus' naming rules (a counter without _total, the type in the name), so each
+    // has a wsgw_* twin below, and prometheus.legacy_names: false leaves them out.
+    if (legacyNames) {
+        counter("messages_sent_counter", "Messages sent to WebSocket clients (wsgw_messages_sent_total)",
+                &ShardCounters::messagesSent);
+        counter("messages_recieved_counter", "Messages received from WebSocket clients (wsgw_messages_received_total)",
+                &ShardCounters::messagesReceived);
+        counter("connections_counter", "WebSocket connections opened (wsgw_connections_opened_total)",
+                &ShardCounters::connectionsOpened);
+        counter("disconnections_counter", "WebSocket connections closed (wsgw_connections_closed_total)",
+                &ShardCounters::connectionsClosed);
+        gauge("active_connections_gauge", "WebSocket connections open now (wsgw_connections)", openNow);
     }
+    counter("wsgw_messages_sent_total", "Messages sent to WebSocket clients", &ShardCounters::messagesSent);
+    counter("wsgw_messages_received_total", "Messages received from WebSocket clients",
+            &ShardCounters::messagesReceived);
+    counter("wsgw_connections_opened_total", "WebSocket connections opened", &ShardCounters::connectionsOpened);
+    counter("wsgw_connections_closed_total", "WebSocket connections closed", &ShardCounters::connectionsClosed);
+    gauge("wsgw_connections", "WebSocket connections open now", openNow);
 
     counter("wsgw_bytes_received_total", "Payload bytes received from clients", &ShardCounters::bytesReceived);
     counter("wsgw_bytes_sent_total", "Frame bytes written to clients", &ShardCounters::bytesSent);

@@ -93,7 +93,7 @@ struct ControlCounters {
 
 /// The daemon's metrics: per-shard counters read at scrape time, and the control API's command
 /// latencies. Rendered in the Prometheus text format, with the original gateway's metric names
-/// kept for dashboards built on them.
+/// kept for dashboards built on them (unless turned off) beside their wsgw_* equivalents.
 ///
 /// Thread-safe (each ShardCounters has its own single writer).
 class Metrics {
@@ -104,6 +104,9 @@ public:
     ShardCounters &shard(std::size_t index) noexcept { return *shards_[index]; }
     ControlCounters &control() noexcept { return control_; }
 
+    /// WebSocket connections open now, over every shard (opened minus closed).
+    std::int64_t openConnections() const noexcept;
+
     /// Records how long a control command took, by command name ("send", "settags", ...).
     void observeCommand(std::string_view command, double seconds);
     /// Counts a control request refused for being busy (503).
@@ -112,8 +115,10 @@ public:
     /// The Prometheus text exposition of everything, including the event sinks' state, whether
     /// reading from clients is paused for backpressure, and the connection mirror's state (when
     /// there is one).
+    /// With `legacyNames` (prometheus.legacy_names) the original gateway's five names are
+    /// included too; every wsgw_* family passes `promtool check metrics`, those five do not.
     std::string render(const std::vector<SinkStats> &sinks, bool readingPaused,
-                       const std::optional<MirrorStats> &mirror = std::nullopt) const;
+                       const std::optional<MirrorStats> &mirror = std::nullopt, bool legacyNames = true) const;
 
 private:
     struct Impl;

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <future>
 #include <memory>
+#include <sstream>
 
 using namespace wsgw::itest;
 using wsgw::test::WsClient;
@@ -28,19 +29,89 @@ TEST_CASE("--version and --help") {
     Daemon h("", {"--help"});
     CHECK(runToExit(h) == 0);
     CHECK(h.out().find("--check-config") != std::string::npos);
+    // The signals and exit codes are in --help too, not only in the man page.
+    CHECK(h.out().find("SIGHUP   reload the config file") != std::string::npos);
+    CHECK(h.out().find("Exit status: 0 clean stop") != std::string::npos);
     Daemon bad("", {"--no-such-flag"});
     CHECK(runToExit(bad) == 2);
 }
 
-TEST_CASE("--check-config: 0 for a valid file, 2 with FILE:LINE:COL for a bad one") {
+TEST_CASE("--check-config [FILE]: 0 for a valid file, 1 with FILE:LINE:COL for a bad one") {
     std::uint16_t ws = freePort(), ctl = freePort();
     Daemon ok(testConfig(ws, ctl), {"--check-config"});
     CHECK(runToExit(ok) == 0);
-    CHECK(ok.out().find(": OK") != std::string::npos);
+    CHECK(ok.out().find("config.yml: OK") != std::string::npos);
 
-    Daemon bad("listen_addr: 127.0.0.1:1\nendpoints:\n  - path: /a\n    colour: red\n", {"--check-config"});
-    CHECK(runToExit(bad) == 2);
+    const std::string badYaml = "listen_addr: 127.0.0.1:1\nendpoints:\n  - path: /a\n    colour: red\n";
+    Daemon bad(badYaml, {"--check-config"});
+    CHECK(runToExit(bad) == 1);
     CHECK(bad.err().find("config.yml:4:5: unknown key 'colour' in endpoints[0]") != std::string::npos);
+
+    // A file named after the flag, whatever --config says; the same message a start gives (there
+    // with exit code 2).
+    TempDir dir;
+    writeFile(dir.file("other.yml"), badYaml);
+    Daemon named(testConfig(ws, ctl), {"--check-config", dir.file("other.yml")});
+    CHECK(runToExit(named) == 1);
+    CHECK(named.err().rfind(dir.file("other.yml") + ":4:5: unknown key 'colour' in endpoints[0]", 0) == 0);
+    Daemon start("", {"--config", dir.file("other.yml")});
+    CHECK(runToExit(start) == 2);
+    CHECK(start.err() == named.err());
+    writeFile(dir.file("good.yml"), testConfig(ws, ctl));
+    Daemon good("", {"--check-config", dir.file("good.yml")});
+    CHECK(runToExit(good) == 0);
+    CHECK(good.out() == dir.file("good.yml") + ": OK\n");
+    Daemon missing("", {"--check-config", dir.file("absent.yml")});
+    CHECK(runToExit(missing) == 1);
+    CHECK(missing.err().find(dir.file("absent.yml") + ": cannot read") != std::string::npos);
+}
+
+TEST_CASE("log_format: json: every diagnostic is one JSON object per line") {
+    auto d = Daemon::start("log_format: json\n");
+    WsClient c;
+    REQUIRE(c.connect("127.0.0.1", d->wsPort, "/connect").ok());
+    CHECK(d->stop(SIGTERM) == 0);
+    std::istringstream lines(d->err());
+    std::string line;
+    std::size_t count = 0;
+    bool sawListening = false, sawStopped = false;
+    while (std::getline(lines, line)) {
+        ++count;
+        INFO("line: " << line);
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        REQUIRE(j.is_object());
+        REQUIRE(j.size() == 3);
+        REQUIRE(j["time"].is_string());
+        REQUIRE(j["level"].is_string());
+        REQUIRE(j["msg"].is_string());
+        const std::string t = j["time"];
+        // 2026-01-31T12:00:00.123Z
+        CHECK(t.size() == 24);
+        CHECK(t[10] == 'T');
+        CHECK(t.back() == 'Z');
+        CHECK((j["level"] == "info" || j["level"] == "warning" || j["level"] == "error"));
+        sawListening |= j["msg"].get<std::string>().rfind("Listening on 127.0.0.1:", 0) == 0;
+        sawStopped |= j["msg"] == "wsgwd stopped";
+    }
+    CHECK(count >= 4);
+    CHECK(sawListening);
+    CHECK(sawStopped);
+}
+
+TEST_CASE("log_format: text is the default, and SIGHUP switches the format") {
+    auto d = Daemon::start();
+    CHECK(d->err().find("{\"time\"") == std::string::npos);
+    CHECK(d->err().find(" info Listening on ") != std::string::npos);
+    std::string cfg = readFile(d->dir().file("config.yml"));
+    writeFile(d->dir().file("config.yml"), cfg + "log_format: json\n");
+    REQUIRE(::kill(d->pid(), SIGHUP) == 0);
+    // The reload's own line is the first in the new format.
+    CHECK(eventually([&] { return d->err().find("{\"time\"") != std::string::npos; }));
+    std::string err = d->err();
+    std::size_t at = err.find("{\"time\"");
+    nlohmann::json j = nlohmann::json::parse(err.substr(at, err.find('\n', at) - at), nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j["msg"].get<std::string>().rfind("SIGHUP: reloaded", 0) == 0);
 }
 
 TEST_CASE("a bad config stops the start with exit code 2 and the position") {

@@ -471,7 +471,9 @@ TEST_CASE("wrong types") {
     CHECK_ERROR(std::string("prometheus: {enabled: maybe}\n") + kEndpoint,
                 "t.yml:1:23: prometheus.enabled: expected true or false, got 'maybe'");
     CHECK_ERROR(std::string("prometheus: true\n") + kEndpoint,
-                "t.yml:1:13: prometheus: expected a map with 'enabled', got a value");
+                "t.yml:1:13: prometheus: expected a map with 'enabled' and 'legacy_names', got a value");
+    CHECK_ERROR(std::string("prometheus: {legacy_names: no_thanks}\n") + kEndpoint,
+                "t.yml:1:28: prometheus.legacy_names: expected true or false, got 'no_thanks'");
     CHECK_ERROR(std::string("stream_redis: redis://localhost\n") + kEndpoint,
                 "t.yml:1:15: stream_redis: expected a map with 'addr' and 'stream_name', got a value");
     CHECK_ERROR(std::string("internal_endpoint_access_whitelist: 10.0.0.0/8\n") + kEndpoint,
@@ -626,6 +628,20 @@ TEST_CASE("event_log and log_level values") {
         "t.yml:1:12: log_level: unknown value 'verbose': use one of trace, debug, info, warn, error, off");
     CHECK(parseOk(std::string("event_log: none\nlog_level: off\n") + kEndpoint).eventLog ==
           Config::EventLog::None);
+}
+
+TEST_CASE("log_format: text (the default) or json") {
+    CHECK(parseOk(kEndpoint).logFormat == wsgw::daemon::LogFormat::Text);
+    CHECK(parseOk(std::string("log_format: json\n") + kEndpoint).logFormat == wsgw::daemon::LogFormat::Json);
+    CHECK(parseOk(std::string("log_format: text\n") + kEndpoint).logFormat == wsgw::daemon::LogFormat::Text);
+    CHECK_ERROR(std::string("log_format: logfmt\n") + kEndpoint,
+                "t.yml:1:13: log_format: unknown value 'logfmt': use one of text, json");
+}
+
+TEST_CASE("prometheus.legacy_names: true by default") {
+    CHECK(parseOk(kEndpoint).control.legacyMetricNames);
+    CHECK(parseOk(std::string("prometheus: {enabled: true}\n") + kEndpoint).control.legacyMetricNames);
+    CHECK_FALSE(parseOk(std::string("prometheus: {legacy_names: false}\n") + kEndpoint).control.legacyMetricNames);
 }
 
 TEST_CASE("an unnamed file is called <config>") {
