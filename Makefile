@@ -10,7 +10,12 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp soak install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp soak install deb clean
+
+# -Werror belongs to the tests and CI (STYLE.md rule 12): `make build` and `make run` leave
+# warnings as warnings, as meson's defaults do for users and packagers; the test targets turn
+# them into errors (an existing build dir is switched over, which recompiles it once).
+WERROR = -Dwerror=true
 
 all: build
 
@@ -26,10 +31,18 @@ build: $(BUILD)/build.ninja
 run: bootstrap build
 	$(BUILD)/wsgwd/wsgwd --config $(CONFIG)
 
-test: bootstrap build
+# Every suite, the slow ones too: release (a --buildtype=release -Dwerror=true build by gcc and
+# by clang) and deb (the Debian packages built, linted and opened).
+test: bootstrap
+	@test -f $(BUILD)/build.ninja || meson setup $(BUILD) --prefix=$(PREFIX) $(WERROR) $(MESON_ARGS)
+	meson configure $(BUILD) $(WERROR)
+	meson compile -C $(BUILD)
 	meson test -C $(BUILD) --print-errorlogs $(TEST_ARGS)
 
-test-unit: build
+test-unit: bootstrap
+	@test -f $(BUILD)/build.ninja || meson setup $(BUILD) --prefix=$(PREFIX) $(WERROR) $(MESON_ARGS)
+	meson configure $(BUILD) $(WERROR)
+	meson compile -C $(BUILD)
 	meson test -C $(BUILD) --print-errorlogs --suite unit $(TEST_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of every suite (CI runs it after `make test`).
@@ -37,7 +50,7 @@ test-unit: build
 # -O1, as the ASan manual advises: a fraction of -O2's compile time, and still fast enough to run.
 test-asan: bootstrap
 	@test -f $(BUILD)-asan/build.ninja || meson setup $(BUILD)-asan -Db_sanitize=address,undefined \
-		-Db_lundef=false -Dbench=false -Doptimization=1 $(MESON_ARGS)
+		-Db_lundef=false -Dbench=false -Doptimization=1 $(WERROR) $(MESON_ARGS)
 	meson compile -C $(BUILD)-asan
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
@@ -47,7 +60,7 @@ test-asan: bootstrap
 # why each suppression is there.
 test-tsan: bootstrap
 	@test -f $(BUILD)-tsan/build.ninja || meson setup $(BUILD)-tsan -Db_sanitize=thread \
-		-Db_lundef=false -Dbench=false -Dexamples=false -Doptimization=1 $(MESON_ARGS)
+		-Db_lundef=false -Dbench=false -Dexamples=false -Doptimization=1 $(WERROR) $(MESON_ARGS)
 	meson compile -C $(BUILD)-tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" meson test -C $(BUILD)-tsan \
 		--print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
@@ -82,9 +95,14 @@ SOAK_MINUTES ?= 30
 soak: bootstrap build
 	bench/soak --minutes $(SOAK_MINUTES) --wsgwd $(BUILD)/wsgwd/wsgwd
 
+# The Debian packages wsgwd, libwsgw<soversion> and libwsgw-dev in $(BUILD)-deb, built by
+# dpkg-buildpackage -us -uc -b from a clean copy of the checkout and checked by lintian.
+deb: bootstrap
+	scripts/build-deb $(BUILD)-deb
+
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)
 	DESTDIR=$(DESTDIR) meson install -C $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-deb $(FUZZ_BUILD)
