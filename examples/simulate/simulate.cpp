@@ -178,15 +178,7 @@ private:
     std::vector<std::uint64_t> expected_;
 };
 
-// "g12": appended rather than `"g" + std::to_string(g)`, whose insert-at-front GCC 12 warns about
-// at -O3 (-Wrestrict, a false positive inside libstdc++: GCC bug 105329).
-std::string numbered(char prefix, std::size_t n) {
-    std::string s(1, prefix);
-    s += std::to_string(n);
-    return s;
-}
-
-std::string groupName(std::size_t g) { return numbered('g', g); }
+std::string groupName(std::size_t g) { return "g" + std::to_string(g); }
 
 double micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
@@ -221,8 +213,8 @@ int main(int argc, char **argv) {
     std::optional<std::size_t> opened = onEveryShard(hub, [&](Shard &shard) {
         std::size_t ok = 0;
         for (std::size_t i = shard.index(); i < n; i += hub.shardCount()) {
-            TagList tags{{"group", groupName(i % groups)}, {"role", numbered('r', i % 4)},
-                         {"user", numbered('u', i)}};
+            TagList tags{{"group", groupName(i % groups)}, {"role", "r" + std::to_string(i % 4)},
+                         {"user", "u" + std::to_string(i)}};
             ok += shard.open(*conns[i], tags, spec);
         }
         return ok;
@@ -287,7 +279,7 @@ int main(int argc, char **argv) {
         broadcast(Selector::withTags({{"group", groupName(g)}}), expected, round);
         std::size_t role = round % 4;
         expected = model.sendToRole(role);
-        broadcast(Selector::withTags({{"role", numbered('r', role)}}), expected, round);
+        broadcast(Selector::withTags({{"role", "r" + std::to_string(role)}}), expected, round);
     }
 
     // Registry memory, summed over the shards on their own threads.
