@@ -180,5 +180,9 @@ TEST_CASE("SIGTERM with 10 slowloris connections and GET /status in flight exits
     CHECK(rc == 0);
     CHECK(took < 5000ms); // drain_s 1 + shutdown_flush_s 1 + 3
     CHECK(backends.statuses.count(504) == 0);
-    for (auto &[status, n] : backends.statuses) CHECK_MESSAGE((status == 200 || status == 503 || status == 0), status);
+    // Not a structured binding: CHECK_MESSAGE wraps it in a lambda, which clang 14 refuses for a binding.
+    for (const auto &answer : backends.statuses) {
+        const int status = answer.first;
+        CHECK_MESSAGE((status == 200 || status == 503 || status == 0), status);
+    }
 }

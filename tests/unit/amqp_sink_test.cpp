@@ -207,7 +207,9 @@ TEST_CASE("batch confirms: acks, multiple acks, nacks, events settled here, and 
 }
 
 TEST_CASE("the socket watchdog frees a write that waits for a peer that stopped reading") {
-    auto [c, s] = tcpPair();
+    // Not a structured binding: the lambdas below capture c, which clang 14 refuses for a binding.
+    const auto [cFd, sFd] = tcpPair();
+    const int c = cFd, s = sFd;
     fill(c);
     SocketWatchdog dog;
 
