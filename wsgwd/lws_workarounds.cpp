@@ -1,6 +1,7 @@
 #include "lws_workarounds.h"
 
 #include "deflate_offer.h"
+#include "socket_stats.h"
 #include "ws_connection.h"
 #include "ws_shard.h"
 
@@ -97,6 +98,12 @@ bool echoServerWindowBits(lws_process_html_args &args, int bits) {
     args.p = end - 2 + param.size();
     args.max_len -= static_cast<int>(param.size()) - 2;
     return true;
+}
+
+void closeSilentFailure(lws *wsi) {
+    if (lws_get_close_length(wsi) != 0) return; // lws writes its own close frame
+    if (!tcpEstablished(lws_get_socket_fd(wsi))) return;
+    writeCloseFrame(wsi, 1002, "protocol error");
 }
 
 namespace {

@@ -84,6 +84,12 @@ bool echoServerWindowBits(lws_process_html_args &args, int bits);
 void scheduleFailCut(ShardState &s, ConnectionId id);
 inline constexpr std::int64_t kFailCutMs = 250;
 
+/// lws 4.1.6 fails some protocol errors without a close frame: a control frame longer than 125
+/// bytes (RFC 6455 5.5 wants 1002) just drops TCP. Called when lws starts closing a connection
+/// we did not close (WS_SERVER_DROP_PROTOCOL): if lws has no close reason to send and the
+/// client has not closed its side (so it is not simply gone), writes close 1002 first.
+void closeSilentFailure(lws *wsi);
+
 /// lws accepts only subprotocols it has a protocol entry for; the original gateway accepted any.
 /// So the shard's spare protocol entry (`slot`, `size` bytes) takes the name of the subprotocol
 /// the client offered first, and lws binds and echoes it. Safe because only the shard's thread

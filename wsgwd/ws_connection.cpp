@@ -181,7 +181,10 @@ int WsConnection::invalidUtf8() {
 
 void WsConnection::closeHandedOver() {
     // Not a close of ours: lws is failing the connection (or the client went away).
-    if (!closing_) scheduleFailCut(shard_, id());
+    if (!closing_) {
+        closeSilentFailure(wsi_);
+        scheduleFailCut(shard_, id());
+    }
     closeHandedOver_ = true;
 }
 

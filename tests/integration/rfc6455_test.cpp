@@ -277,3 +277,22 @@ TEST_CASE("a connection failed for a protocol error is closed on TCP right after
         CHECK(ms < 1500);
     }
 }
+
+TEST_CASE("a control frame over 125 bytes gets close 1002, not a dropped connection (RFC 6455 5.5)") {
+    auto d = Daemon::start();
+    auto ws = connect(*d, "/raw");
+    wsgw::test::RawFrame ping;
+    ping.opcode = 0x9;
+    ping.payload = std::string(126, 'p');
+    REQUIRE(ws->sendRaw(ping));
+    auto closed = ws->waitClosed(3000ms);
+    CHECK(closed.kind == wsgw::test::CloseResult::Kind::CloseFrame);
+    CHECK(closed.code == 1002);
+    CHECK(closed.tcpClosed);
+    // A client that just goes away gets nothing written (and wsgwd carries on).
+    auto gone = connect(*d, "/raw");
+    gone->disconnect();
+    auto ws2 = connect(*d, "/raw");
+    REQUIRE(ws2->sendText("still here"));
+    CHECK(d->waitEvent([](auto &e) { return e["action"] == "message" && e["message"] == "still here"; }));
+}
