@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp soak install clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan conformance fuzz bench bench-micro bench-compare bench-amqp soak install clean
 
 all: build
 
@@ -51,6 +51,16 @@ test-tsan: bootstrap
 	meson compile -C $(BUILD)-tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" meson test -C $(BUILD)-tsan \
 		--print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
+
+# RFC 6455 conformance: all 517 cases of the Autobahn|Testsuite with compression off and on,
+# through wsgwd and against the libwebsockets control (tests/conformance/run.py); the suite's HTML
+# report goes to $(BUILD)/conformance-report. `make test` runs sections 1-10 and a slice of 12-13.
+CONFORMANCE_ARGS ?=
+conformance: bootstrap build
+	tests/conformance/run.py --suite all --wsgwd $(BUILD)/wsgwd/wsgwd \
+		--lws-echo $(BUILD)/tests/conformance/conformance-lws-echo \
+		--echo-backend $(BUILD)/tests/conformance/conformance-echo-backend \
+		--outdir $(BUILD)/conformance-report $(CONFORMANCE_ARGS)
 
 # libFuzzer targets (tests/fuzz/README.md): a clang build of their own in $(FUZZ_BUILD), then each
 # target (selector, form, template, config; FUZZ_TARGETS picks some) for FUZZ_SECONDS seconds.
