@@ -39,8 +39,8 @@ EXPECTATIONS = os.path.join(HERE, "expectations.txt")
 AGENTS = ["wsgwd", "wsgwd-deflate", "lws", "lws-deflate"]
 
 # The quick run: sections 1-10, and a slice of 12-13 (permessage-deflate): the smallest messages
-# of each 12.x group and of each client offer of 13.1-13.7. Three to seven minutes on two cores,
-# by the machine's load (section 9 through wsgwd is most of it).
+# of each 12.x group and of each client offer of 13.1-13.7. Three to four minutes on a quiet
+# 2-core machine, twelve under heavy load (section 9 through wsgwd is most of it).
 QUICK_CASES_OFF = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
 QUICK_CASES_ON = ["12.1.1", "12.1.2", "12.1.3", "12.1.4", "12.1.5", "12.2.1", "12.2.2", "12.3.1",
                   "12.4.1", "12.5.1", "13.1.1", "13.1.2", "13.2.1", "13.3.1", "13.3.2", "13.4.1",
