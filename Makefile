@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan fuzz bench bench-micro bench-compare bench-amqp soak install deb clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan conformance fuzz bench bench-micro bench-compare bench-amqp soak install deb clean
 
 # -Werror belongs to the tests and CI (STYLE.md rule 12): `make build` and `make run` leave
 # warnings as warnings, as meson's defaults do for users and packagers; the test targets turn
@@ -46,14 +46,16 @@ test-unit: bootstrap
 	meson test -C $(BUILD) --print-errorlogs --suite unit $(TEST_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of every suite (CI runs it after `make test`).
-# fuzz-smoke is left to `make test`: the fuzz targets are built with ASan and UBSan already.
+# fuzz-smoke is left to `make test`: the fuzz targets are built with ASan and UBSan already; so
+# are the release and deb suites, which build the tree again their own way (no sanitizer there).
 # -O1, as the ASan manual advises: a fraction of -O2's compile time, and still fast enough to run.
 test-asan: bootstrap
 	@test -f $(BUILD)-asan/build.ninja || meson setup $(BUILD)-asan -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbench=false -Doptimization=1 $(WERROR) $(MESON_ARGS)
 	meson compile -C $(BUILD)-asan
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
+		meson test -C $(BUILD)-asan --print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke \
+		--no-suite release --no-suite deb $(TEST_ARGS)
 
 # ThreadSanitizer build of every suite but fuzz-smoke: the hub and event bus unit tests, and the
 # daemon (a TSan-built wsgwd) under the integration, node and churn tests. tests/tsan.supp says
@@ -63,7 +65,17 @@ test-tsan: bootstrap
 		-Db_lundef=false -Dbench=false -Dexamples=false -Doptimization=1 $(WERROR) $(MESON_ARGS)
 	meson compile -C $(BUILD)-tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" meson test -C $(BUILD)-tsan \
-		--print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke $(TEST_ARGS)
+		--print-errorlogs --timeout-multiplier 3 --no-suite fuzz-smoke --no-suite release --no-suite deb $(TEST_ARGS)
+
+# RFC 6455 conformance: all 517 cases of the Autobahn|Testsuite with compression off and on,
+# through wsgwd and against the libwebsockets control (tests/conformance/run.py); the suite's HTML
+# report goes to $(BUILD)/conformance-report. `make test` runs sections 1-10 and a slice of 12-13.
+CONFORMANCE_ARGS ?=
+conformance: bootstrap build
+	tests/conformance/run.py --suite all --wsgwd $(BUILD)/wsgwd/wsgwd \
+		--lws-echo $(BUILD)/tests/conformance/conformance-lws-echo \
+		--echo-backend $(BUILD)/tests/conformance/conformance-echo-backend \
+		--outdir $(BUILD)/conformance-report $(CONFORMANCE_ARGS)
 
 # libFuzzer targets (tests/fuzz/README.md): a clang build of their own in $(FUZZ_BUILD), then each
 # target (selector, form, template, config; FUZZ_TARGETS picks some) for FUZZ_SECONDS seconds.

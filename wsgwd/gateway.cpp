@@ -252,11 +252,7 @@ bool Gateway::start(std::string *error) {
     d.started = true;
     for (const WsEndpoint &e : c.ws.endpoints) {
         spdlog::info("Creating websocket endpoint at path {}", e.path);
-        if (e.compression)
-            spdlog::warn("{}: compression is on: libwebsockets 4.1.6's permessage-deflate can stall on, or abort the "
-                         "process for, some compressed client messages; enable it for trusted clients only "
-                         "(README: Compression)",
-                         e.path);
+        if (!e.compression) spdlog::info("{}: permessage-deflate is off for this endpoint", e.path);
     }
     spdlog::info("Listening on {} ({}, {} shards)", c.ws.addr.toString(),
                  c.ws.tls ? "WebSocket over TLS" : "WebSocket", shards);

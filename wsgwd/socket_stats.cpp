@@ -16,4 +16,11 @@ std::optional<std::uint64_t> tcpBytesReceived(int fd) noexcept {
     return info.tcpi_bytes_received;
 }
 
+bool tcpEstablished(int fd) noexcept {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (getsockopt(fd, 6 /* IPPROTO_TCP */, TCP_INFO, &info, &len) != 0) return false;
+    return info.tcpi_state == 1; // TCP_ESTABLISHED
+}
+
 } // namespace wsgw::daemon

@@ -10,4 +10,8 @@ namespace wsgw::daemon {
 /// report to us, such as a client's pings.
 std::optional<std::uint64_t> tcpBytesReceived(int fd) noexcept;
 
+/// Whether a TCP socket is still ESTABLISHED: the peer has not closed its side (no FIN, no
+/// reset). False when the kernel does not say.
+bool tcpEstablished(int fd) noexcept;
+
 } // namespace wsgw::daemon

@@ -14,6 +14,8 @@
 #include <spdlog/spdlog.h>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -141,6 +143,12 @@ void acceptPending(ShardState &s) {
             ::close(fd);
             continue;
         }
+        // No Nagle: lws writes a message in several send()s (a frame header, a compressed
+        // message in pieces), and with Nagle each of them after the first waits for the
+        // client's delayed ACK (40 ms on Linux) whenever a write is still unacknowledged. Our
+        // own coalescing (kCoalesceBytes) already makes writes as large as they can be.
+        const int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         // On a TLS vhost lws starts the server handshake; on a plain one ALLOW_SSL is ignored.
         lws_sock_file_fd_type desc;
         desc.sockfd = fd;

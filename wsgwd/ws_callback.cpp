@@ -2,6 +2,7 @@
 // frames, writability, closes, the listening socket and wake-ups, and we hand each to the part
 // of the shard that deals with it.
 
+#include "deflate_offer.h"
 #include "lws_workarounds.h"
 #include "ws_connection.h"
 #include "ws_handshake.h"
@@ -24,7 +25,7 @@ std::string headerValue(lws *wsi, lws_token_indexes token) {
     std::string out(static_cast<std::size_t>(len) + 1, '\0');
     int n = lws_hdr_copy(wsi, out.data(), len + 1, token);
     if (n < 0) return {};
-    out.resize(static_cast<std::size_t>(n));
+    out.resize(std::strlen(out.c_str())); // trimLongExtensionOffers may have cut it with a NUL
     return out;
 }
 
@@ -100,7 +101,10 @@ int established(lws *wsi, SessionStorage *session) {
     s.counters.endpointConnections[index].add(1);
     conn->linkIdle();
     scheduleLifetime(s, conn->id());
-    if (session->compressed) enlargeInflateBuffer(wsi);
+    if (session->compressed) {
+        enlargeInflateBuffer(wsi);
+        if (session->deflateWindow) limitDeflateWindow(wsi, session->deflateWindow);
+    }
     return 0;
 }
 
@@ -169,20 +173,31 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
             if (!in || strcasecmp(static_cast<const char *>(in), "websocket") != 0)
                 return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades are served");
+            trimLongExtensionOffers(wsi);
             return confirmUpgrade(wsi);
 
         case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
             ShardState &s = shardOf(wsi);
             const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), nullptr);
             if (!e || !e->compression) return 1; // refuse the extension
-            // lws 4.1 accepts server_max_window_bits without echoing it (the client must then
-            // fail the connection) and, on a vhost with no listen port of its own, deflates with
-            // the client's window size: decline compression for such offers instead.
-            if (headerValue(wsi, WSI_TOKEN_EXTENSIONS).find("server_max_window_bits") != std::string::npos) return 1;
-            if (session && in && std::strcmp(static_cast<const char *>(in), "permessage-deflate") == 0)
+            // server_max_window_bits is honoured on ESTABLISHED (limitDeflateWindow). Declined:
+            // a malformed value (RFC 7692 7.1.2.1), and 8, since zlib cannot deflate raw with
+            // an 8-bit window (it would use 9, which such a client cannot inflate).
+            const DeflateOffer offer = firstDeflateOffer(headerValue(wsi, WSI_TOKEN_EXTENSIONS));
+            if (offer.serverMaxWindowBits < 0 || offer.serverMaxWindowBits == 8) return 1;
+            if (session && in && std::strcmp(static_cast<const char *>(in), "permessage-deflate") == 0) {
                 session->compressed = true;
+                session->deflateWindow = offer.serverMaxWindowBits;
+            }
             return 0;
         }
+
+        case LWS_CALLBACK_ADD_HEADERS:
+            // The 101 of a connection that accepted server_max_window_bits names it.
+            if (session && session->compressed && session->deflateWindow && in &&
+                !echoServerWindowBits(*static_cast<lws_process_html_args *>(in), session->deflateWindow))
+                return 1; // not the response lws 4.1.6 writes: fail rather than break RFC 7692
+            return 0;
 
         case LWS_CALLBACK_ESTABLISHED:
             return established(wsi, session);
@@ -198,6 +213,10 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
         case LWS_CALLBACK_SERVER_WRITEABLE:
             if (!session || !session->get()) return 0;
             return session->get()->onWriteable();
+
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            if (!session || !session->get()) return 0;
+            return session->get()->onPeerClose(in, len);
 
         case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
             // lws took a close we asked for (a -1 after lws_close_reason): it writes the close

@@ -1,5 +1,6 @@
 #include "ws_connection.h"
 
+#include "close_frame.h"
 #include "lws_workarounds.h"
 #include "peer_address.h"
 #include "socket_stats.h"
@@ -132,6 +133,7 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
         rxActive_ = true;
         rxBinary_ = lws_frame_is_binary(wsi_) != 0;
         rx_.clear();
+        rxUtf8Whole_ = 0;
         if (compressed_ && !watched_) {
             watched_ = true;
             shard_.partialCompressed.push_back(id());
@@ -144,6 +146,13 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
                         "message too big: limit is " + std::to_string(e.maxMessageBytes) + " bytes");
     }
     rx_.append(static_cast<const char *>(in), len);
+    // Text is checked as it arrives, from the last whole character on: the piece that makes a
+    // message invalid closes the connection (RFC 6455 8.1), not the end of the message.
+    if (!rxBinary_) {
+        Utf8Prefix u = checkUtf8Prefix(std::string_view(rx_).substr(rxUtf8Whole_));
+        if (!u.valid) return invalidUtf8();
+        rxUtf8Whole_ += u.whole;
+    }
     if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
 
     rxActive_ = false;
@@ -157,15 +166,42 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
                         "rate limit exceeded: at most " + std::to_string(e.rateLimit.perSecond) + " messages per second");
     }
     if (shard_.shard.hub().events().paused()) pauseReading();
-    if (!rxBinary_ && !isValidUtf8(rx_)) {
-        shard_.counters.invalidUtf8Closes.add();
-        return closeNow(close_code::kInvalidPayload, "text message is not valid UTF-8");
-    }
+    if (!rxBinary_ && rxUtf8Whole_ != rx_.size()) return invalidUtf8(); // ends inside a character
     shard_.counters.messagesReceived.add();
     shard_.counters.bytesReceived.add(rx_.size());
     shard_.shard.message(*this, rxBinary_ ? Opcode::Binary : Opcode::Text, rx_, e.events);
     if (rx_.capacity() > 4 * kRxBufferSize) std::string().swap(rx_); // do not keep a big buffer idle
     return 0;
+}
+
+int WsConnection::invalidUtf8() {
+    shard_.counters.invalidUtf8Closes.add();
+    return closeNow(close_code::kInvalidPayload, "text message is not valid UTF-8");
+}
+
+void WsConnection::closeHandedOver() {
+    // Not a close of ours: lws is failing the connection (or the client went away).
+    if (!closing_) {
+        closeSilentFailure(wsi_);
+        scheduleFailCut(shard_, id());
+    }
+    closeHandedOver_ = true;
+}
+
+int WsConnection::onPeerClose(const void *in, std::size_t len) {
+    touch();
+    auto fault = checkCloseFrame(std::string_view(static_cast<const char *>(in), in ? len : 0));
+    if (!fault) return 0;
+    spdlog::debug("connection {}: client's close frame answered with {} ({})", id().toString(), fault->code,
+                  fault->reason);
+    closing_ = true;
+    rxDiscard_ = true;
+    closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
+    queue_.clear();
+    // lws 4.1 can only echo a client's close frame (lws_workarounds.h): ours goes out as raw
+    // bytes, and the -1 has lws close TCP right after it (the client has closed already).
+    writeCloseFrame(wsi_, fault->code, fault->reason);
+    return -1;
 }
 
 void WsConnection::touch() {
@@ -299,6 +335,7 @@ int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
     lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(closeReason_.data()),
                      closeReason_.size());
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
+    scheduleFailCut(shard_, id());
     requestWrite();
     return -1;
 }

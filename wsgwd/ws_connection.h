@@ -42,9 +42,17 @@ public:
     int onWriteable();
     /// LWS_CALLBACK_RECEIVE: a piece of a message. Returns -1 to close (after lws_close_reason).
     int onReceive(const void *in, std::size_t len);
+    /// LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: the client's close frame (`in`, `len`: code and
+    /// reason). Returns 0 to let lws echo it, or -1 after answering a malformed one itself
+    /// (close_frame.h): lws then closes TCP.
+    int onPeerClose(const void *in, std::size_t len);
     /// LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL: lws took a close we asked for; it writes the close
     /// frame and waits for the client's.
-    void closeHandedOver() { closeHandedOver_ = true; }
+    /// When lws fails the connection itself (a protocol error), schedules the cut
+    /// (scheduleFailCut).
+    void closeHandedOver();
+    /// Has lws drop the connection now (scheduleFailCut's timer).
+    void cutNow() { lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC); }
 
     /// Activity: moves the connection to the tail of its shard's idle list.
     void touch();
@@ -85,6 +93,8 @@ private:
     void requestWrite();
     // Closes at once for a protocol violation (oversize, invalid UTF-8); returns -1 for RECEIVE.
     int closeNow(std::uint16_t code, const std::string &reason);
+    // closeNow with 1007 for a text message that cannot be UTF-8; counted.
+    int invalidUtf8();
     // The inbound token bucket: refilled at limit.perSecond up to limit.burst; false when empty.
     bool takeToken(const RateLimit &limit);
     // Uncompressed: the messages' prebuilt frames go out as they are, several per write.
@@ -111,6 +121,7 @@ private:
     OutboundQueue queue_;
     MessagePtr inflight_;
     std::string rx_;
+    std::size_t rxUtf8Whole_ = 0; // bytes of rx_ checked as whole UTF-8 characters (text)
     std::uint64_t rxBytesSeen_ = 0;
     double tokens_ = 0;           // rate limit bucket
     std::int64_t tokensAtMs_ = 0; // its last refill; 0 before the first message
@@ -119,6 +130,7 @@ private:
 /// lws' per-session storage for every protocol of the vhost: the connection, once established.
 struct SessionStorage {
     bool compressed;
+    int deflateWindow; // server_max_window_bits the client offered (0: none); see limitDeflateWindow
     bool live;
     alignas(WsConnection) unsigned char conn[sizeof(WsConnection)];
 

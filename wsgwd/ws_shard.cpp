@@ -140,6 +140,7 @@ void startShardThread(WsServer::Impl &d, ShardState &shard, std::function<void(s
         // Runs until a wake-up finds `quit` set (EVENT_WAIT_CANCELLED breaks the loop).
         if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
         lws_sul_cancel(&s->sweepTimer.sul);
+        lws_sul_cancel(&s->failCutTimer.sul);
         closeReserveFd(*s);
         // The context is destroyed by stop() once this thread has ended.
     });

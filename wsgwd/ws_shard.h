@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -106,6 +107,14 @@ struct ShardState {
         lws_sorted_usec_list_t sul;
         ShardState *owner;
     } listenerTimer{};
+
+    // Connections failed for a protocol error, cut kFailCutMs later (scheduleFailCut in
+    // lws_workarounds.h), earliest first.
+    std::deque<std::pair<std::int64_t, ConnectionId>> failCuts;
+    struct FailCutTimer {
+        lws_sorted_usec_list_t sul;
+        ShardState *owner;
+    } failCutTimer{};
 
     std::string coalesce; // scratch for coalesced raw writes
 

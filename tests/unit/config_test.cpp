@@ -174,7 +174,7 @@ log_level: debug
     CHECK(b.events.includeTags.empty());
     CHECK(b.maxMessageBytes == 2048 * 1024); // the global value, given after the endpoints
     CHECK(b.events.json.empty());
-    CHECK_FALSE(b.compression); // off unless asked for
+    CHECK(b.compression); // on unless turned off, as in the original
     CHECK(c.findEndpoint("/connect/v2") == &b);
     CHECK(c.findEndpoint("/nope") == nullptr);
 
@@ -202,7 +202,7 @@ TEST_CASE("absent keys take their defaults") {
     REQUIRE(c.ws.endpoints.size() == 1);
     CHECK(c.ws.endpoints[0].path == "/connect");
     CHECK(c.ws.endpoints[0].maxMessageBytes == 1024 * 1024);
-    CHECK_FALSE(c.ws.endpoints[0].compression);
+    CHECK(c.ws.endpoints[0].compression);
     CHECK(c.control.metrics);
     CHECK(c.control.maxBodyBytes == 1024 * 1024);
     CHECK(c.threads == 0);

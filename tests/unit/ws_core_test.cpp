@@ -1,6 +1,10 @@
-// The daemon's WebSocket core without sockets: the upgrade decision and the outbound queue.
+// The daemon's WebSocket core without sockets: the upgrade decision, the outbound queue, UTF-8
+// checked piece by piece, close frames to refuse, permessage-deflate offers.
 
+#include "close_frame.h"
+#include "deflate_offer.h"
 #include "outbound_queue.h"
+#include "utf8.h"
 #include "ws_handshake.h"
 
 #include <doctest/doctest.h>
@@ -133,4 +137,75 @@ TEST_CASE("the outbound queue applies its byte bound by policy and never drops w
     CHECK(e.pop()->payload().size() == 10'000);
     CHECK(e.empty());
     CHECK(e.bytes() == 0);
+}
+
+TEST_CASE("checkUtf8Prefix: a cut character is fine as far as it goes; what cannot become UTF-8 is not") {
+    struct Row {
+        std::string_view in;
+        bool valid;
+        std::size_t whole;
+    };
+    const Row rows[] = {
+        {"", true, 0},
+        {"hello", true, 5},
+        {"caf\xC3\xA9", true, 5},
+        {"caf\xC3", true, 3},                 // cut after the lead byte
+        {"\xF4\x8F\xBF", true, 0},           // can still become U+10FFFF
+        {"\xF4\x90", false, 0},               // would be above U+10FFFF (Autobahn 6.4.2)
+        {"ab\xED\xA0", false, 2},             // a surrogate
+        {"\xE0\x80", false, 0},               // overlong
+        {"\xC0", false, 0},                   // never a lead byte
+        {"0123456789\xCE\xBA\xE1", true, 12}, // past the 8-byte fast path
+        {"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80", false, 11},
+    };
+    for (const Row &r : rows) {
+        CAPTURE(r.in);
+        Utf8Prefix p = checkUtf8Prefix(r.in);
+        CHECK(p.valid == r.valid);
+        CHECK(p.whole == r.whole);
+    }
+    CHECK(isValidUtf8("\xF0\x9F\x98\x80"));
+    CHECK_FALSE(isValidUtf8("\xF0\x9F\x98")); // a whole message may not end inside a character
+    // Fed piece by piece the way WsConnection does, the invalid byte is found in its piece.
+    const std::string msg = "\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xF4\x90\x80\x80" "edited";
+    std::string rx;
+    std::size_t whole = 0, failedAt = 0;
+    for (std::size_t i = 0; i < msg.size() && !failedAt; ++i) {
+        rx += msg[i];
+        Utf8Prefix p = checkUtf8Prefix(std::string_view(rx).substr(whole));
+        if (!p.valid) failedAt = i;
+        whole += p.whole;
+    }
+    CHECK(failedAt == 12); // the 0x90 after 0xF4
+}
+
+TEST_CASE("checkCloseFrame: 1 byte is a protocol error, a reason must be UTF-8, the rest is echoed") {
+    CHECK_FALSE(checkCloseFrame(""));
+    CHECK_FALSE(checkCloseFrame("\x03\xE8"));
+    CHECK_FALSE(checkCloseFrame("\x03\xE8" "bye \xC3\xA9"));
+    auto one = checkCloseFrame("\x03");
+    REQUIRE(one);
+    CHECK(one->code == 1002);
+    auto bad = checkCloseFrame("\x03\xE8" "\xCE\xBA\xF4\x90\x80\x80");
+    REQUIRE(bad);
+    CHECK(bad->code == 1007);
+}
+
+TEST_CASE("firstDeflateOffer: where the first permessage-deflate offer ends and its server window") {
+    auto o = firstDeflateOffer("permessage-deflate; client_max_window_bits");
+    CHECK(o.found);
+    CHECK(o.serverMaxWindowBits == 0);
+    CHECK(o.end == std::string_view("permessage-deflate; client_max_window_bits").size());
+    o = firstDeflateOffer("x-webkit-deflate-frame, Permessage-Deflate; server_max_window_bits=9, permessage-deflate");
+    CHECK(o.found);
+    CHECK(o.begin == 23);
+    CHECK(o.serverMaxWindowBits == 9);
+    CHECK(o.end == std::string_view("x-webkit-deflate-frame, Permessage-Deflate; server_max_window_bits=9").size());
+    CHECK(firstDeflateOffer("permessage-deflate; server_max_window_bits=\"15\"").serverMaxWindowBits == 15);
+    CHECK(firstDeflateOffer("permessage-deflate; server_max_window_bits").serverMaxWindowBits == -1);
+    CHECK(firstDeflateOffer("permessage-deflate; server_max_window_bits=16").serverMaxWindowBits == -1);
+    CHECK(firstDeflateOffer("permessage-deflate; server_max_window_bits=08").serverMaxWindowBits == -1);
+    CHECK(firstDeflateOffer("permessage-deflate; server_max_window_bits=8").serverMaxWindowBits == 8);
+    CHECK_FALSE(firstDeflateOffer("x-other; a=1").found);
+    CHECK_FALSE(firstDeflateOffer("").found);
 }
