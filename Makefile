@@ -10,7 +10,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-.PHONY: all bootstrap build run test test-unit test-asan test-tsan conformance fuzz bench bench-micro bench-compare bench-amqp soak install deb clean
+.PHONY: all bootstrap build run test test-unit test-asan test-tsan conformance fuzz bench bench-micro bench-compare bench-amqp bench-cluster soak install deb clean
 
 # -Werror belongs to the tests and CI (STYLE.md rule 12): `make build` and `make run` leave
 # warnings as warnings, as meson's defaults do for users and packagers; the test targets turn
@@ -95,6 +95,10 @@ bench-micro: bench
 # Events/s into a private RabbitMQ node through the AMQP sink with publisher confirms.
 bench-amqp: bootstrap build
 	$(BUILD)/bench/amqp_bench --events 100000
+
+# One node vs three clustered nodes on a private Redis: /send round trip and fan-out frames/s.
+bench-cluster: bootstrap build
+	bench/cluster-bench --build $(BUILD)
 
 # wsgwd beside nginx+nchan, Pushpin and the raw-socket bound (about 6 minutes; installs the
 # peers' Debian packages if missing). COMPARE_ARGS=--quick for a short check.

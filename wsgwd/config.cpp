@@ -46,6 +46,12 @@ bool operator==(const RedisSyncConfig &a, const RedisSyncConfig &b) {
            a.options.keyTtl == b.options.keyTtl;
 }
 
+bool operator==(const ClusterConfig &a, const ClusterConfig &b) {
+    return a.url == b.url && sameTimeouts(a.options.redis, b.options.redis) &&
+           a.options.heartbeat == b.options.heartbeat && a.options.deadAfter == b.options.deadAfter &&
+           a.commandTimeout == b.commandTimeout;
+}
+
 bool operator==(const StreamAmqpConfig &a, const StreamAmqpConfig &b) {
     const AmqpSinkOptions &x = a.options, &y = b.options;
     return a.url == b.url && x.exchange == y.exchange && x.queue == y.queue && x.routingKey == y.routingKey &&

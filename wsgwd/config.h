@@ -27,6 +27,7 @@
 #include "net_address.h"
 #include "ws_options.h"
 
+#include <wsgw/cluster.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
@@ -89,6 +90,17 @@ struct StreamAmqpConfig {
     friend bool operator==(const StreamAmqpConfig &, const StreamAmqpConfig &);
 };
 
+/// cluster: several nodes on one Redis act as one gateway (README: Running several nodes).
+struct ClusterConfig {
+    /// addr's server and login; heartbeat_ms, dead_after_ms.
+    RedisClusterOptions options;
+    /// command_timeout_ms: how long a command waits for the other nodes' answers.
+    std::chrono::milliseconds commandTimeout{2000};
+    std::string url;  ///< addr as written
+    bool tls = false; ///< addr is rediss://
+    friend bool operator==(const ClusterConfig &, const ClusterConfig &);
+};
+
 /// Top-level keys that are defaults of other sections, settled into them by the parser: an
 /// endpoint without its own max_message_size_kb, rate_limit or slow_consumer has these, and
 /// the control API's body limit is max_message_size_kb unless max_body_kb is given.
@@ -116,6 +128,7 @@ struct Config {
     std::optional<RedisSyncConfig> connectionRedisSync;
     std::optional<StreamRedisConfig> streamRedis;
     std::optional<StreamAmqpConfig> streamAmqp;
+    std::optional<ClusterConfig> cluster; ///< unset: a single node, as before clustering
     /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
     /// event sink's backlog while it is slow or down.
     SinkOptions backlog;

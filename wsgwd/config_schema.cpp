@@ -115,6 +115,22 @@ const Section<RedisSyncConfig> &redisSyncKeys() {
     return keys;
 }
 
+const Section<ClusterConfig> &clusterKeys() {
+    using S = ClusterConfig;
+    using O = RedisClusterOptions;
+    static const Section<S> keys{
+        "a map with 'addr'",
+        IfNull::Absent,
+        {
+            {"addr", redisUrl(storeRedisAddress<S>), "'addr: redis://localhost:6379/0'"},
+            {"heartbeat_ms", in(&S::options, duration<Milliseconds>(&O::heartbeat, 10, 60'000))},
+            {"dead_after_ms", in(&S::options, duration<Milliseconds>(&O::deadAfter, 20, kMaxTimeoutMs))},
+            {"command_timeout_ms", duration<Milliseconds>(&S::commandTimeout, 10, kMaxTimeoutMs)},
+        },
+        [](S &s) { settleConnectTimeout(s.options.redis); }};
+    return keys;
+}
+
 const Section<StreamRedisConfig> &streamRedisKeys() {
     using S = StreamRedisConfig;
     using O = RedisStreamOptions;
@@ -358,6 +374,7 @@ const Section<Config> &topLevelKeys() {
             {"connection_redis_sync", optionalSection(&Config::connectionRedisSync, redisSyncKeys())},
             {"stream_redis", optionalSection(&Config::streamRedis, streamRedisKeys())},
             {"stream_amqp", optionalSection(&Config::streamAmqp, streamAmqpKeys())},
+            {"cluster", optionalSection(&Config::cluster, clusterKeys())},
             {"max_message_size_kb",
              in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest
@@ -447,6 +464,31 @@ void checkAddressClash(const Walker &w, const Config &config, const Entry *liste
                " overlap: give the control API a port of its own (control_addr, default 127.0.0.1:6666)");
 }
 
+// A node is lost after dead_after_ms without a heartbeat: it must heartbeat more often than that.
+// The clean-up of a lost node reads its connections from the mirror's keys, so the mirror, when
+// configured, must write to the cluster's Redis.
+void checkCluster(const Walker &w, const Config &config, const Entry *cluster) {
+    if (!config.cluster || !cluster) return;
+    const ClusterConfig &c = *config.cluster;
+    auto markOf = [&](const char *key) {
+        YAML::Node n = cluster->value.IsMap() ? cluster->value[key] : YAML::Node();
+        return n.IsDefined() ? n.Mark() : cluster->value.Mark();
+    };
+    if (c.options.deadAfter <= c.options.heartbeat)
+        w.fail(markOf("dead_after_ms"), "cluster.dead_after_ms (" + std::to_string(c.options.deadAfter.count()) +
+                                            ") must be longer than cluster.heartbeat_ms (" +
+                                            std::to_string(c.options.heartbeat.count()) +
+                                            "): a node would be lost between two of its heartbeats");
+    if (config.connectionRedisSync) {
+        const RedisEndpoint &a = c.options.redis, &b = config.connectionRedisSync->options.redis;
+        if (a.host != b.host || a.port != b.port || a.unixPath != b.unixPath || a.db != b.db)
+            w.fail(markOf("addr"), "cluster.addr (" + c.url + ") and connection_redis_sync.addr (" +
+                                       config.connectionRedisSync->url +
+                                       ") must be the same Redis server and database: a lost node's connections "
+                                       "are found in the mirror's keys");
+    }
+}
+
 } // namespace
 
 void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
@@ -466,6 +508,7 @@ void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
         config.control.allow.push_back(*Cidr::parse("::1/128"));
     }
     checkAddressClash(w, config, findEntry(given, "listen_addr"), findEntry(given, "control_addr"));
+    checkCluster(w, config, findEntry(given, "cluster"));
 }
 
 } // namespace wsgw::daemon

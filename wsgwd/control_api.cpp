@@ -4,6 +4,7 @@
 #include "metrics.h"
 #include "utf8.h"
 
+#include <wsgw/cluster.h>
 #include <wsgw/hub.h>
 
 #include <httplib.h>
@@ -66,6 +67,15 @@ ControlServerOptions serverOptions(const ControlApiOptions &o) {
 constexpr auto kStopPoll = std::chrono::milliseconds(20);
 // How long past a command's deadline we wait for a shard stuck inside something else.
 constexpr auto kStuckShardGrace = std::chrono::milliseconds(1000);
+
+constexpr const char *kScopeHeader = "X-Wsgw-Scope";
+constexpr const char *kMissingHeader = "X-Wsgw-Missing-Nodes";
+
+std::string joined(const std::vector<std::string> &names) {
+    std::string out;
+    for (const std::string &n : names) out += (out.empty() ? "" : ",") + n;
+    return out;
+}
 
 bool isBinaryBody(const httplib::Request &req) {
     std::string type = req.get_header_value("Content-Type");
@@ -186,6 +196,72 @@ struct ControlApi::Impl {
         return std::nullopt;
     }
 
+    // The cluster, unless there is none or the request asks for this node only.
+    Cluster *clusterFor(const httplib::Request &req, httplib::Response &res) {
+        if (!ctx.cluster) return nullptr;
+        std::string scope = req.get_header_value(kScopeHeader);
+        std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (scope == "node") {
+            res.set_header(kScopeHeader, "node");
+            return nullptr;
+        }
+        return ctx.cluster;
+    }
+
+    // Waits for a cluster command: its own deadline is the cluster's command timeout, after which
+    // it answers with the nodes that did; this node's own part may end like a hub command.
+    template <class T>
+    std::optional<ClusterResult<T>> awaitCluster(std::future<ClusterResult<T>> f, const char *command,
+                                                 httplib::Response &res) {
+        auto start = std::chrono::steady_clock::now();
+        auto limit = start + ctx.cluster->commandTimeout() + kStuckShardGrace;
+        for (;;) {
+            auto now = std::chrono::steady_clock::now();
+            if (f.wait_for(std::min<std::chrono::steady_clock::duration>(kStopPoll, std::max(limit - now, {}))) ==
+                std::future_status::ready)
+                break;
+            if (server.stopping()) {
+                reply(res, 503, std::string(command) + ": shutting down before the nodes answered (the command may or "
+                                                       "may not have been applied)");
+                return std::nullopt;
+            }
+            if (std::chrono::steady_clock::now() >= limit) {
+                reply(res, 504, std::string(command) + ": this node's shards did not answer in time");
+                return std::nullopt;
+            }
+        }
+        ClusterResult<T> r = f.get();
+        ctx.metrics.observeCommand(command, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        if (!r.missing.empty()) res.set_header(kMissingHeader, joined(r.missing));
+        switch (r.status) {
+        case CommandStatus::Ok:
+            return r;
+        case CommandStatus::Busy:
+            ctx.metrics.countBusy();
+            res.set_header("Retry-After", "1");
+            reply(res, 503, std::string(command) + ": busy (a shard's command queue is full on this node, which did "
+                                                   "nothing; other nodes may have); retry shortly");
+            return std::nullopt;
+        case CommandStatus::Stopped:
+            reply(res, 503, std::string(command) + ": shutting down");
+            return std::nullopt;
+        case CommandStatus::TimedOut:
+            reply(res, 504, std::string(command) + ": not every shard of this node started it within its timeout");
+            return std::nullopt;
+        case CommandStatus::Failed:
+            reply(res, 500, std::string(command) + ": a shard of this node could not run it (out of memory?)");
+            return std::nullopt;
+        }
+        return std::nullopt;
+    }
+
+    void answerClusterCount(std::future<ClusterCount> f, const char *command, httplib::Response &res) {
+        if (auto r = awaitCluster(std::move(f), command, res)) {
+            res.status = 200;
+            res.set_content(std::to_string(r->value), kText); // no newline: the original's shape
+        }
+    }
+
     void answerCount(std::future<CountResult> f, const char *command, Deadline deadline, httplib::Response &res) {
         if (auto r = await(std::move(f), command, deadline, res)) {
             res.status = 200;
@@ -210,6 +286,7 @@ struct ControlApi::Impl {
         if (!sel) return;
         MessagePtr msg = bodyMessage(req, res);
         if (!msg) return;
+        if (Cluster *cluster = clusterFor(req, res)) return answerClusterCount(cluster->send(std::move(*sel), std::move(msg)), "send", res);
         Deadline deadline = commandDeadline();
         answerCount(ctx.hub.send(std::move(*sel), std::move(msg), deadline), "send", deadline, res);
     }
@@ -238,19 +315,27 @@ struct ControlApi::Impl {
         }
         // Checked and changed in one step on each connection's shard: a connection that would end
         // up with too many tags keeps its own.
-        Deadline deadline = commandDeadline();
-        auto r = await(ctx.hub.setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection, deadline),
-                       "settags", deadline, res);
+        std::optional<TagChangeCount> r;
+        if (Cluster *cluster = clusterFor(req, res)) {
+            auto c = awaitCluster(cluster->setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection),
+                                  "settags", res);
+            if (c) r = c->value;
+        } else {
+            Deadline deadline = commandDeadline();
+            auto h = await(ctx.hub.setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection, deadline),
+                           "settags", deadline, res);
+            if (h) r = h->value;
+        }
         if (!r) return;
-        if (r->value.over > 0) {
-            reply(res, 400, std::to_string(r->value.over) + " connection(s) would have had more than " +
+        if (r->over > 0) {
+            reply(res, 400, std::to_string(r->over) + " connection(s) would have had more than " +
                                 std::to_string(limits->maxTagsPerConnection) +
                                 " tags (max_tags_per_connection) and kept theirs unchanged; " +
-                                std::to_string(r->value.changed) + " changed");
+                                std::to_string(r->changed) + " changed");
             return;
         }
         res.status = 200;
-        res.set_content(std::to_string(r->value.changed), kText); // no newline: the original's shape
+        res.set_content(std::to_string(r->changed), kText); // no newline: the original's shape
     }
 
     void close(const httplib::Request &req, httplib::Response &res) {
@@ -261,6 +346,9 @@ struct ControlApi::Impl {
             last = bodyMessage(req, res);
             if (!last) return;
         }
+        if (Cluster *cluster = clusterFor(req, res))
+            return answerClusterCount(
+                cluster->close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last)), "close", res);
         Deadline deadline = commandDeadline();
         answerCount(ctx.hub.close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last), deadline),
                     "close", deadline, res);
@@ -269,48 +357,110 @@ struct ControlApi::Impl {
     void status(const httplib::Request &req, httplib::Response &res) {
         auto sel = selector(req, res, true);
         if (!sel) return;
-        Deadline deadline = commandDeadline();
-        auto r = await(ctx.hub.status(std::move(*sel), deadline), "status", deadline, res);
-        if (!r) return;
+        std::vector<ClusterConnectionInfo> all;
+        if (Cluster *cluster = clusterFor(req, res)) {
+            auto r = awaitCluster(cluster->status(std::move(*sel)), "status", res);
+            if (!r) return;
+            all = std::move(r->value);
+        } else {
+            Deadline deadline = commandDeadline();
+            auto r = await(ctx.hub.status(std::move(*sel), deadline), "status", deadline, res);
+            if (!r) return;
+            for (ConnectionInfo &c : r->value) all.push_back({ctx.node, std::move(c)});
+        }
         res.status = 200;
         if (wantsJson(req)) {
             nlohmann::json list = nlohmann::json::array();
-            for (const ConnectionInfo &c : r->value) {
-                list.push_back({{"id", c.id.toString()},
-                                {"endpoint", c.endpoint},
-                                {"remote_addr", c.remoteAddress},
-                                {"shard", c.shard},
-                                {"tags", c.tags}});
+            for (const ClusterConnectionInfo &n : all) {
+                const ConnectionInfo &c = n.info;
+                nlohmann::json one = {{"id", c.id.toString()},
+                                      {"endpoint", c.endpoint},
+                                      {"remote_addr", c.remoteAddress},
+                                      {"shard", c.shard},
+                                      {"tags", c.tags}};
+                if (ctx.cluster) one["node"] = n.node;
+                list.push_back(std::move(one));
             }
-            nlohmann::json out = {{"count", r->value.size()}, {"connections", std::move(list)}};
+            nlohmann::json out = {{"count", all.size()}, {"connections", std::move(list)}};
             res.set_content(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
             return;
         }
         std::string body;
-        for (const ConnectionInfo &c : r->value) {
-            body += "id=" + c.id.toString();
-            for (const auto &[k, v] : c.tags) body += " " + k + "=" + v;
+        for (const ClusterConnectionInfo &n : all) {
+            body += "id=" + n.info.id.toString();
+            for (const auto &[k, v] : n.info.tags) body += " " + k + "=" + v;
             body += "\n";
         }
         res.set_content(body, kText);
     }
 
     void tree(const httplib::Request &req, httplib::Response &res) {
-        Deadline deadline = commandDeadline();
-        auto r = await(ctx.hub.tree(deadline), "tree", deadline, res);
-        if (!r) return;
+        TagTree tree;
+        if (Cluster *cluster = clusterFor(req, res)) {
+            auto r = awaitCluster(cluster->tree(), "tree", res);
+            if (!r) return;
+            tree = std::move(r->value);
+        } else {
+            Deadline deadline = commandDeadline();
+            auto r = await(ctx.hub.tree(deadline), "tree", deadline, res);
+            if (!r) return;
+            tree = std::move(r->value);
+        }
         res.status = 200;
         if (wantsJson(req)) {
             nlohmann::json out = nlohmann::json::object();
-            for (const auto &[key, values] : r->value) out[key] = values;
+            for (const auto &[key, values] : tree) out[key] = values;
             res.set_content(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
             return;
         }
         std::string body;
-        for (const auto &[key, values] : r->value) {
+        for (const auto &[key, values] : tree) {
             body += key + "\n";
             for (const auto &[value, count] : values) body += " - " + value + "\n";
         }
+        res.set_content(body, kText);
+    }
+
+    // The live nodes: this one first, then the others as their last heartbeat described them.
+    void nodes(const httplib::Request &req, httplib::Response &res) {
+        std::vector<NodeInfo> list;
+        if (ctx.cluster) {
+            list = ctx.cluster->nodes();
+        } else {
+            Deadline deadline = commandDeadline();
+            auto promise = std::make_shared<std::promise<CountResult>>();
+            auto counted = promise->get_future();
+            ctx.hub.forEachShard([](Shard &s) { return s.registry().size(); },
+                                 [promise](CountResult c) { promise->set_value(std::move(c)); }, deadline);
+            auto r = await(std::move(counted), "nodes", deadline, res);
+            if (!r) return;
+            NodeInfo self;
+            self.id = ctx.node;
+            self.address = ctx.address;
+            self.connections = r->value;
+            self.heartbeatMs = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+            list.push_back(std::move(self));
+        }
+        res.status = 200;
+        if (wantsJson(req)) {
+            nlohmann::json out = nlohmann::json::array();
+            for (const NodeInfo &n : list)
+                out.push_back({{"id", n.id},
+                               {"address", n.address},
+                               {"connections", n.connections},
+                               {"last_heartbeat_ms", n.heartbeatMs},
+                               {"self", n.id == ctx.node}});
+            res.set_content(nlohmann::json{{"count", list.size()}, {"nodes", std::move(out)}}.dump(
+                                -1, ' ', false, nlohmann::json::error_handler_t::replace),
+                            "application/json");
+            return;
+        }
+        std::string body;
+        for (const NodeInfo &n : list)
+            body += "node=" + n.id + " address=" + n.address + " connections=" + std::to_string(n.connections) +
+                    " last_heartbeat_ms=" + std::to_string(n.heartbeatMs) + "\n";
         res.set_content(body, kText);
     }
 
@@ -326,6 +476,7 @@ struct ControlApi::Impl {
             {"/close", "POST", &Impl::close},     {"/status", "GET", &Impl::status},
             {"/tree", "GET", &Impl::tree},        {"/metrics", "GET", &Impl::metrics},
             {"/healthz", "GET", &Impl::healthz},  {"/readyz", "GET", &Impl::readyz},
+            {"/nodes", "GET", &Impl::nodes},
         };
         for (const Route &r : table) {
             auto handle = [this, h = r.handler](const httplib::Request &req, httplib::Response &res) {
@@ -354,7 +505,9 @@ struct ControlApi::Impl {
         res.status = 200;
         std::optional<MirrorStats> mirror;
         if (ConnectionMirror *m = ctx.hub.mirror()) mirror = m->stats();
-        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused(), mirror,
+        std::optional<ClusterStats> cluster;
+        if (ctx.cluster) cluster = ctx.cluster->stats();
+        res.set_content(ctx.metrics.render(ctx.hub.events().stats(), ctx.hub.events().paused(), mirror, cluster,
                                            current()->legacyMetricNames),
                         "text/plain; version=0.0.4; charset=utf-8");
     }

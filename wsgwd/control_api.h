@@ -11,6 +11,7 @@
 
 namespace wsgw {
 class Hub;
+class Cluster;
 }
 
 namespace wsgw::daemon {
@@ -23,6 +24,11 @@ struct ControlApiContext {
     Metrics &metrics;
     std::size_t messageHeadroom = 0;          ///< headroom for messages built from /send bodies
     std::function<std::string()> notReady;    ///< empty when ready, else why not (for /readyz)
+    /// In a cluster: commands, /status and /tree go through it (every live node), unless the
+    /// request says `X-Wsgw-Scope: node`. nullptr: this node alone.
+    Cluster *cluster = nullptr;
+    std::string node;    ///< this node's name (GET /nodes)
+    std::string address; ///< this node's control address (GET /nodes)
 };
 
 /// The original gateway's HTTP control API, served by a ControlServer (control_server.h: one
@@ -32,12 +38,18 @@ struct ControlApiContext {
 ///   POST /close?SEL     optional body sent first; then close 1000 "Closed by server"
 ///   GET  /status[?SEL]  one line per connection: id=<id> k=v ...   (JSON with Accept: application/json)
 ///   GET  /tree          each key, its values below as " - value"    (JSON likewise)
+///   GET  /nodes         the live nodes of the cluster (JSON with Accept: application/json)
 ///   GET  /metrics       Prometheus text format
 ///   GET  /healthz, /readyz
 /// The commands answer the number of connections acted on, as plain text. /healthz and
 /// /readyz are answered on the server's loop thread and /metrics on a thread of its own, so
 /// none of them waits behind commands. A command's handler waits for the shards up to
 /// commandTimeout (504 then), or until stop(), which answers it 503 at once.
+///
+/// In a cluster the commands, /status and /tree cover every live node; an answer that lacks a
+/// node's part names the missing nodes in the header X-Wsgw-Missing-Nodes (comma-separated).
+/// The request header `X-Wsgw-Scope: node` asks for this node only (a query key cannot: every
+/// query key is a tag).
 ///
 /// Thread-safe.
 class ControlApi {

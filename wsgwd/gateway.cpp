@@ -5,6 +5,7 @@
 #include "metrics.h"
 #include "ws_server.h"
 
+#include <wsgw/cluster.h>
 #include <wsgw/hub.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
@@ -63,6 +64,7 @@ std::string unavailableFeature(const Config &c) {
     if (c.streamRedis && c.streamRedis->tls) return c.file + ": " + c.streamRedis->url + noTls;
     if (c.connectionRedisSync && c.connectionRedisSync->tls)
         return c.file + ": " + c.connectionRedisSync->url + noTls;
+    if (c.cluster && c.cluster->tls) return c.file + ": " + c.cluster->url + noTls;
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
@@ -92,6 +94,7 @@ struct Gateway::Impl {
     std::unique_ptr<Metrics> metrics;
     std::unique_ptr<WsServer> ws;
     std::unique_ptr<ControlApi> control;
+    std::unique_ptr<Cluster> cluster;
     std::mutex mu;
     bool started = false;
     bool stopped = false;
@@ -157,8 +160,16 @@ bool Gateway::start(std::string *error) {
         if (!sink) return fail("stream_redis: " + why);
         events.addSink(std::move(sink), c.backlog);
     }
-    if (c.connectionRedisSync) {
-        RedisMirrorOptions o = c.connectionRedisSync->options;
+    // A cluster finds a lost node's connections in the mirror's keys: without
+    // connection_redis_sync, the mirror writes to the cluster's Redis with its defaults.
+    std::optional<RedisSyncConfig> mirrorConfig = c.connectionRedisSync;
+    if (!mirrorConfig && c.cluster) {
+        mirrorConfig.emplace();
+        mirrorConfig->options.redis = c.cluster->options.redis;
+        mirrorConfig->url = c.cluster->url;
+    }
+    if (mirrorConfig) {
+        RedisMirrorOptions o = mirrorConfig->options;
         o.node = node;
         // Each change of state once, as for the event sinks.
         o.onStateChange = [](bool connected, const std::string &why) {
@@ -187,6 +198,7 @@ bool Gateway::start(std::string *error) {
     }
 
     WsServerOptions ws = c.ws;
+    if (c.cluster) ws.idPrefix = clusterIdPrefix(node);
     auto host = resolveHost(c.ws.addr.host, error);
     if (!host) return false;
     ws.addr.host = *host;
@@ -230,7 +242,55 @@ bool Gateway::start(std::string *error) {
                                              (s.lastError.empty() ? std::string() : ": " + s.lastError);
                               }
                               return {};
-                          }};
+                          },
+                          nullptr, node, c.control.addr.toString()};
+    if (c.cluster) {
+        std::string refused;
+        auto transport = makeRedisClusterTransport(c.cluster->options, &refused);
+        if (!transport) return fail("cluster: " + refused);
+        ClusterOptions o;
+        o.node = node;
+        o.address = c.control.addr.toString();
+        o.commandTimeout = c.cluster->commandTimeout;
+        o.idsCarryNode = true;
+        o.messageHeadroom = WsServer::messageHeadroom();
+        // The endpoints' event specs as started (a reload keeps the paths; their specs are
+        // read at start, like the sinks).
+        auto specs = std::make_shared<std::vector<std::pair<std::string, EventSpec>>>();
+        for (const WsEndpoint &e : c.ws.endpoints) specs->emplace_back(e.path, e.events);
+        o.eventSpec = [specs](std::string_view endpoint) -> const EventSpec * {
+            for (const auto &[path, spec] : *specs)
+                if (path == endpoint) return &spec;
+            return nullptr;
+        };
+        o.onNodeLost = [](const std::string &lost, std::size_t connections) {
+            spdlog::warn("cluster: node '{}' stopped heartbeating; this node closed its {} connection(s) (close events "
+                         "with reason node_lost) and removed its mirror keys",
+                         lost, connections);
+        };
+        o.onStateChange = [](bool up, const std::string &why) {
+            if (up)
+                spdlog::info("cluster: connected");
+            else
+                spdlog::warn("cluster: down: {} (commands reach this node's connections only; the answers name the "
+                             "other nodes as missing)",
+                             why);
+        };
+        o.onMembership = [](const std::vector<NodeInfo> &live) {
+            std::string names;
+            for (const NodeInfo &n : live) names += (names.empty() ? "" : ", ") + n.id;
+            spdlog::info("cluster: {} live node(s): {}", live.size(), names);
+        };
+        d.cluster = std::make_unique<Cluster>(*d.hub, std::move(transport), std::move(o));
+        ctx.cluster = d.cluster.get();
+        Cluster *cluster = d.cluster.get();
+        ctx.notReady = [inner = std::move(ctx.notReady), cluster]() -> std::string {
+            std::string why = inner();
+            if (why.empty() && !cluster->stats().connected) why = "the cluster transport is not connected";
+            return why;
+        };
+    }
+
     ControlApiOptions api = c.control;
     auto controlHost = resolveHost(c.control.addr.host, error);
     if (!controlHost) return false;
@@ -243,9 +303,16 @@ bool Gateway::start(std::string *error) {
                    std::chrono::milliseconds(0));
         return false;
     }
+    if (d.cluster && !d.cluster->start(error)) {
+        d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
+                   std::chrono::milliseconds(0));
+        d.hub->stop();
+        return false;
+    }
     if (!d.control->start(error)) {
         d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
                    std::chrono::milliseconds(0));
+        if (d.cluster) d.cluster->stop();
         d.hub->stop();
         return false;
     }
@@ -296,6 +363,7 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(next.streamRedis != cur.streamRedis, "stream_redis");
     differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
     differs(next.streamAmqp != cur.streamAmqp, "stream_amqp");
+    differs(next.cluster != cur.cluster, "cluster");
     differs(next.nodeId != cur.nodeId, "node_id");
     differs(next.effectiveEventLog() != cur.effectiveEventLog(), "event_log");
     differs(next.backlog.maxBacklogEvents != cur.backlog.maxBacklogEvents ||
@@ -351,6 +419,8 @@ void Gateway::stop(std::chrono::milliseconds drain, std::chrono::milliseconds gr
     // then the events the closes produced.
     d.ws->stop(close_code::kServiceRestart, "service restart", drain, grace);
     d.control->stop();
+    // Leaves the cluster: the others stop sending to this node at once and do not take it for lost.
+    if (d.cluster) d.cluster->stop();
     d.hub->stop(flushFor);
 }
 

@@ -5,6 +5,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <limits>
 #include <mutex>
 
 namespace wsgw::daemon {
@@ -130,7 +131,8 @@ std::int64_t Metrics::openConnections() const noexcept {
 }
 
 std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused,
-                            const std::optional<MirrorStats> &mirror, bool legacyNames) const {
+                            const std::optional<MirrorStats> &mirror,
+                            const std::optional<ClusterStats> &cluster, bool legacyNames) const {
     auto sum = [&](auto field) {
         double total = 0;
         for (const auto &s : shards_) total += static_cast<double>(((*s).*field).get());
@@ -275,6 +277,45 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             MetricType::Counter, static_cast<double>(mirror->resyncs));
         one("wsgw_mirror_failures_total", "Failed connects and writes of the mirror", MetricType::Counter,
             static_cast<double>(mirror->failures));
+    }
+
+    if (cluster) {
+        auto one = [&](const char *name, const char *help, MetricType type, double value) {
+            MetricFamily f = family(name, help, type);
+            addSample(f, value);
+            out.push_back(std::move(f));
+        };
+        one("wsgw_cluster_up", "1 when the cluster transport is connected", MetricType::Gauge, cluster->connected ? 1 : 0);
+        one("wsgw_cluster_nodes", "Live nodes of the cluster, this one included", MetricType::Gauge,
+            static_cast<double>(cluster->nodes));
+        one("wsgw_cluster_commands_sent_total", "Commands sent to other nodes (one per node)", MetricType::Counter,
+            static_cast<double>(cluster->commandsSent));
+        one("wsgw_cluster_commands_received_total", "Commands other nodes sent to this one", MetricType::Counter,
+            static_cast<double>(cluster->commandsReceived));
+        one("wsgw_cluster_commands_timed_out_total",
+            "Commands sent to another node that did not answer within command_timeout_ms", MetricType::Counter,
+            static_cast<double>(cluster->commandsTimedOut));
+        one("wsgw_cluster_commands_unreachable_total",
+            "Commands that could not be sent to, or delivered to, another node", MetricType::Counter,
+            static_cast<double>(cluster->commandsUnreachable));
+        one("wsgw_cluster_nodes_lost_total", "Lost nodes this node cleaned up", MetricType::Counter,
+            static_cast<double>(cluster->nodesLost));
+        one("wsgw_cluster_lost_connections_total", "Connections of lost nodes closed by this node (a close event each)",
+            MetricType::Counter, static_cast<double>(cluster->lostConnections));
+        MetricFamily rt = family("wsgw_cluster_command_round_trip_seconds",
+                                 "From sending a command to another node until its answer came", MetricType::Histogram);
+        ClientMetric m;
+        const std::size_t nb = std::size(ClusterStats::kRoundTripBuckets);
+        for (std::size_t i = 0; i < cluster->roundTripCounts.size(); ++i) {
+            ClientMetric::Bucket b;
+            b.cumulative_count = cluster->roundTripCounts[i];
+            b.upper_bound = i < nb ? ClusterStats::kRoundTripBuckets[i] : std::numeric_limits<double>::infinity();
+            m.histogram.bucket.push_back(b);
+        }
+        m.histogram.sample_count = cluster->roundTripCounts.empty() ? 0 : cluster->roundTripCounts.back();
+        m.histogram.sample_sum = cluster->roundTripSum;
+        rt.metric.push_back(std::move(m));
+        out.push_back(std::move(rt));
     }
 
     for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));

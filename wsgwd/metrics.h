@@ -1,5 +1,6 @@
 #pragma once
 
+#include <wsgw/cluster.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
@@ -114,11 +115,12 @@ public:
 
     /// The Prometheus text exposition of everything, including the event sinks' state, whether
     /// reading from clients is paused for backpressure, and the connection mirror's state (when
-    /// there is one).
+    /// there is one), and the cluster's (in a cluster).
     /// With `legacyNames` (prometheus.legacy_names) the original gateway's five names are
     /// included too; every wsgw_* family passes `promtool check metrics`, those five do not.
     std::string render(const std::vector<SinkStats> &sinks, bool readingPaused,
-                       const std::optional<MirrorStats> &mirror = std::nullopt, bool legacyNames = true) const;
+                       const std::optional<MirrorStats> &mirror = std::nullopt,
+                       const std::optional<ClusterStats> &cluster = std::nullopt, bool legacyNames = true) const;
 
 private:
     struct Impl;

@@ -75,6 +75,9 @@ struct WsServerOptions {
     /// tls: every accepted connection speaks TLS (wss://); a client that does not is dropped
     /// after its first bytes. start() fails with a message if the files cannot be used.
     std::optional<TlsFiles> tls;
+    /// Not config: set by the gateway in a cluster, where every connection id starts with this
+    /// node's 16 bits (wsgw::clusterIdPrefix), so `id=` commands go to their node only.
+    std::optional<std::uint16_t> idPrefix;
 };
 
 } // namespace wsgw::daemon

@@ -52,6 +52,13 @@ ConnectionId ConnectionId::random() noexcept {
     return ConnectionId(b);
 }
 
+ConnectionId ConnectionId::random(std::uint16_t prefix) noexcept {
+    ConnectionId id = random();
+    id.bytes_[0] = static_cast<std::uint8_t>(prefix >> 8);
+    id.bytes_[1] = static_cast<std::uint8_t>(prefix & 0xFF);
+    return id;
+}
+
 std::optional<ConnectionId> ConnectionId::parse(std::string_view text) noexcept {
     if (text.size() != kTextLength) return std::nullopt;
     std::array<std::uint8_t, 16> b{};

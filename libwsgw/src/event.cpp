@@ -137,7 +137,7 @@ const std::string *Event::findTag(std::string_view key) const noexcept {
 }
 
 std::size_t Event::footprint() const noexcept {
-    std::size_t n = sizeof(Event) + endpoint.capacity() + message.capacity();
+    std::size_t n = sizeof(Event) + endpoint.capacity() + message.capacity() + reason.capacity() + lostNode.capacity();
     for (const auto &[k, v] : tags) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : context) n += 64 + k.size() + v.size();
     for (const auto &[k, v] : vars) n += 64 + k.size() + v.size();
@@ -203,6 +203,8 @@ std::string toJson(const Event &event, std::string_view node) {
     j["endpoint"] = event.endpoint;
     j["time"] = event.timeMs;
     j["tags"] = encodeForm(event.tags);
+    if (!event.reason.empty()) j["reason"] = event.reason;
+    if (!event.lostNode.empty()) j["lost_node"] = event.lostNode;
     if (event.action == EventAction::Message) {
         if (event.type == Opcode::Text) {
             j["type"] = "text";

@@ -2,7 +2,10 @@
 
 #include <hiredis/hiredis.h>
 
+#include <poll.h>
 #include <sys/time.h>
+
+#include <cerrno>
 
 namespace wsgw {
 
@@ -127,6 +130,28 @@ bool RedisClient::read(Reply &reply) {
     auto *r = static_cast<redisReply *>(raw);
     convert(r, reply);
     freeReplyObject(r);
+    return true;
+}
+
+bool RedisClient::poll(Reply &reply, std::chrono::milliseconds wait, bool &got) {
+    got = false;
+    if (!ctx_) return fail(error_.empty() ? "not connected to Redis" : error_);
+    auto lost = [&] { return fail("Redis at " + where() + ": " + (ctx_->errstr[0] ? ctx_->errstr : "connection lost")); };
+    void *raw = nullptr;
+    if (redisGetReplyFromReader(ctx_, &raw) != REDIS_OK) return lost();
+    if (!raw) {
+        pollfd p{ctx_->fd, POLLIN, 0};
+        const int n = ::poll(&p, 1, static_cast<int>(wait.count()));
+        if (n < 0) return errno == EINTR ? true : fail("Redis at " + where() + ": poll failed");
+        if (n == 0) return true;
+        if (redisBufferRead(ctx_) != REDIS_OK) return lost();
+        if (redisGetReplyFromReader(ctx_, &raw) != REDIS_OK) return lost();
+        if (!raw) return true;
+    }
+    auto *r = static_cast<redisReply *>(raw);
+    convert(r, reply);
+    freeReplyObject(r);
+    got = true;
     return true;
 }
 

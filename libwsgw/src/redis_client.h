@@ -2,6 +2,7 @@
 
 #include <wsgw/sink.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -41,6 +42,9 @@ public:
     /// The next reply; false (and disconnected, with error() set) on a connection error or
     /// timeout. An error reply is a Reply of kind Error, not a failure.
     bool read(Reply &reply);
+    /// The next reply if one comes within `wait` (`got` says whether one came): for a
+    /// subscriber, whose silence is no error. False (and disconnected) on a connection error.
+    bool poll(Reply &reply, std::chrono::milliseconds wait, bool &got);
     /// append() + read().
     bool command(const std::vector<std::string_view> &args, Reply &reply);
 

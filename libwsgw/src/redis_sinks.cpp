@@ -55,6 +55,8 @@ public:
                 args.insert(args.end(), {"type", e->type == Opcode::Text ? "text" : "binary", "message", e->message});
             }
             args.insert(args.end(), {"event_id", id, "node", options_.node});
+            if (!e->reason.empty()) args.insert(args.end(), {"reason", e->reason});
+            if (!e->lostNode.empty()) args.insert(args.end(), {"lost_node", e->lostNode});
             client_.append(args);
         }
         // An entry is delivered once Redis answered it; a refused one (WRONGTYPE...) will never

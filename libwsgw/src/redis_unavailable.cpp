@@ -1,5 +1,6 @@
 // Built instead of the Redis sinks and the Redis mirror when libwsgw is configured without
-// hiredis (-Dredis=disabled).
+// hiredis (-Dredis=disabled), and the Redis cluster transport likewise.
+#include <wsgw/cluster.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
@@ -16,6 +17,11 @@ std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions, std::string *
     return nullptr;
 }
 std::unique_ptr<ConnectionMirror> makeRedisMirror(RedisMirrorOptions, std::string *error) {
+    unavailable(error);
+    return nullptr;
+}
+
+std::unique_ptr<ClusterTransport> makeRedisClusterTransport(RedisClusterOptions, std::string *error) {
     unavailable(error);
     return nullptr;
 }

@@ -224,6 +224,7 @@ HttpResult send(std::uint16_t port, const std::string &method, const std::string
     out.body = r->body;
     out.contentType = r->get_header_value("Content-Type");
     out.allow = r->get_header_value("Allow");
+    for (const auto &[k, v] : r->headers) out.headers[k] = v;
     return out;
 }
 
@@ -243,6 +244,14 @@ HttpResult httpGet(std::uint16_t port, const std::string &target, const std::str
 HttpResult httpPost(std::uint16_t port, const std::string &target, const std::string &body,
                     const std::string &contentType) {
     return httpRequest(port, "POST", target, body, contentType);
+}
+
+HttpResult httpWithHeaders(std::uint16_t port, const std::string &method, const std::string &target,
+                           const std::vector<std::pair<std::string, std::string>> &headers, const std::string &body,
+                           const std::string &contentType) {
+    httplib::Headers h;
+    for (const auto &[k, v] : headers) h.emplace(k, v);
+    return send(port, method, target, body, contentType, h);
 }
 
 double metric(const Daemon &d, const std::string &sample) {

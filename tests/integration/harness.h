@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -100,12 +101,23 @@ struct HttpResult {
     std::string contentType;
     std::string allow;
     std::string error;
+    std::map<std::string, std::string> headers; ///< every response header (the last of a repeated one)
+    /// A response header, or "" (names as the server wrote them: "X-Wsgw-Missing-Nodes").
+    std::string header(const std::string &name) const {
+        auto it = headers.find(name);
+        return it == headers.end() ? std::string() : it->second;
+    }
 };
 HttpResult httpGet(std::uint16_t port, const std::string &target, const std::string &accept = "");
 HttpResult httpPost(std::uint16_t port, const std::string &target, const std::string &body,
                     const std::string &contentType = "text/plain");
 HttpResult httpRequest(std::uint16_t port, const std::string &method, const std::string &target,
                        const std::string &body = "", const std::string &contentType = "text/plain");
+
+/// Any request with request headers of the caller's own (e.g. X-Wsgw-Scope).
+HttpResult httpWithHeaders(std::uint16_t port, const std::string &method, const std::string &target,
+                           const std::vector<std::pair<std::string, std::string>> &headers, const std::string &body = "",
+                           const std::string &contentType = "text/plain");
 
 /// The value of the sample `name` or `name{labels}` in `d`'s /metrics, or -1 if it is absent.
 double metric(const Daemon &d, const std::string &sample);

@@ -373,7 +373,8 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         std::string line = text.substr(start, end - start);
         start = end + 1;
         bool sectionStart =
-            line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:";
+            line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
+            line == "# cluster:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -384,7 +385,36 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     CHECK(c->streamRedis);
     CHECK(c->streamAmqp);
     CHECK(c->connectionRedisSync);
+    CHECK(c->cluster);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
+}
+
+TEST_CASE("cluster: its keys, their bounds, and the checks across keys") {
+    Config c = parseOk(std::string(kEndpoint) + "cluster:\n  addr: redis://10.0.0.9:6380/2\n  heartbeat_ms: 250\n"
+                                                "  dead_after_ms: 900\n  command_timeout_ms: 1500\n");
+    REQUIRE(c.cluster);
+    CHECK(c.cluster->options.redis.host == "10.0.0.9");
+    CHECK(c.cluster->options.redis.port == 6380);
+    CHECK(c.cluster->options.redis.db == 2);
+    CHECK(c.cluster->options.heartbeat == std::chrono::milliseconds(250));
+    CHECK(c.cluster->options.deadAfter == std::chrono::milliseconds(900));
+    CHECK(c.cluster->commandTimeout == std::chrono::milliseconds(1500));
+    Config d = parseOk(std::string(kEndpoint) + "cluster: {addr: 'redis://localhost'}\n");
+    CHECK(d.cluster->options.heartbeat == std::chrono::milliseconds(1000));
+    CHECK(d.cluster->options.deadAfter == std::chrono::milliseconds(3000));
+    CHECK(d.cluster->commandTimeout == std::chrono::milliseconds(2000));
+    CHECK_FALSE(parseOk(kEndpoint).cluster); // left out: a single node
+
+    CHECK_ERROR(std::string(kEndpoint) + "cluster:\n  heartbeat_ms: 100\n", "t.yml:3:1: ");
+    CHECK_ERROR(std::string(kEndpoint) + "cluster:\n  addr: redis://x\n  heartbeat_ms: 5\n", "t.yml:5:17: ");
+    CHECK_ERROR(std::string(kEndpoint) + "cluster:\n  addr: redis://x\n  hartbeat_ms: 5\n", "t.yml:5:3: ");
+    CHECK_ERROR(std::string(kEndpoint) + "cluster:\n  addr: redis://x\n  heartbeat_ms: 500\n  dead_after_ms: 500\n",
+                "t.yml:6:18: cluster.dead_after_ms (500) must be longer than cluster.heartbeat_ms (500)");
+    CHECK_ERROR(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://a:6379/0'}\n"
+                                         "cluster:\n  addr: redis://a:6379/1\n",
+                "t.yml:5:9: cluster.addr (redis://a:6379/1) and connection_redis_sync.addr");
+    parseOk(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://a:6379/1?client_name=m'}\n"
+                                     "cluster:\n  addr: redis://a:6379/1\n");
 }
 
 TEST_CASE("loadConfig reports an unreadable file") {

@@ -51,7 +51,7 @@ struct Api {
             REQUIRE(s.open(b, {{"group", "g"}}, kNoEvents));
             REQUIRE(s.open(c, {{"group", "h"}}, kNoEvents));
         });
-        ControlApiContext ctx{hub, metrics, 0, [this] { return notReady(); }};
+        ControlApiContext ctx{hub, metrics, 0, [this] { return notReady(); }, nullptr, "test", ""};
         api = std::make_unique<ControlApi>(ctx, o);
         std::string error;
         REQUIRE_MESSAGE(api->start(&error), error);

@@ -25,6 +25,11 @@ public:
     /// Thread-safe. A random (version 4) UUID from the kernel's CSPRNG, so ids cannot be guessed
     /// from one another.
     static ConnectionId random() noexcept;
+    /// Thread-safe. As random(), with the first 16 bits (the first four hex digits) set to
+    /// `prefix`: a cluster node's mark (clusterIdPrefix in <wsgw/cluster.h>). 106 random bits remain.
+    static ConnectionId random(std::uint16_t prefix) noexcept;
+    /// The first 16 bits.
+    std::uint16_t prefix() const noexcept { return static_cast<std::uint16_t>(bytes_[0] << 8 | bytes_[1]); }
 
     /// Parses the canonical form, hex digits in either case. Anything else returns nullopt.
     [[nodiscard]] static std::optional<ConnectionId> parse(std::string_view text) noexcept;

@@ -82,6 +82,10 @@ struct WSGW_EXPORT Event {
     Opcode type = Opcode::Text; ///< Message only
     std::string message;        ///< Message only: the payload, byte for byte
     Vars vars;                  ///< Message only: the extracted variables
+    /// Close only, when the close was not seen by the connection's own node: "node_lost" (its
+    /// node stopped heartbeating and another node of the cluster reports it). Empty otherwise.
+    std::string reason;
+    std::string lostNode; ///< with reason "node_lost": the node that held the connection
 
     /// A tag for templates: from `tags`, then `context`; nullptr if absent.
     const std::string *findTag(std::string_view key) const noexcept;
@@ -102,7 +106,8 @@ struct WSGW_EXPORT Event {
 using EventPtr = std::shared_ptr<const Event>;
 
 /// The event as one JSON object (no newline): event_id, node, connection, action, endpoint,
-/// time, tags (form-encoded, as in a Redis stream entry) and, for messages, type and message.
+/// time, tags (form-encoded, as in a Redis stream entry), reason and lost_node when set, and,
+/// for messages, type and message.
 /// A binary message is base64 in `message` with "encoding":"base64".
 WSGW_EXPORT std::string toJson(const Event &event, std::string_view node);
 

@@ -220,7 +220,8 @@ struct RedisStreamOptions {
 /// in <wsgw/mirror.h>.)
 ///
 /// Stream entries have the fields connection, action, tags (form-encoded), and for messages
-/// type (text|binary) and message (the payload, byte for byte), then event_id and node. XADDs
+/// type (text|binary) and message (the payload, byte for byte), then event_id and node, and for
+/// the close of a lost node's connection reason (node_lost) and lost_node. XADDs
 /// are pipelined, a batch per round trip; an entry counts as delivered once Redis answered it.
 /// An entry Redis refuses (e.g. the key holds another type) is counted in rejected().
 WSGW_EXPORT std::unique_ptr<EventSink> makeRedisStreamSink(RedisStreamOptions options, std::string *error = nullptr);

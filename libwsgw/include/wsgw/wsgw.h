@@ -3,6 +3,7 @@
 /// The whole public API of libwsgw. Compiles as C++17 and includes nothing beyond the standard
 /// library.
 
+#include <wsgw/cluster.h>
 #include <wsgw/connection.h>
 #include <wsgw/connection_id.h>
 #include <wsgw/event.h>
