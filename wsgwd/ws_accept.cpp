@@ -9,6 +9,7 @@
 // two seconds without a failed accept, so that clients coming and going at the limit do not make
 // an episode of each.
 
+#include "ws_authorize.h"
 #include "ws_shard.h"
 
 #include <spdlog/spdlog.h>
@@ -139,6 +140,11 @@ void acceptPending(ShardState &s) {
         if (s.reserveFd < 0) openReserveFd(s);
         if (s.draining.load(std::memory_order_relaxed)) {
             ::close(fd);
+            continue;
+        }
+        // With a connect authorizer, the request head is read before lws sees the socket.
+        if (s.server.authorizer) {
+            preReadUpgrade(s, fd);
             continue;
         }
         // On a TLS vhost lws starts the server handshake; on a plain one ALLOW_SSL is ignored.

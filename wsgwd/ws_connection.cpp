@@ -20,8 +20,9 @@ constexpr int kCloseTimeoutS = 5;
 
 } // namespace
 
-WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed)
-    : Connection(ConnectionId::random()), shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
+WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed,
+                           std::optional<ConnectionId> id)
+    : Connection(id ? *id : ConnectionId::random()), shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
       compressed_(compressed) {
     lastActivityMs = nowMs();
     // The handshake's bytes are not a sign of life after it: without this, the first idle check

@@ -1,6 +1,7 @@
 #include "ws_shard.h"
 
 #include "lws_workarounds.h"
+#include "ws_authorize.h"
 #include "ws_connection.h"
 
 #include <ev.h>
@@ -140,6 +141,7 @@ void startShardThread(WsServer::Impl &d, ShardState &shard, std::function<void(s
         // Runs until a wake-up finds `quit` set (EVENT_WAIT_CANCELLED breaks the loop).
         if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
         lws_sul_cancel(&s->sweepTimer.sul);
+        dropPendingUpgrades(*s);
         closeReserveFd(*s);
         // The context is destroyed by stop() once this thread has ended.
     });

@@ -373,7 +373,8 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         std::string line = text.substr(start, end - start);
         start = end + 1;
         bool sectionStart =
-            line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:";
+            line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
+            line == "# stream_http:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -384,6 +385,8 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     CHECK(c->streamRedis);
     CHECK(c->streamAmqp);
     CHECK(c->connectionRedisSync);
+    REQUIRE(c->streamHttp);
+    CHECK(c->streamHttp->options.batchMaxEvents == 100);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
 }
 
