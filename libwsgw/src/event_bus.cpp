@@ -100,27 +100,31 @@ struct EventBus::Impl {
         : producers(producerCount), lastId(firstId - 1), publishing(new Publishing[producerCount + 1]) {}
 
     // The last id whose event is queued, and every one before it: a sink takes no event with a
-    // greater id, so that it delivers in id order without gaps a later batch would fill. Waits
-    // for producers caught between taking an id and queueing it (a few hundred nanoseconds,
-    // unless one is preempted just then: it yields to it).
-    std::uint64_t settledId() {
-        const std::uint64_t last = lastId.load(std::memory_order_seq_cst);
+    // greater id, so that it delivers in id order without gaps a later batch would fill. A
+    // producer caught between taking an id and queueing it holds that id back (and every later
+    // one) without making the sink wait: its slot holds a lower bound of the id it takes.
+    // (Waiting for it, as before, cost the sink a yield loop whenever a producer was preempted
+    // there, which on a busy machine was often: bench/redis-bench.)
+    std::uint64_t settledId() const {
+        std::uint64_t settled = lastId.load(std::memory_order_seq_cst);
         for (std::size_t p = 0; p <= producers; ++p) {
-            const std::uint64_t e = publishing[p].epoch.load(std::memory_order_seq_cst);
-            if (e % 2 == 0) continue;
-            for (int spins = 0; publishing[p].epoch.load(std::memory_order_acquire) == e; ++spins)
-                if (spins > 64) std::this_thread::yield();
+            const std::uint64_t floor = publishing[p].floor.load(std::memory_order_seq_cst);
+            if (floor != 0 && floor - 1 < settled) settled = floor - 1;
         }
-        return last;
+        return settled;
     }
 
     const std::size_t producers; // shard queues; index `producers` is the shared queue
     std::vector<std::unique_ptr<SinkSlot>> sinks; // fixed once started
     std::atomic<std::uint64_t> lastId;            // the last id handed out (open/close/message)
-    // One per producer queue slot (and the shared one), odd while that producer is between
-    // taking an id and having queued its event for every sink (see run()).
+    // One per producer queue slot (and the shared one): while that producer is between taking
+    // an id and having queued its event for every sink, a lower bound of that id; else 0.
+    // Proof that settledId() never passes an unqueued id: the producer stores the bound before
+    // its fetch_add on lastId, so a sink whose load of lastId sees the id (seq_cst) sees the
+    // bound, or 0 after the event is queued, or a later publish's bound, which is smaller than
+    // nothing it must hold back.
     struct alignas(64) Publishing {
-        std::atomic<std::uint64_t> epoch{0};
+        std::atomic<std::uint64_t> floor{0};
     };
     std::unique_ptr<Publishing[]> publishing;
     std::mutex sharedMu;                          // publishes through the shared queue
@@ -185,12 +189,12 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
     auto shared = std::make_shared<Event>(std::move(event));
     const std::size_t bytes = shared->footprint();
     const unsigned action = bit(shared->action);
-    // Odd from before the id is taken until the event is in every queue (settledId()).
+    // From before the id is taken until the event is in every queue (settledId()).
     struct Publish {
-        std::atomic<std::uint64_t> &epoch;
-        explicit Publish(std::atomic<std::uint64_t> &e) : epoch(e) { epoch.fetch_add(1, std::memory_order_seq_cst); }
-        ~Publish() { epoch.fetch_add(1, std::memory_order_release); }
-    } publish(publishing[queue].epoch);
+        std::atomic<std::uint64_t> &floor;
+        Publish(std::atomic<std::uint64_t> &f, std::uint64_t bound) : floor(f) { floor.store(bound, std::memory_order_seq_cst); }
+        ~Publish() { floor.store(0, std::memory_order_release); }
+    } publish(publishing[queue].floor, lastId.load(std::memory_order_seq_cst) + 1);
     shared->id = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
     const std::uint64_t id = shared->id;
     EventPtr ptr = std::move(shared);
@@ -323,7 +327,12 @@ void EventBus::Impl::run(SinkSlot &slot) {
             for (std::size_t i = 0; i < n && q.entries[i].event->id <= settled; ++i)
                 taken.push_back(Taken{q.entries[i].event, qi, q.entries[i].seq});
         }
-        if (taken.empty()) continue; // only events still being published: next round
+        if (taken.empty()) {
+            // Only events after one still being published (its producer preempted in between):
+            // let it run.
+            std::this_thread::yield();
+            continue;
+        }
         std::stable_sort(taken.begin(), taken.end(),
                          [](const Taken &x, const Taken &y) { return x.event->id < y.event->id; });
         if (taken.size() > maxBatch) taken.resize(maxBatch);
