@@ -36,7 +36,21 @@ std::string scriptPath() {
 
 bool haveHttpBackend() { return !pythonPath().empty(); }
 
-HttpBackend::HttpBackend(const std::string &secret) {
+namespace {
+
+// A client for the backend's own /_ routes (its certificate is not checked).
+httplib::Client control(const std::string &scheme, std::uint16_t port) {
+    httplib::Client c(scheme + "://127.0.0.1:" + std::to_string(port));
+    c.enable_server_certificate_verification(false);
+    c.set_connection_timeout(std::chrono::seconds(5));
+    c.set_read_timeout(std::chrono::seconds(10));
+    return c;
+}
+
+} // namespace
+
+HttpBackend::HttpBackend(const std::string &secret, const std::string &tlsCert, const std::string &tlsKey) {
+    if (!tlsCert.empty()) scheme_ = "https";
     int fds[2];
     if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
     posix_spawn_file_actions_t fa;
@@ -45,6 +59,7 @@ HttpBackend::HttpBackend(const std::string &secret) {
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     std::vector<std::string> args{pythonPath(), "-u", scriptPath()};
     if (!secret.empty()) args.insert(args.end(), {"--secret", secret});
+    if (!tlsCert.empty()) args.insert(args.end(), {"--tls", tlsCert, tlsKey});
     std::vector<char *> argv;
     for (auto &a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -87,20 +102,20 @@ HttpBackend::~HttpBackend() {
 
 void HttpBackend::setMode(const std::string &path, int status, int delayMs, const std::string &body) {
     nlohmann::json m{{"path", path}, {"status", status}, {"delay_ms", delayMs}, {"body", body}};
-    httplib::Client c("127.0.0.1", port_);
+    httplib::Client c = control(scheme_, port_);
     auto r = c.Post("/_mode", m.dump(), "application/json");
     if (!r || r->status != 200) throw std::runtime_error("the HTTP backend did not take the mode");
 }
 
 std::vector<nlohmann::json> HttpBackend::received() const {
-    httplib::Client c("127.0.0.1", port_);
+    httplib::Client c = control(scheme_, port_);
     auto r = c.Get("/_received");
     if (!r || r->status != 200) throw std::runtime_error("the HTTP backend did not answer /_received");
     return nlohmann::json::parse(r->body).get<std::vector<nlohmann::json>>();
 }
 
 void HttpBackend::clear() {
-    httplib::Client c("127.0.0.1", port_);
+    httplib::Client c = control(scheme_, port_);
     c.Post("/_clear", "", "text/plain");
 }
 

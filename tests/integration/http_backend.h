@@ -18,13 +18,17 @@ bool haveHttpBackend();
 class HttpBackend {
 public:
     /// Starts the backend and waits until it listens. `secret`: whsec_... to check signatures.
-    explicit HttpBackend(const std::string &secret = "");
+    /// With `tlsCert` and `tlsKey` (PEM files) it serves HTTPS.
+    explicit HttpBackend(const std::string &secret = "", const std::string &tlsCert = "",
+                         const std::string &tlsKey = "");
     ~HttpBackend();
     HttpBackend(const HttpBackend &) = delete;
     HttpBackend &operator=(const HttpBackend &) = delete;
 
     std::uint16_t port() const { return port_; }
-    std::string url(const std::string &path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+    std::string url(const std::string &path) const {
+        return scheme_ + "://127.0.0.1:" + std::to_string(port_) + path;
+    }
 
     /// How requests to `path` are answered from now on.
     void setMode(const std::string &path, int status, int delayMs = 0, const std::string &body = "{}");
@@ -35,6 +39,7 @@ public:
 private:
     std::uint16_t port_ = 0;
     int pid_ = -1;
+    std::string scheme_ = "http";
 };
 
 } // namespace wsgw::itest

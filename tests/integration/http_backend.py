@@ -8,14 +8,15 @@ path other than /_* is recorded and answered as that path's mode says (default: 
                    case), body, status (what was answered), signature_ok (with --secret: the
                    Standard Webhooks signature checked here with Python's own HMAC; else null)
   POST /_clear     forget the recorded requests
-With --no-record (for bench/http-out-bench) nothing is recorded or checked: every request is
-answered at once as its mode says.
+With --tls CERT KEY it serves HTTPS. With --no-record (for bench/http-out-bench) nothing is
+recorded or checked: every request is answered at once as its mode says.
 """
 import argparse
 import base64
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ lock = threading.Lock()
 modes = {}
 received = []
 key = None
-record = True
+recording = True
 
 
 def check_signature(headers, body):
@@ -83,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
         delay = min(int(mode.get("delay_ms", 0)), 60000) / 1000.0
         if delay:
             time.sleep(delay)
-        if not record:
+        if not recording:
             return self.answer(status, mode.get("body", "{}"))
         headers = {k.lower(): v for k, v in self.headers.items()}
         record = {"method": self.command, "path": self.path, "headers": headers,
@@ -98,17 +99,22 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global key, record
+    global key, recording
     p = argparse.ArgumentParser()
     p.add_argument("--secret", default="")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this certificate and key")
     args = p.parse_args()
-    record = not args.no_record
+    recording = not args.no_record
     if args.secret:
         s = args.secret[len("whsec_"):] if args.secret.startswith("whsec_") else args.secret
         key = base64.b64decode(s)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("PORT %d" % server.server_address[1], flush=True)
     server.serve_forever()
 

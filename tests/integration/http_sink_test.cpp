@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <thread>
@@ -259,4 +260,39 @@ TEST_CASE("a backend that hangs times out, is retried, and a stop does not wait 
     const auto before = std::chrono::steady_clock::now();
     CHECK(bus.stop(100ms) == 1);
     CHECK(std::chrono::steady_clock::now() - before < 3s);
+}
+
+TEST_CASE("https: the server's certificate is verified against ca_file") {
+    if (wsgw::test::findInPath("openssl").empty()) {
+        wsgw::test::skipCase("the openssl command is not installed (it makes the test certificate)");
+        return;
+    }
+    TempDir dir;
+    const std::string cert = dir.file("backend.crt"), key = dir.file("backend.key");
+    const std::string command = "openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + key + "' -out '" + cert +
+                                "' -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1";
+    REQUIRE(std::system(command.c_str()) == 0);
+    HttpBackend backend(kSecret, cert, key);
+    REQUIRE(backend.url("/events").rfind("https://", 0) == 0);
+
+    HttpSinkOptions o = optionsFor(backend);
+    o.caFile = cert;
+    EventBus bus;
+    bus.addSink(makeHttpSink(o), busOptions(o));
+    REQUIRE(bus.start());
+    const std::uint64_t id = bus.publish(message(ConnectionId::random(), "over tls"));
+    REQUIRE(eventually([&] { return delivered(backend).ids.count(id) == 1; }, 10000ms));
+    CHECK(delivered(backend).requests[0]["signature_ok"] == true);
+    bus.stop(500ms);
+
+    // The system's CAs do not know this certificate: nothing is delivered, the error says why.
+    HttpSinkOptions untrusted = optionsFor(backend);
+    EventBus bus2;
+    bus2.addSink(makeHttpSink(untrusted), busOptions(untrusted));
+    REQUIRE(bus2.start());
+    bus2.publish(message(ConnectionId::random(), "refused"));
+    REQUIRE(eventually([&] { return bus2.stats()[0].failures >= 1; }, 10000ms));
+    CHECK_FALSE(bus2.stats()[0].lastError.empty());
+    CHECK(delivered(backend).ids.size() == 1);
+    bus2.stop(200ms);
 }
