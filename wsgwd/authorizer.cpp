@@ -156,6 +156,7 @@ struct AuthorizerPool::Impl {
             if (!c) {
                 c = std::make_unique<httplib::Client>(origin);
                 c->set_keep_alive(true);
+                c->set_tcp_nodelay(true); // else Nagle holds the body for the server's delayed ACK
             }
             c->set_connection_timeout(job.timeout);
             c->set_read_timeout(job.timeout);
