@@ -16,7 +16,7 @@ namespace wsgw::daemon {
 
 Config::EventLog Config::effectiveEventLog() const {
     if (eventLog != EventLog::Auto) return eventLog;
-    return streamRedis || streamAmqp ? EventLog::None : EventLog::Stdout;
+    return streamRedis || streamAmqp || streamHttp ? EventLog::None : EventLog::Stdout;
 }
 
 const WsEndpoint *Config::findEndpoint(std::string_view path) const {
@@ -56,6 +56,12 @@ bool operator==(const StreamAmqpConfig &a, const StreamAmqpConfig &b) {
     const AmqpSinkOptions &x = a.options, &y = b.options;
     return a.url == b.url && x.exchange == y.exchange && x.queue == y.queue && x.routingKey == y.routingKey &&
            x.headers == y.headers;
+}
+
+bool operator==(const StreamHttpConfig &a, const StreamHttpConfig &b) {
+    const HttpSinkOptions &x = a.options, &y = b.options;
+    return x.url == y.url && x.secret == y.secret && x.caFile == y.caFile && x.batchMaxEvents == y.batchMaxEvents &&
+           x.maxInFlight == y.maxInFlight && x.timeout == y.timeout && a.batchWait == b.batchWait;
 }
 
 std::optional<Config> parseConfig(std::string_view yamlText, const std::string &file, std::string *error) {

@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,17 +41,23 @@
 
 namespace wsgw::daemon {
 
+struct Config;
+
 /// A file the config names (tls.cert, tls.key, control_tls.*, control_token_file). parseConfig
 /// only records it, readConfigFiles() opens it.
 struct ConfigFile {
     enum class Use {
         Readable,     ///< must be readable when the config is loaded (OpenSSL loads it at start)
         ControlToken, ///< its content, trailing newlines and spaces dropped, is the control token
+        Content,      ///< its content (trailing newlines and spaces dropped) goes to `store`
     };
     Use use = Use::Readable;
     std::string key;  ///< the config key, for messages: "tls.cert", "control_token_file"
     std::string path; ///< as written
     std::string at;   ///< "FILE:LINE:COL" of the path in the config, for messages
+    /// Use::Content: puts the content where it belongs in the config; returns "" or why the
+    /// content is not what the key wants ("not base64").
+    std::function<std::string(Config &, std::string content)> store;
 };
 
 // The event sinks' and the mirror's sections: libwsgw's options, as makeRedisStreamSink,
@@ -101,6 +108,16 @@ struct ClusterConfig {
     friend bool operator==(const ClusterConfig &, const ClusterConfig &);
 };
 
+/// stream_http: POST events as signed JSON to a webhook.
+struct StreamHttpConfig {
+    /// url, secret (read from secret_file by readConfigFiles), ca_file, batch_max_events,
+    /// max_in_flight, timeout_ms.
+    HttpSinkOptions options;
+    std::chrono::milliseconds batchWait{20}; ///< batch_ms: SinkOptions::batchWait of the sink
+
+    friend bool operator==(const StreamHttpConfig &, const StreamHttpConfig &);
+};
+
 /// Top-level keys that are defaults of other sections, settled into them by the parser: an
 /// endpoint without its own max_message_size_kb, rate_limit or slow_consumer has these, and
 /// the control API's body limit is max_message_size_kb unless max_body_kb is given.
@@ -113,7 +130,7 @@ struct ConfigDefaults {
 struct Config {
     /// Where the event log (one JSON line per event) goes.
     enum class EventLog {
-        Auto,   ///< stdout when neither stream_redis nor stream_amqp is configured, else none
+        Auto,   ///< stdout when no stream_* sink is configured, else none
         Stdout,
         Stderr,
         None,
@@ -129,6 +146,7 @@ struct Config {
     std::optional<StreamRedisConfig> streamRedis;
     std::optional<StreamAmqpConfig> streamAmqp;
     std::optional<ClusterConfig> cluster; ///< unset: a single node, as before clustering
+    std::optional<StreamHttpConfig> streamHttp;
     /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
     /// event sink's backlog while it is slow or down.
     SinkOptions backlog;

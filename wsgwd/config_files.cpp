@@ -1,5 +1,6 @@
 // The step after parseConfig that touches the filesystem: the config file itself and the files
-// it names (TLS certificates and keys, control_token_file).
+// it names (TLS certificates and keys, control_token_file, stream_http.secret_file, the endpoints'
+// JWT keys).
 #include "config.h"
 
 #include <cerrno>
@@ -31,7 +32,7 @@ bool readConfigFiles(Config &config, std::string *error) {
             const int err = errno;
             return fail(error, f.at + ": " + f.key + ": cannot read '" + f.path + "': " + std::strerror(err));
         }
-        if (f.use != ConfigFile::Use::ControlToken) continue;
+        if (f.use == ConfigFile::Use::Readable) continue;
         std::string token;
         char buf[4096];
         std::size_t n;
@@ -40,6 +41,11 @@ bool readConfigFiles(Config &config, std::string *error) {
         while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
             token.pop_back();
         if (token.empty()) return fail(error, f.at + ": " + f.key + ": '" + f.path + "' is empty");
+        if (f.use == ConfigFile::Use::Content) {
+            if (std::string why = f.store(config, std::move(token)); !why.empty())
+                return fail(error, f.at + ": " + f.key + ": '" + f.path + "': " + why);
+            continue;
+        }
         config.control.token = std::move(token);
     }
     return true;

@@ -183,6 +183,49 @@ const Section<StreamAmqpConfig> &streamAmqpKeys() {
     return keys;
 }
 
+// url: checked by building the sink once (nothing is connected), which knows what it can do.
+void readHttpUrl(Reader &r, const Entry &e, const std::string &name, StreamHttpConfig &s) {
+    s.options.url = r.w.nonEmpty(e, name, "a URL such as http://127.0.0.1:8080/events");
+    HttpSinkOptions probe;
+    probe.url = s.options.url;
+    std::string why;
+    if (!makeHttpSink(probe, &why)) r.w.fail(e.value.Mark(), name + ": " + why);
+}
+
+/// Recorded for readConfigFiles, which reads the secret and checks it.
+void readWebhookSecretFile(Reader &r, const Entry &e, const std::string &name, StreamHttpConfig &) {
+    std::string path = r.w.nonEmpty(e, name, "the path of a file holding a whsec_... secret");
+    ConfigFile f{ConfigFile::Use::Content, name, path, position(r.config.file, e.value.Mark()), {}};
+    f.store = [](Config &c, std::string secret) -> std::string {
+        if (!c.streamHttp) return {};
+        HttpSinkOptions probe = c.streamHttp->options;
+        probe.secret = secret;
+        std::string why;
+        if (!makeHttpSink(probe, &why)) return why;
+        c.streamHttp->options.secret = std::move(secret);
+        return {};
+    };
+    r.config.files.push_back(std::move(f));
+}
+
+const Section<StreamHttpConfig> &streamHttpKeys() {
+    using S = StreamHttpConfig;
+    using O = HttpSinkOptions;
+    static const Section<S> keys{
+        "a map with 'url' and optionally 'secret_file', 'batch_max_events', 'batch_ms', 'timeout_ms', 'max_in_flight'",
+        IfNull::Absent,
+        {
+            {"url", readHttpUrl, "'url: http://127.0.0.1:8080/events'"},
+            {"secret_file", readWebhookSecretFile},
+            {"ca_file", in(&S::options, pemFile(&O::caFile))},
+            {"batch_max_events", in(&S::options, number(&O::batchMaxEvents, 1, 100'000))},
+            {"batch_ms", duration<Milliseconds>(&S::batchWait, 0, 60'000)},
+            {"timeout_ms", in(&S::options, duration<Milliseconds>(&O::timeout, 10, kMaxTimeoutMs))},
+            {"max_in_flight", in(&S::options, number(&O::maxInFlight, 1, 64))},
+        }};
+    return keys;
+}
+
 // ---------------------------------------------------------------------------------------------
 // An endpoint
 
@@ -243,6 +286,104 @@ void readAllowedOrigins(Reader &r, const Entry &e, const std::string &name, WsEn
     }
 }
 
+// jwt: one key file (recorded for readConfigFiles, which loads the key into the endpoint being
+// read: the one at index endpoints.size(), pushed after its keys are read).
+template <JwtAlg Alg> void readJwtKeyFile(Reader &r, const Entry &e, const std::string &name, JwtSettings &jwt) {
+    jwt.alg = Alg;
+    jwt.keyFile = r.w.nonEmpty(e, name, Alg == JwtAlg::HS256 ? "the path of a file holding the secret"
+                                                               : "the path of a PEM public key");
+    const std::size_t index = r.config.ws.endpoints.size();
+    ConfigFile f{ConfigFile::Use::Content, name, jwt.keyFile, position(r.config.file, e.value.Mark()), {}};
+    f.store = [index](Config &c, std::string content) -> std::string {
+        if (index >= c.ws.endpoints.size() || !c.ws.endpoints[index].jwt) return {};
+        std::string why;
+        auto key = JwtKey::load(Alg, std::move(content), &why);
+        if (!key) return why;
+        c.ws.endpoints[index].jwt->key = std::move(key);
+        return {};
+    };
+    r.config.files.push_back(std::move(f));
+}
+
+void readClaimsToTags(Reader &r, const Entry &e, const std::string &name, JwtSettings &jwt) {
+    for (const Entry &c : r.w.entries(r.w.map(e, name, "a map of claim: tag, e.g. {sub: user}"), name, {}))
+        jwt.claimsToTags.emplace_back(c.key, r.w.nonEmpty(c, name + "." + c.key, "a tag name"));
+}
+
+void readRequiredClaims(Reader &r, const Entry &e, const std::string &name, JwtSettings &jwt) {
+    std::size_t i = 0;
+    for (const YAML::Node &c : r.w.list(e, name, "a list of claim names, e.g. [sub]"))
+        jwt.requiredClaims.push_back(r.w.scalarNode(c, name + "[" + std::to_string(i++) + "]", "a claim name"));
+}
+
+const Section<JwtSettings> &jwtKeys() {
+    static const Section<JwtSettings> keys{
+        "a map with one of hs256_secret_file, rs256_public_key_file, es256_public_key_file",
+        IfNull::Empty,
+        {
+            {"hs256_secret_file", readJwtKeyFile<JwtAlg::HS256>},
+            {"rs256_public_key_file", readJwtKeyFile<JwtAlg::RS256>},
+            {"es256_public_key_file", readJwtKeyFile<JwtAlg::ES256>},
+            {"token_query", text(&JwtSettings::tokenQuery, "a query parameter name")},
+            {"claims_to_tags", readClaimsToTags},
+            {"required_claims", readRequiredClaims},
+            {"leeway_s", duration<Seconds>(&JwtSettings::leeway, 0, kDayS)},
+        }};
+    return keys;
+}
+
+void readJwt(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
+    JwtSettings jwt;
+    const YAML::Node &node = r.w.map(e, name, jwtKeys().what);
+    std::vector<Entry> given = walk(r, node, name, e.keyNode.Mark(), jwtKeys(), jwt);
+    const Entry *keyFile = nullptr;
+    for (const Entry &g : given) {
+        if (g.key.find("_file") == std::string::npos) continue;
+        if (keyFile)
+            r.w.fail(g.keyNode.Mark(), name + ": give one key file, not both " + keyFile->key + " and " + g.key);
+        keyFile = &g;
+    }
+    if (!keyFile)
+        r.w.fail(e.keyNode.Mark(), name + ": missing the key: hs256_secret_file, rs256_public_key_file or "
+                                          "es256_public_key_file");
+    if (jwt.tokenQuery.empty()) jwt.tokenQuery = "token";
+    ep.jwt = std::move(jwt);
+}
+
+void readAuthorizeUrl(Reader &r, const Entry &e, const std::string &name, AuthorizeSettings &a) {
+    a.url = r.w.nonEmpty(e, name, "a URL such as http://127.0.0.1:8080/auth");
+    const auto scheme = a.url.find("://");
+    const std::string s = scheme == std::string::npos ? "" : lower(a.url.substr(0, scheme));
+    const auto slash = scheme == std::string::npos ? scheme : a.url.find('/', scheme + 3);
+    const std::string host = scheme == std::string::npos ? "" : a.url.substr(scheme + 3, slash - scheme - 3);
+    if ((s != "http" && s != "https") || host.empty() || host.find_first_of(" @?#") != std::string::npos)
+        r.w.fail(e.value.Mark(), name + ": expected http://HOST[:PORT]/PATH (or https://), got '" + a.url + "'");
+}
+
+void readForwardHeaders(Reader &r, const Entry &e, const std::string &name, AuthorizeSettings &a) {
+    std::size_t i = 0;
+    for (const YAML::Node &h : r.w.list(e, name, "a list of header names, e.g. [Authorization, Cookie]")) {
+        std::string item = name + "[" + std::to_string(i++) + "]";
+        std::string header = r.w.scalarNode(h, item, "a header name");
+        if (header.empty() || header.find_first_of(" :\t\r\n") != std::string::npos)
+            r.w.fail(h.Mark(), item + ": not a header name: '" + header + "'");
+        a.forwardHeaders.push_back(lower(header));
+    }
+}
+
+const Section<AuthorizeSettings> &authorizeKeys() {
+    using A = AuthorizeSettings;
+    static const Section<A> keys{"a map with 'url' and optionally 'timeout_ms', 'forward_headers', 'fail_open'",
+                                 IfNull::Empty,
+                                 {
+                                     {"url", readAuthorizeUrl, "'url: http://127.0.0.1:8080/auth'"},
+                                     {"timeout_ms", duration<Milliseconds>(&A::timeout, 10, kMaxTimeoutMs)},
+                                     {"forward_headers", readForwardHeaders},
+                                     {"fail_open", flag(&A::failOpen)},
+                                 }};
+    return keys;
+}
+
 const Section<WsEndpoint> &endpointKeys() {
     static const Section<WsEndpoint> keys{
         "an endpoint ('path: /connect' and its settings)",
@@ -258,6 +399,8 @@ const Section<WsEndpoint> &endpointKeys() {
             {"allowed_origins", readAllowedOrigins},
             {"rate_limit", section(&WsEndpoint::rateLimit, rateLimitKeys())},
             {"slow_consumer", section(&WsEndpoint::slowConsumer, slowConsumerKeys())},
+            {"jwt", readJwt},
+            {"authorize", optionalSection(&WsEndpoint::authorize, authorizeKeys())},
         }};
     return keys;
 }
@@ -341,7 +484,7 @@ void readControlTokenFile(Reader &r, const Entry &e, const std::string &name, Co
     onlyOneToken(r, e);
     std::string path = r.w.nonEmpty(e, name, "the path of a file holding the token");
     config.files.push_back(
-        {ConfigFile::Use::ControlToken, name, path, position(config.file, e.value.Mark())});
+        {ConfigFile::Use::ControlToken, name, path, position(config.file, e.value.Mark()), {}});
 }
 
 /// The first spelling of slow_consumer.max_outbound_kb; kept working.
@@ -375,6 +518,7 @@ const Section<Config> &topLevelKeys() {
             {"stream_redis", optionalSection(&Config::streamRedis, streamRedisKeys())},
             {"stream_amqp", optionalSection(&Config::streamAmqp, streamAmqpKeys())},
             {"cluster", optionalSection(&Config::cluster, clusterKeys())},
+            {"stream_http", optionalSection(&Config::streamHttp, streamHttpKeys())},
             {"max_message_size_kb",
              in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest
@@ -489,6 +633,17 @@ void checkCluster(const Walker &w, const Config &config, const Entry *cluster) {
     }
 }
 
+// The authorizer reads a request head before libwebsockets does (ws_authorize.h), which a TLS
+// listener's encrypted bytes do not allow.
+void checkAuthorizeWithoutTls(const Walker &w, const Config &config, const Entry &endpoints) {
+    if (!config.ws.tls) return;
+    for (std::size_t i = 0; i < config.ws.endpoints.size(); ++i)
+        if (config.ws.endpoints[i].authorize)
+            w.fail(endpoints.value[i].Mark(), "endpoints[" + std::to_string(i) +
+                                                  "].authorize: not available with tls: (terminate TLS in front "
+                                                  "of wsgwd, or use jwt: instead)");
+}
+
 } // namespace
 
 void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
@@ -509,6 +664,7 @@ void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
     }
     checkAddressClash(w, config, findEntry(given, "listen_addr"), findEntry(given, "control_addr"));
     checkCluster(w, config, findEntry(given, "cluster"));
+    checkAuthorizeWithoutTls(w, config, *endpoints);
 }
 
 } // namespace wsgw::daemon

@@ -221,7 +221,7 @@ template <class T> Read<T> pemFile(std::string T::*field) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {
         t.*field = r.w.nonEmpty(e, name, "the path of a PEM file");
         r.config.files.push_back(
-            {ConfigFile::Use::Readable, name, t.*field, position(r.config.file, e.value.Mark())});
+            {ConfigFile::Use::Readable, name, t.*field, position(r.config.file, e.value.Mark()), {}});
     };
 }
 

@@ -197,6 +197,19 @@ bool Gateway::start(std::string *error) {
         events.addSink(std::move(sink), c.backlog);
     }
 
+    if (c.streamHttp) {
+        HttpSinkOptions o = c.streamHttp->options;
+        o.node = node;
+        // The lanes fill from one batch of the bus; batch_ms lets it fill.
+        SinkOptions so = c.backlog;
+        so.maxBatch = o.batchMaxEvents * o.maxInFlight;
+        so.batchWait = c.streamHttp->batchWait;
+        std::string why;
+        std::unique_ptr<EventSink> sink = makeHttpSink(std::move(o), &why);
+        if (!sink) return fail("stream_http: " + why);
+        events.addSink(std::move(sink), so);
+    }
+
     WsServerOptions ws = c.ws;
     if (c.cluster) ws.idPrefix = clusterIdPrefix(node);
     auto host = resolveHost(c.ws.addr.host, error);
@@ -364,6 +377,7 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
     differs(next.streamAmqp != cur.streamAmqp, "stream_amqp");
     differs(next.cluster != cur.cluster, "cluster");
+    differs(next.streamHttp != cur.streamHttp, "stream_http");
     differs(next.nodeId != cur.nodeId, "node_id");
     differs(next.effectiveEventLog() != cur.effectiveEventLog(), "event_log");
     differs(next.backlog.maxBacklogEvents != cur.backlog.maxBacklogEvents ||

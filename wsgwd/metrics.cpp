@@ -58,6 +58,10 @@ const char *refusalName(Refusal r) noexcept {
         return "backpressure";
     case Refusal::NotWebSocket:
         return "not_websocket";
+    case Refusal::Unauthorized:
+        return "unauthorized";
+    case Refusal::Authorizer:
+        return "authorizer";
     case Refusal::Count:
         break;
     }
@@ -93,6 +97,12 @@ struct Metrics::Impl {
                                                         .Name("wsgw_commands_busy_total")
                                                         .Help("Control commands refused because a shard's inbox was full")
                                                         .Register(*registry);
+    prometheus::Family<prometheus::Histogram> &authorize =
+        prometheus::BuildHistogram()
+            .Name("wsgw_authorize_duration_seconds")
+            .Help("Time from asking the connect authorizer to its answer (or the timeout), by outcome: "
+                  "accepted, refused (4xx), failed (503), failed_open")
+            .Register(*registry);
     std::mutex mu; // guards histogram creation (Family::Add is thread-safe, but lookups are cached here)
     std::vector<std::pair<std::string, prometheus::Histogram *>> byCommand;
 };
@@ -128,6 +138,13 @@ std::int64_t Metrics::openConnections() const noexcept {
     for (const auto &s : shards_)
         open += static_cast<std::int64_t>(s->connectionsOpened.get()) - static_cast<std::int64_t>(s->connectionsClosed.get());
     return open;
+}
+
+void Metrics::observeAuthorize(std::string_view outcome, double seconds) {
+    static const prometheus::Histogram::BucketBoundaries buckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                 0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
+    // Family::Add returns the existing histogram for known labels (under its own lock).
+    impl_->authorize.Add({{"outcome", std::string(outcome)}}, buckets).Observe(seconds);
 }
 
 std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused,

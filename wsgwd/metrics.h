@@ -47,6 +47,8 @@ enum class Refusal : std::size_t {
     FdLimit, ///< at the open-file limit: accepted on the reserve descriptor, answered 503, closed
     Timeout,      ///< a request not finished within the handshake timeout
     Backpressure, ///< the event backlog is full (backlog_overflow: pause_reading)
+    Unauthorized, ///< the endpoint's jwt: a missing or invalid token (401)
+    Authorizer,   ///< the endpoint's connect authorizer refused, or could not be asked
     Count
 };
 const char *refusalName(Refusal r) noexcept;
@@ -112,6 +114,8 @@ public:
     void observeCommand(std::string_view command, double seconds);
     /// Counts a control request refused for being busy (503).
     void countBusy();
+    /// Records a connect authorizer's answer: how long it took, by outcome (authorizer.h).
+    void observeAuthorize(std::string_view outcome, double seconds);
 
     /// The Prometheus text exposition of everything, including the event sinks' state, whether
     /// reading from clients is paused for backpressure, and the connection mirror's state (when

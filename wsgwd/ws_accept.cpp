@@ -9,6 +9,7 @@
 // two seconds without a failed accept, so that clients coming and going at the limit do not make
 // an episode of each.
 
+#include "ws_authorize.h"
 #include "ws_shard.h"
 
 #include <spdlog/spdlog.h>
@@ -149,6 +150,11 @@ void acceptPending(ShardState &s) {
         // own coalescing (kCoalesceBytes) already makes writes as large as they can be.
         const int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        // With a connect authorizer, the request head is read before lws sees the socket.
+        if (s.server.authorizer) {
+            preReadUpgrade(s, fd);
+            continue;
+        }
         // On a TLS vhost lws starts the server handshake; on a plain one ALLOW_SSL is ignored.
         lws_sock_file_fd_type desc;
         desc.sockfd = fd;

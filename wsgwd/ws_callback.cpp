@@ -4,8 +4,10 @@
 
 #include "deflate_offer.h"
 #include "lws_workarounds.h"
+#include "ws_authorize.h"
 #include "ws_connection.h"
 #include "ws_handshake.h"
+#include "ws_jwt_admission.h"
 #include "ws_shard.h"
 
 #include <ev.h>
@@ -59,6 +61,10 @@ int refuseVersion(lws *wsi, const std::string &message) {
 // LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last look at an upgrade request before lws takes it.
 int confirmUpgrade(lws *wsi) {
     ShardState &s = shardOf(wsi);
+    if (s.adopting && s.adopting->first == lws_get_socket_fd(wsi)) { // see ShardState::adopting
+        s.admitted[wsi] = std::move(s.adopting->second);
+        s.adopting.reset();
+    }
     const std::string path = headerValue(wsi, WSI_TOKEN_GET_URI);
     const std::string connection = headerValue(wsi, WSI_TOKEN_CONNECTION);
     const std::string key = headerValue(wsi, WSI_TOKEN_KEY);
@@ -80,6 +86,17 @@ int confirmUpgrade(lws *wsi) {
     if (v.status != 0) return refuse(wsi, v.reason, v.status, v.message.c_str());
     if (!v.subprotocol.empty() && !echoSubprotocol(s.echoedProtocol, sizeof s.echoedProtocol, v.subprotocol))
         return refuse(wsi, Refusal::BadRequest, HTTP_STATUS_BAD_REQUEST, "invalid Sec-WebSocket-Protocol");
+    if (e->authorize) {
+        // Admitted by the authorizer before lws saw it (ws_authorize.h); anything else here
+        // was not asked (an endpoint given authorize: by a reload without a pool): fail closed.
+        auto it = s.admitted.find(wsi);
+        if (it == s.admitted.end() || !it->second.authorized)
+            return refuse(wsi, Refusal::Authorizer, 503, "authorization unavailable; retry later");
+    }
+    if (e->jwt) {
+        std::string why;
+        if (!admitByJwt(s, wsi, *e, &why)) return refuse(wsi, Refusal::Unauthorized, 401, why.c_str());
+    }
     return 0;
 }
 
@@ -89,8 +106,17 @@ int established(lws *wsi, SessionStorage *session) {
     std::size_t index = 0;
     const WsEndpoint *e = s.endpointFor(headerValue(wsi, WSI_TOKEN_GET_URI), &index);
     if (!e || !session) return -1;
-    auto *conn = new (session->conn) WsConnection(s, wsi, index, session->compressed);
-    if (!s.shard.open(*conn, e->setTags, e->events)) { // an id clash, or out of memory
+    // set_tags, then what the upgrade earned (JWT claims, the authorizer's tags) over them.
+    TagList tags;
+    std::optional<ConnectionId> id;
+    if (auto it = s.admitted.find(wsi); it != s.admitted.end()) {
+        tags = e->setTags;
+        tags.insert(tags.end(), it->second.tags.begin(), it->second.tags.end());
+        id = it->second.id;
+        s.admitted.erase(it);
+    }
+    auto *conn = new (session->conn) WsConnection(s, wsi, index, session->compressed, id);
+    if (!s.shard.open(*conn, tags.empty() ? e->setTags : tags, e->events)) { // an id clash, or out of memory
         conn->~WsConnection();
         return -1;
     }
@@ -155,6 +181,7 @@ void wokenUp(lws *wsi) {
         return;
     }
     s.shard.drain();
+    applyAuthorizeAnswers(s);
     // Connections cannot go away during a drain, so the list holds only live ones.
     for (WsConnection *c : s.toFlush) c->flushPending();
     s.toFlush.clear();
@@ -240,6 +267,12 @@ int callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, std::s
                 s.listener = nullptr;
                 s.listenFd = -1;
             }
+            return 0;
+        }
+
+        case LWS_CALLBACK_WSI_DESTROY: {
+            ShardState &s = shardOf(wsi);
+            if (!s.admitted.empty()) s.admitted.erase(wsi);
             return 0;
         }
 

@@ -21,8 +21,11 @@ constexpr int kCloseTimeoutS = 5;
 
 } // namespace
 
-WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed)
-    : Connection(shard.settings.idPrefix ? ConnectionId::random(*shard.settings.idPrefix) : ConnectionId::random()),
+WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed,
+                           std::optional<ConnectionId> id)
+    : Connection(id                      ? *id
+                 : shard.settings.idPrefix ? ConnectionId::random(*shard.settings.idPrefix)
+                                           : ConnectionId::random()),
       shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
       compressed_(compressed) {
     lastActivityMs = nowMs();

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,7 +25,9 @@ struct ShardState;
 /// Thread-bound to its shard's thread.
 class WsConnection final : public Connection {
 public:
-    WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed);
+    /// `id`: the connection's id (the connect authorizer may give one); none: a random one.
+    WsConnection(ShardState &shard, lws *wsi, std::size_t endpointIndex, bool compressed,
+                 std::optional<ConnectionId> id = std::nullopt);
 
     const WsEndpoint &ep() const;
     std::size_t endpointIndex() const { return endpoint_; }

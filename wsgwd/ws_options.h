@@ -7,6 +7,8 @@
 //
 // Plain values: thread-compatible.
 
+#include "authorizer.h"
+#include "jwt.h"
 #include "net_address.h"
 #include "outbound_queue.h"
 #include "tls.h"
@@ -60,6 +62,10 @@ struct WsEndpoint {
     std::vector<std::string> allowedOrigins;
     RateLimit rateLimit;       ///< rate_limit, else the global one
     SlowConsumer slowConsumer; ///< slow_consumer, else the global one
+    /// jwt: upgrades must carry a valid token (jwt.h); its claims_to_tags join set_tags.
+    std::optional<JwtSettings> jwt;
+    /// authorize: each upgrade is put to this HTTP authorizer first (authorizer.h).
+    std::optional<AuthorizeSettings> authorize;
 };
 
 struct WsServerOptions {

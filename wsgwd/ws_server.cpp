@@ -13,11 +13,22 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <mutex>
 #include <thread>
 
 namespace wsgw::daemon {
+
+namespace {
+
+// The connect authorizer's client threads (requests under way at once, each with keep-alive
+// connections of its own) and how many upgrades may wait for one; beyond that an upgrade is
+// answered 503 at once.
+constexpr std::size_t kAuthorizerThreads = 8;
+constexpr std::size_t kAuthorizerQueue = 4096;
+
+} // namespace
 
 WsServer::WsServer(Hub &hub, Metrics &metrics, WsServerOptions options)
     : impl_(std::make_unique<Impl>(hub, metrics, std::move(options))) {}
@@ -56,6 +67,11 @@ bool WsServer::start(std::string *error) {
     }
     const std::size_t shards = d.hub.shardCount();
     for (std::size_t i = 0; i < shards; ++i) d.shards.push_back(std::make_unique<ShardState>(d, i));
+    // The config refuses authorize: with tls: (the head cannot be read ahead of TLS).
+    const bool authorize = std::any_of(d.options.endpoints.begin(), d.options.endpoints.end(),
+                                       [](const WsEndpoint &e) { return e.authorize.has_value(); });
+    if (authorize && !d.options.tls && !d.authorizer)
+        d.authorizer = std::make_unique<AuthorizerPool>(kAuthorizerThreads, kAuthorizerQueue);
 
     // All listeners first: if the address is taken, nothing has started yet.
     const HostPort &addr = d.options.addr;

@@ -1,6 +1,7 @@
 #include "ws_shard.h"
 
 #include "lws_workarounds.h"
+#include "ws_authorize.h"
 #include "ws_connection.h"
 
 #include <ev.h>
@@ -141,6 +142,7 @@ void startShardThread(WsServer::Impl &d, ShardState &shard, std::function<void(s
         if (!s->quit.load(std::memory_order_acquire)) ev_run(s->loop, 0);
         lws_sul_cancel(&s->sweepTimer.sul);
         lws_sul_cancel(&s->failCutTimer.sul);
+        dropPendingUpgrades(*s);
         closeReserveFd(*s);
         // The context is destroyed by stop() once this thread has ended.
     });

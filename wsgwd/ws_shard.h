@@ -4,6 +4,7 @@
 // listening socket, connections and timers. Everything here is touched by that shard's thread
 // only, except where a member says otherwise.
 
+#include "authorizer.h"
 #include "metrics.h"
 #include "ws_server.h"
 
@@ -18,11 +19,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <random>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -32,6 +35,12 @@ namespace wsgw::daemon {
 
 struct ShardState;
 class WsConnection;
+
+// Upgrades read ahead of lws and held for the connect authorizer (ws_authorize.cpp).
+struct PendingUpgrades;
+struct PendingUpgradesFree {
+    void operator()(PendingUpgrades *p) const noexcept;
+};
 
 // Per-connection receive buffer inside libwebsockets: messages larger than this arrive in pieces
 // and are reassembled by WsConnection. Small, because every idle connection holds one: 512 bytes
@@ -51,6 +60,9 @@ struct WsServer::Impl {
     Metrics &metrics;
     WsServerOptions options;
     std::vector<std::unique_ptr<ShardState>> shards;
+    // The connect authorizer's client threads (authorizer.h), when an endpoint has authorize:.
+    // Declared after `shards`: destroyed first, so no answer arrives for a shard that is gone.
+    std::unique_ptr<AuthorizerPool> authorizer;
     std::atomic<bool> running{false};
     std::mutex stopMu;
     bool stopped = false;
@@ -117,6 +129,20 @@ struct ShardState {
     } failCutTimer{};
 
     std::string coalesce; // scratch for coalesced raw writes
+
+    // What an upgrade earned before ESTABLISHED (its JWT's claims, the authorizer's tags and
+    // connection id), by the lws connection: taken at ESTABLISHED, dropped at WSI_DESTROY if it
+    // never got there.
+    struct Admission {
+        TagList tags;                    ///< added to the endpoint's set_tags (and over them)
+        std::optional<ConnectionId> id;  ///< the connection's id; none: a random one
+        bool authorized = false;         ///< the connect authorizer admitted it
+    };
+    std::unordered_map<lws *, Admission> admitted;
+    // The admission of the socket being handed to lws right now (by its fd): lws may confirm
+    // the upgrade inside the adoption call, before the new lws connection is known to us.
+    std::optional<std::pair<int, Admission>> adopting;
+    std::unique_ptr<PendingUpgrades, PendingUpgradesFree> pending; // created on first use
 
     // Connections with frames queued by the commands being drained, written after the drain.
     std::vector<WsConnection *> toFlush;

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <thread>
 
 namespace wsgw {
@@ -25,6 +26,17 @@ constexpr unsigned bit(EventAction a) { return 1u << static_cast<unsigned>(a); }
 
 // How long an idle sink waits for more before it sleeps and asks producers to wake it.
 constexpr std::chrono::microseconds kLinger{500};
+
+// How often a sink waiting for its batch to fill (SinkOptions::batchWait) looks at its queues.
+constexpr std::chrono::milliseconds kBatchPoll{1};
+
+// A back-off wait between half of `backoff` and all of it.
+std::chrono::milliseconds jittered(std::chrono::milliseconds backoff) {
+    thread_local std::minstd_rand rng{std::random_device{}()};
+    const auto half = backoff.count() / 2;
+    if (half <= 0) return backoff;
+    return std::chrono::milliseconds(half + std::uniform_int_distribution<long long>(0, half)(rng));
+}
 
 // One sink: its queues (one per producer), its thread and its counters.
 struct SinkSlot {
@@ -153,8 +165,10 @@ struct EventBus::Impl {
 
     // Waits out the back-off, or until stop's deadline when stopping (also when the stop comes
     // during the wait).
+    // The wait is drawn from [backoff/2, backoff] (jitter), so that many nodes that lost the same
+    // destination do not all retry in step when it comes back.
     void backOff(SinkSlot &slot, std::chrono::milliseconds &backoff) {
-        const auto until = std::chrono::steady_clock::now() + backoff;
+        const auto until = std::chrono::steady_clock::now() + jittered(backoff);
         std::unique_lock lock(slot.wakeMu);
         for (;;) {
             const bool stop = stopping.load();
@@ -287,6 +301,17 @@ void EventBus::Impl::run(SinkSlot &slot) {
                 setState(slot, false, error.empty() ? "connection lost" : error);
             }
             continue;
+        }
+
+        // SinkOptions::batchWait: let a short batch fill up for a moment (bounded; polled, as
+        // producers wake a sleeping sink only).
+        if (slot.options.batchWait.count() > 0 && slot.events() < maxBatch) {
+            const auto until = std::chrono::steady_clock::now() + slot.options.batchWait;
+            while (slot.events() < maxBatch && !stopping.load()) {
+                const auto now = std::chrono::steady_clock::now();
+                if (now >= until) break;
+                std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(until - now, kBatchPoll));
+            }
         }
 
         // Up to a batch from each queue's front (copies: the queue keeps them until they are

@@ -374,7 +374,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         start = end + 1;
         bool sectionStart =
             line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
-            line == "# cluster:";
+            line == "# cluster:" || line == "# stream_http:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -386,6 +386,8 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     CHECK(c->streamAmqp);
     CHECK(c->connectionRedisSync);
     CHECK(c->cluster);
+    REQUIRE(c->streamHttp);
+    CHECK(c->streamHttp->options.batchMaxEvents == 100);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
 }
 

@@ -83,7 +83,11 @@ struct SinkOptions {
     std::size_t maxBacklogBytes = 256u << 20;    ///< and their approximate bytes
     OverflowPolicy overflow = OverflowPolicy::DropOldest;
     std::size_t maxBatch = 512;                  ///< events per publish call
-    std::chrono::milliseconds minBackoff{100};   ///< first retry delay after a failure
+    /// How long the sink's thread waits for a batch to fill (maxBatch events) before it
+    /// publishes a smaller one; 0: publish what is there at once.
+    std::chrono::milliseconds batchWait{0};
+    /// First retry delay after a failure. Each wait is drawn from [delay/2, delay] (jitter).
+    std::chrono::milliseconds minBackoff{100};
     std::chrono::milliseconds maxBackoff{10'000}; ///< the delay doubles up to this
     std::chrono::milliseconds idleInterval{1000}; ///< how often idle() runs while nothing is sent
 };
@@ -277,5 +281,45 @@ struct AmqpSinkOptions {
 /// routing key template, an empty host) or when libwsgw was built without AMQP (rabbitmq-c).
 /// Nothing is connected here: the sink connects on its EventBus thread.
 WSGW_EXPORT std::unique_ptr<EventSink> makeAmqpSink(AmqpSinkOptions options, std::string *error = nullptr);
+
+/// Where and how the webhook sink POSTs events (wsgwd's stream_http). Value type.
+struct HttpSinkOptions {
+    /// http://HOST[:PORT]/PATH or https://...; the events are POSTed to it.
+    std::string url;
+    /// A Standard Webhooks secret, "whsec_" followed by base64 (the key is the decoded bytes);
+    /// empty: requests are not signed.
+    std::string secret;
+    /// https: the CA bundle that verifies the server; empty: the system's.
+    std::string caFile;
+    /// Events per request at most.
+    std::size_t batchMaxEvents = 100;
+    /// Requests under way at once at most (each on a keep-alive connection of its own).
+    std::size_t maxInFlight = 4;
+    /// Connecting, and each wait to send or receive, at most this long; then the request has failed.
+    std::chrono::milliseconds timeout{5000};
+    /// The `node` field of each event (see toJson).
+    std::string node;
+};
+
+/// The webhook sink: POSTs events as a JSON array of toJson() objects (content type
+/// application/json) signed per the Standard Webhooks specification: headers webhook-id (unique
+/// per request), webhook-timestamp (Unix seconds) and webhook-signature
+/// "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>". A 2xx answer acknowledges the request's
+/// events; any other answer, a refused connection or a timeout fails it, and EventBus offers
+/// the events again after a back-off (at least once).
+///
+/// A batch from EventBus is cut into requests of at most batchMaxEvents; when it holds more
+/// than one request's worth, its events are spread over up to maxInFlight lanes by connection
+/// (a connection's events always share a lane, in order) and the lanes POST at the same time,
+/// each stopping at its first failure. publish() acknowledges the events before the first one
+/// not delivered, so a connection's events are never delivered out of order: the ones after a
+/// failure are offered again (some a second time). Give the sink SinkOptions::maxBatch =
+/// batchMaxEvents × maxInFlight to let the lanes fill. lastError() names the URL and the HTTP
+/// status or the network error.
+///
+/// Returns nullptr with a message in `*error` for options that can never work (a URL that is
+/// not http(s)://HOST..., a secret that is not base64, zero batch or lanes), or when libwsgw
+/// was built without HTTP support (cpp-httplib).
+WSGW_EXPORT std::unique_ptr<EventSink> makeHttpSink(HttpSinkOptions options, std::string *error = nullptr);
 
 } // namespace wsgw
