@@ -11,12 +11,13 @@ A case that is not OK through wsgwd but OK on the control is ours; one that is n
 both is libwebsockets' (expectations.txt names the cause of each).
 
   run.py --suite quick   sections 1-10 (compression off) and a slice of 12-13 (compression
-                         on); fails on any case worse than expectations.txt (make test)
+                         on); fails on any wsgwd case worse than expectations.txt (make
+                         test; the libwebsockets control's are reported only)
   run.py --suite all     all 517 cases with compression off and on, HTML report in --outdir
                          (make conformance); fails likewise
   --update               rewrite expectations.txt from this run (for the agents and cases run)
 
-Exit codes: 0 as expected or better, 1 a case worse than expected (or a server failed),
+Exit codes: 0 as expected or better, 1 a wsgwd case worse than expected (or a server failed),
 77 when Python 2.7 or the suite's sources are missing (1 under CI=true).
 """
 
@@ -329,7 +330,10 @@ def case_ms(r):
 
 
 def report(results, expected, ran, elapsed):
-    worse, better = [], []
+    # The libwebsockets control is there to attribute wsgwd's verdicts: a control case that comes
+    # out worse than the file (its timing-dependent 4.x/5.x NON-STRICTs on a loaded machine) is
+    # reported, but only wsgwd's own cases can fail the run.
+    worse, better, control_worse = [], [], []
     print("\n%-14s %5s %5s %10s %13s %13s %6s %7s %9s" % ("agent", "cases", "OK", "NON-STRICT", "INFORMATIONAL",
                                                        "UNIMPLEMENTED", "FAILED", "unclean", "time (s)"))
     for agent, cases in ran.items():
@@ -346,7 +350,7 @@ def report(results, expected, ran, elapsed):
             line = "%s %s: %s/%s, expected %s/%s %s" % (agent, case, r["behavior"], r["behaviorClose"], exp[0], exp[1],
                                                        exp[2])
             if got_b > exp_b or got_c > exp_c:
-                worse.append(line)
+                (control_worse if agent.startswith("lws") else worse).append(line)
             elif got_b < exp_b or got_c < exp_c:
                 better.append(line)
         print("%-14s %5d %5d %10d %13d %13d %6d %7d %9.1f" % (agent, len(cases), counts["OK"], counts["NON-STRICT"],
@@ -365,6 +369,10 @@ def report(results, expected, ran, elapsed):
     if better:
         print("\nbetter than expectations.txt (update it with --update):")
         for line in better:
+            print("  " + line)
+    if control_worse:
+        print("\nthe libwebsockets control worse than expectations.txt (reported only; it does not fail the run):")
+        for line in control_worse:
             print("  " + line)
     if worse:
         print("\nWORSE than expectations.txt:")
