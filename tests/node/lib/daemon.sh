@@ -8,8 +8,10 @@
 #                                exits 77 (meson: SKIP); with CI=true (.ci/run sets it) prints
 #                                "<label>: FAIL: ..." and exits 1 instead
 #   wsgw_check_node              node 18 or newer is installed, else wsgw_missing
-#   wsgw_ensure_ws               `ws` (the version locked in tests/node/package-lock.json) is in
-#                                tests/node/node_modules: installs it with `npm ci` if not, once,
+#   wsgw_ensure_ws               every dependency of tests/node/package.json (ws, and the independent
+#                                Redis and AMQP clients ioredis and amqplib), at the version locked
+#                                in tests/node/package-lock.json, is in tests/node/node_modules:
+#                                installs them with `npm ci` if not, once,
 #                                under a lock so that two builds testing at once do not collide;
 #                                wsgw_missing when npm is missing or cannot install it
 #   wsgw_free_ports N            prints N distinct TCP ports that are free now, on one line
@@ -59,21 +61,38 @@ wsgw_check_node() {
     [ "$major" -ge 18 ] || wsgw_missing "node $(node --version) is too old: these tests need node 18 or newer"
 }
 
+# Prints the direct dependencies (package.json) whose locked version is not the one installed in
+# node_modules, as "name@version" words; nothing when node_modules is up to date.
+wsgw_node_stale() {
+    node -e '
+      const dir = process.argv[1];
+      const lock = require(dir + "/package-lock.json").packages;
+      const deps = Object.keys(require(dir + "/package.json").dependencies || {});
+      const stale = [];
+      for (const d of deps) {
+        const want = lock["node_modules/" + d] && lock["node_modules/" + d].version;
+        let have = "";
+        try { have = require(dir + "/node_modules/" + d + "/package.json").version; } catch (e) {}
+        if (have !== want) stale.push(d + "@" + want);
+      }
+      console.log(stale.join(" "));
+    ' "$wsgw_node_dir"
+}
+
 wsgw_ensure_ws() {
-    local here=$wsgw_node_dir wanted installed
-    wanted=$(node -p 'require(process.argv[1]).packages["node_modules/ws"].version' "$here/package-lock.json")
-    installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
-    [ "$installed" = "$wanted" ] && return 0
+    local here=$wsgw_node_dir stale
+    stale=$(wsgw_node_stale)
+    [ -z "$stale" ] && return 0
     command -v npm >/dev/null 2>&1 ||
-        wsgw_missing "npm is not installed, and tests/node/node_modules lacks ws $wanted: run scripts/bootstrap (or apt-get install npm)"
-    echo "$wsgw_label: installing ws $wanted into tests/node/node_modules (npm ci)"
+        wsgw_missing "npm is not installed, and tests/node/node_modules lacks $stale: run scripts/bootstrap (or apt-get install npm)"
+    echo "$wsgw_label: installing $stale into tests/node/node_modules (npm ci)"
     # Two builds testing at once must not install over each other.
     exec 9>"${TMPDIR:-/tmp}/wsgw-node-npm.lock"
     flock -w 180 9 || wsgw_die "another npm install into tests/node has held its lock for 3 minutes"
-    installed=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/ws/package.json")
-    if [ "$installed" != "$wanted" ]; then
+    stale=$(wsgw_node_stale)
+    if [ -n "$stale" ]; then
         if ! (cd "$here" && timeout 180 npm ci --no-audit --no-fund --prefer-offline --fetch-retries=1 --fetch-timeout=30000 >&2); then
-            wsgw_missing "npm ci failed (see above): is the npm registry reachable? Once ws $wanted is in tests/node/node_modules the tests run offline"
+            wsgw_missing "npm ci failed (see above): is the npm registry reachable? Once $stale are in tests/node/node_modules the tests run offline"
         fi
     fi
     exec 9>&-
