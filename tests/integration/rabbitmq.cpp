@@ -306,6 +306,21 @@ bool RabbitBroker::setMemoryAlarm(bool on, std::string *error) {
     return true;
 }
 
+bool RabbitBroker::addVhost(const std::string &vhost, std::string *error) {
+    const std::string name = "<<\"" + vhost + "\">>", actor = "<<\"wsgw-test\">>", all = "<<\".*\">>";
+    auto r = call("rabbit_vhost add [" + name + ", " + actor + "]", error);
+    if (!r) return false;
+    r = call("rabbit_auth_backend_internal set_permissions [<<\"guest\">>, " + name + ", " + all + ", " + all + ", " +
+                 all + ", " + actor + "]",
+             error);
+    if (!r) return false;
+    if (r->find("ok") == std::string::npos) {
+        if (error) *error = "set_permissions answered " + *r;
+        return false;
+    }
+    return true;
+}
+
 std::string RabbitBroker::alarms() {
     std::string error;
     auto r = call("rabbit_alarm get_alarms []", &error);
@@ -345,7 +360,8 @@ struct AmqpClient::Impl {
     }
 };
 
-AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::string &password)
+AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::string &password,
+                       const std::string &vhost)
     : impl_(std::make_unique<Impl>()) {
     Impl &d = *impl_;
     d.conn = amqp_new_connection();
@@ -357,7 +373,8 @@ AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::s
     }
     amqp_set_rpc_timeout(d.conn, &tv);
     amqp_rpc_reply_t r =
-        amqp_login(d.conn, "/", 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, user.c_str(), password.c_str());
+        amqp_login(d.conn, vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, user.c_str(),
+                   password.c_str());
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         amqp_destroy_connection(d.conn);
         throw std::runtime_error("login: " + describe(r));
