@@ -276,7 +276,20 @@ std::optional<std::string> RabbitBroker::call(const std::string &apply, std::str
     std::vector<std::string> env{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir_,
                                  "ERL_EPMD_PORT=" + std::to_string(epmdPort_)};
     std::remove(out.c_str());
-    pid_t pid = spawn({kErlCall, "-n", node_, "-c", cookie, "-timeout", "30", "-a", apply}, env, out);
+    // "-e EXPRS": evaluate Erlang expressions (read from a file on stdin, through sh), for what
+    // -a's argument parser cannot write (binaries).
+    std::vector<std::string> argv{kErlCall, "-n", node_, "-c", cookie, "-timeout", "30", "-a", apply};
+    if (apply.rfind("-e ", 0) == 0) {
+        const std::string exprs = dir_ + "/erl_call.exprs";
+        std::FILE *f = std::fopen(exprs.c_str(), "w");
+        if (f) {
+            std::fputs(apply.c_str() + 3, f);
+            std::fclose(f);
+        }
+        argv = {"/bin/sh", "-c", std::string("exec \"$0\" -n \"$1\" -c \"$2\" -timeout 30 -e < \"$3\""), kErlCall,
+                node_, cookie, exprs};
+    }
+    pid_t pid = spawn(argv, env, out);
     int status = 0;
     bool exited = false;
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(40);
@@ -307,15 +320,14 @@ bool RabbitBroker::setMemoryAlarm(bool on, std::string *error) {
 }
 
 bool RabbitBroker::addVhost(const std::string &vhost, std::string *error) {
-    const std::string name = "<<\"" + vhost + "\">>", actor = "<<\"wsgw-test\">>", all = "<<\".*\">>";
-    auto r = call("rabbit_vhost add [" + name + ", " + actor + "]", error);
-    if (!r) return false;
-    r = call("rabbit_auth_backend_internal set_permissions [<<\"guest\">>, " + name + ", " + all + ", " + all + ", " +
-                 all + ", " + actor + "]",
-             error);
+    const std::string name = "<<\"" + vhost + "\">>", all = "<<\".*\">>";
+    auto r = call("-e ok = rabbit_vhost:add(" + name + ", <<\"wsgw-test\">>), ok = "
+                  "rabbit_auth_backend_internal:set_permissions(<<\"guest\">>, " + name + ", " + all + ", " + all +
+                      ", " + all + ", <<\"wsgw-test\">>).\n",
+                  error);
     if (!r) return false;
     if (r->find("ok") == std::string::npos) {
-        if (error) *error = "set_permissions answered " + *r;
+        if (error) *error = "adding vhost " + vhost + " answered " + *r;
         return false;
     }
     return true;
