@@ -218,7 +218,8 @@ bool Gateway::start(std::string *error) {
                                                          : "backend '" + s.backend + "' (event sink '" + s.name + "')";
     events.onStateChange([sinkWords](const std::string &backend, bool connected, const std::string &why) {
         auto it = sinkWords.find(backend);
-        const std::string &sink = it != sinkWords.end() ? it->second : backend;
+        // A backend added by a reload is not in the map made at start.
+        const std::string sink = it != sinkWords.end() ? it->second : "backend '" + backend + "'";
         if (connected)
             spdlog::info("{} connected", sink);
         else
