@@ -162,7 +162,9 @@ public:
     /// Removes the sink added as `backend`: the caller has first routed no endpoint to it
     /// (setRoutes). Its thread delivers what its backlog holds for up to `flushFor`, then stops;
     /// it leaves stats(). Returns the events left undelivered, or SIZE_MAX when there is no such
-    /// sink. Thread-safe; blocks up to `flushFor` (and a sink call's cancel).
+    /// sink. A publish() that began before the removal may still queue an event for it: it is
+    /// delivered while the sink's thread runs; one queued after the thread has ended is neither
+    /// delivered nor counted. Thread-safe; blocks up to `flushFor` (and a sink call's cancel).
     std::size_t removeSink(const std::string &backend, std::chrono::milliseconds flushFor);
 
     /// Puts `sink` in the place of the sink added as `backend` (a changed configuration), in one
