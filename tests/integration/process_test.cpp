@@ -100,8 +100,9 @@ TEST_CASE("log_format: json: every diagnostic is one JSON object per line") {
 
 TEST_CASE("log_format: text is the default, and SIGHUP switches the format") {
     auto d = Daemon::start();
+    // The control API answers (Daemon::start's readiness) a moment before this line is written.
+    CHECK(eventually([&] { return d->err().find(" info Listening on ") != std::string::npos; }));
     CHECK(d->err().find("{\"time\"") == std::string::npos);
-    CHECK(d->err().find(" info Listening on ") != std::string::npos);
     std::string cfg = readFile(d->dir().file("config.yml"));
     writeFile(d->dir().file("config.yml"), cfg + "log_format: json\n");
     REQUIRE(::kill(d->pid(), SIGHUP) == 0);
