@@ -73,6 +73,15 @@ std::vector<Node> startNodes(const RedisServer &cluster, const RedisServer &comm
     return nodes;
 }
 
+std::vector<std::string> split(const std::string &text, char sep) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    for (std::size_t at; (at = text.find(sep, start)) != std::string::npos; start = at + 1)
+        out.push_back(text.substr(start, at - start));
+    out.push_back(text.substr(start));
+    return out;
+}
+
 // XADD to the command stream; returns the entry id.
 std::string xadd(RedisProbe &probe, const std::vector<std::string> &fields, const std::string &stream = kStream) {
     std::vector<std::string> args{"XADD", stream, "*"};
@@ -295,9 +304,21 @@ TEST_CASE("entries a consumer took and never acknowledged are claimed and applie
         std::size_t got = 0;
         std::thread reader([&] {
             RedisProbe ghost(commandRedis.port());
-            got = ghost.readGroup("wsgw", "ghost", kStream, 3000).size();
+            ghost.command({"CLIENT", "SETNAME", "ghost"});
+            got = ghost.readGroup("wsgw", "ghost", kStream, 5000).size();
         });
-        std::this_thread::sleep_for(1200ms); // the nodes' one-second reads come round behind the ghost
+        // Once the ghost is blocked, the nodes' one-second reads come round behind it.
+        auto ghostBlocked = [&] {
+            for (const std::string &line : split(probe.command({"CLIENT", "LIST"}), '\n'))
+                if (line.find("name=ghost ") != std::string::npos && line.find("flags=b") != std::string::npos)
+                    return true;
+            return false;
+        };
+        if (!eventually(ghostBlocked, 4000ms)) {
+            reader.join();
+            continue;
+        }
+        std::this_thread::sleep_for(1100ms);
         xadd(probe, {"action", "send", "selector", "group=default", "message", "orphan", "command_id",
                      "orphan-" + std::to_string(i), "reply_to", "oreplies"});
         reader.join();
