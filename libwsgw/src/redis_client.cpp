@@ -125,6 +125,11 @@ void RedisClient::append(const std::vector<std::string_view> &args) {
     redisAppendCommandArgv(ctx_, static_cast<int>(argv_.size()), argv_.data(), argl_.data());
 }
 
+void RedisClient::appendFormatted(std::string_view commands) {
+    if (!ctx_ || commands.empty()) return;
+    redisAppendFormattedCommand(ctx_, commands.data(), commands.size());
+}
+
 bool RedisClient::read(Reply &reply) {
     if (!ctx_) return fail(error_.empty() ? "not connected to Redis" : error_);
     void *raw = nullptr;

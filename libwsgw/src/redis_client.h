@@ -12,6 +12,52 @@ struct redisContext;
 
 namespace wsgw {
 
+/// Builds pipelined Redis commands in the protocol's own form (RESP arrays of bulk strings) into
+/// one buffer, for RedisClient::appendFormatted: a sink formats a whole batch with no allocation
+/// per command or argument (hiredis's argv formatting costs a printf-style pass per argument).
+///
+/// Thread-compatible.
+class RespBuilder {
+public:
+    /// Starts a command of `args` arguments; exactly that many arg() calls must follow.
+    void command(std::size_t args) {
+        buf_ += '*';
+        number(args);
+    }
+    /// One binary-safe argument.
+    void arg(std::string_view a) {
+        buf_ += '$';
+        number(a.size());
+        buf_.append(a.data(), a.size());
+        buf_ += "\r\n";
+    }
+    void arg(std::uint64_t n) {
+        char digits[20];
+        std::size_t len = 0;
+        do {
+            digits[sizeof digits - 1 - len++] = static_cast<char>('0' + n % 10);
+            n /= 10;
+        } while (n);
+        arg(std::string_view(digits + sizeof digits - len, len));
+    }
+    const std::string &data() const noexcept { return buf_; }
+    void clear() noexcept { buf_.clear(); }
+
+private:
+    void number(std::size_t n) {
+        char digits[20];
+        std::size_t len = 0;
+        do {
+            digits[sizeof digits - 1 - len++] = static_cast<char>('0' + n % 10);
+            n /= 10;
+        } while (n);
+        buf_.append(digits + sizeof digits - len, len);
+        buf_ += "\r\n";
+    }
+
+    std::string buf_;
+};
+
 /// A blocking Redis connection (hiredis) with timeouts, for a sink's own thread. Commands are
 /// pipelined: append() any number, then read() one reply each, in order.
 ///
@@ -42,6 +88,8 @@ public:
 
     /// Queues a command (arguments are binary-safe).
     void append(const std::vector<std::string_view> &args);
+    /// Queues commands already in the protocol's form (RespBuilder::data()), as one copy.
+    void appendFormatted(std::string_view commands);
     /// The next reply; false (and disconnected, with error() set) on a connection error or
     /// timeout. An error reply is a Reply of kind Error, not a failure.
     bool read(Reply &reply);

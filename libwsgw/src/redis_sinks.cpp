@@ -1,5 +1,6 @@
 // The Redis stream sink: events as stream entries (XADD). (The connection mirror is
 // redis_mirror.cpp.)
+#include "form_encode.h"
 #include "redis_client.h"
 
 #include <wsgw/sink.h>
@@ -35,30 +36,52 @@ public:
 
     std::size_t publish(const std::vector<EventPtr> &batch) override {
         if (!client_.connected() && !client_.connect()) return 0;
-        // Every argument must stay alive until its command is appended; build each, append it.
-        std::string streamName, tags, id;
+        // The whole batch in one buffer, in the protocol's form: no allocation per entry once
+        // the buffers have grown to a batch's size.
+        resp_.clear();
         for (const EventPtr &e : batch) {
-            streamName = stream_.isConstant() ? stream_.source() : stream_.render(*e);
-            tags = encodeForm(e->tags);
-            id = std::to_string(e->id);
-            std::vector<std::string_view> args{"XADD", streamName};
+            if (!stream_.isConstant()) streamName_ = stream_.render(*e);
+            tags_.clear();
+            appendForm(tags_, e->tags);
+            const bool message = e->action == EventAction::Message;
+            resp_.command(2 + (options_.maxLen > 0 ? 3 : 0) + 7 + (message ? 4 : 0) + 4 + (e->reason.empty() ? 0 : 2) +
+                          (e->lostNode.empty() ? 0 : 2));
+            resp_.arg("XADD");
+            resp_.arg(stream_.isConstant() ? std::string_view(stream_.source()) : std::string_view(streamName_));
             if (options_.maxLen > 0) {
-                args.push_back("MAXLEN");
-                args.push_back("~");
-                args.push_back(maxLen_);
+                resp_.arg("MAXLEN");
+                resp_.arg("~");
+                resp_.arg(maxLen_);
             }
             char connection[ConnectionId::kTextLength];
             e->connection.format(connection);
-            args.insert(args.end(), {"*", "connection", std::string_view(connection, sizeof connection), "action",
-                                     actionName(e->action), "tags", tags});
-            if (e->action == EventAction::Message) {
-                args.insert(args.end(), {"type", e->type == Opcode::Text ? "text" : "binary", "message", e->message});
+            resp_.arg("*");
+            resp_.arg("connection");
+            resp_.arg(std::string_view(connection, sizeof connection));
+            resp_.arg("action");
+            resp_.arg(actionName(e->action));
+            resp_.arg("tags");
+            resp_.arg(tags_);
+            if (message) {
+                resp_.arg("type");
+                resp_.arg(e->type == Opcode::Text ? "text" : "binary");
+                resp_.arg("message");
+                resp_.arg(e->message);
             }
-            args.insert(args.end(), {"event_id", id, "node", options_.node});
-            if (!e->reason.empty()) args.insert(args.end(), {"reason", e->reason});
-            if (!e->lostNode.empty()) args.insert(args.end(), {"lost_node", e->lostNode});
-            client_.append(args);
+            resp_.arg("event_id");
+            resp_.arg(static_cast<std::uint64_t>(e->id));
+            resp_.arg("node");
+            resp_.arg(options_.node);
+            if (!e->reason.empty()) {
+                resp_.arg("reason");
+                resp_.arg(e->reason);
+            }
+            if (!e->lostNode.empty()) {
+                resp_.arg("lost_node");
+                resp_.arg(e->lostNode);
+            }
         }
+        client_.appendFormatted(resp_.data());
         // An entry is delivered once Redis answered it; a refused one (WRONGTYPE...) will never
         // succeed, so it counts as handled and is counted as rejected.
         std::size_t done = 0;
@@ -76,6 +99,9 @@ private:
     RedisClient client_;
     std::string maxLen_;
     std::atomic<std::uint64_t> rejected_{0};
+    RespBuilder resp_;        // the batch being formatted
+    std::string streamName_;  // a templated stream name, rendered per entry
+    std::string tags_;        // an entry's tags, form-encoded
 };
 
 } // namespace

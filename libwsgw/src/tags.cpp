@@ -1,5 +1,6 @@
 #include <wsgw/tags.h>
 
+#include "form_encode.h"
 #include "hex.h"
 
 #include <algorithm>
@@ -38,10 +39,8 @@ std::optional<std::string> percentDecode(std::string_view text, bool plusIsSpace
 
 std::optional<std::string> formDecode(std::string_view text) { return percentDecode(text, true); }
 
-std::string formEncode(std::string_view text) {
+void appendFormEncoded(std::string &out, std::string_view text) {
     static constexpr char digits[] = "0123456789ABCDEF";
-    std::string out;
-    out.reserve(text.size());
     for (unsigned char c : text) {
         if (isUnreserved(c)) {
             out.push_back(static_cast<char>(c));
@@ -53,6 +52,12 @@ std::string formEncode(std::string_view text) {
             out.push_back(digits[c & 0xF]);
         }
     }
+}
+
+std::string formEncode(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    appendFormEncoded(out, text);
     return out;
 }
 
@@ -90,19 +95,30 @@ std::optional<TagList> parseForm(std::string_view text, std::string *error) {
 }
 
 namespace {
-template <class Pairs> std::string encodePairs(const Pairs &pairs) {
-    std::string out;
+template <class Pairs> void appendPairs(std::string &out, const Pairs &pairs) {
+    bool first = true;
     for (const auto &[k, v] : pairs) {
-        if (!out.empty()) out.push_back('&');
-        out += formEncode(k);
+        if (!first) out.push_back('&');
+        first = false;
+        appendFormEncoded(out, k);
         out.push_back('=');
-        out += formEncode(v);
+        appendFormEncoded(out, v);
     }
-    return out;
 }
 } // namespace
 
-std::string encodeForm(const Tags &tags) { return encodePairs(tags); }
-std::string encodeForm(const TagList &pairs) { return encodePairs(pairs); }
+void appendForm(std::string &out, const Tags &tags) { appendPairs(out, tags); }
+
+std::string encodeForm(const Tags &tags) {
+    std::string out;
+    appendPairs(out, tags);
+    return out;
+}
+
+std::string encodeForm(const TagList &pairs) {
+    std::string out;
+    appendPairs(out, pairs);
+    return out;
+}
 
 } // namespace wsgw

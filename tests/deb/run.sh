@@ -33,7 +33,11 @@ dpkg-checkbuilddeps "$src/debian/control" 2>/tmp/wsgw-deb-builddeps.$$ ||
 rm -f /tmp/wsgw-deb-builddeps.$$
 
 t0=$(date +%s)
-"$src/scripts/build-deb" "$out" || fail "scripts/build-deb failed (output above)"
+# werror: this build is also the suites' optimised GCC build (-O2, Debian's hardening flags), and
+# in a test a warning is an error (debian/rules).
+DEB_BUILD_OPTIONS="parallel=$(nproc) nocheck werror" "$src/scripts/build-deb" "$out" ||
+    fail "scripts/build-deb failed (output above)"
+grep -q -- "-Dwerror=true" "$out/build.log" || fail "the package was not configured with -Dwerror=true (debian/rules, DEB_BUILD_OPTIONS=werror)"
 echo "deb test: built and linted in $(($(date +%s) - t0)) s"
 
 version=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version)

@@ -149,8 +149,11 @@ TEST_CASE("slow, down, 5xx or nonsense: 503, unless fail_open") {
         WsClient c;
         CHECK(g.connect(c, "/closed").status == 503);
     }
-    for (const auto &[status, body] : std::vector<std::pair<int, std::string>>{
+    // A pair, not a structured binding: CAPTURE's lambda cannot capture a binding before clang 16.
+    for (const auto &answer : std::vector<std::pair<int, std::string>>{
              {500, "{}"}, {200, "not json"}, {200, R"({"tags":"x"})"}, {200, R"({"id":"nope"})"}}) {
+        const int status = answer.first;
+        const std::string &body = answer.second;
         CAPTURE(body);
         g.backend.setMode("/auth", status, 0, body);
         WsClient c;

@@ -33,6 +33,7 @@ src=$2
 dir=$3
 
 t0=$(date +%s)
+mkdir -p "$(dirname "$dir")"
 if [ ! -f "$dir/build.ninja" ]; then
     meson setup "$dir" "$src" --buildtype=release -Dwerror=true -Dtests=false >"$dir.setup.log" 2>&1 ||
         { cat "$dir.setup.log" >&2; fail "meson setup with $CXX failed (log above)"; }

@@ -59,10 +59,13 @@ TEST_CASE("reading the answer") {
     CHECK(decide(401, "").message == "refused by the authorizer");
     CHECK(decide(404, std::string(5000, 'x')).message.size() == 1024);
 
-    for (const auto &[status, body] : std::vector<std::pair<int, std::string>>{
+    // A pair, not a structured binding: CAPTURE's lambda cannot capture a binding before clang 16.
+    for (const auto &answer : std::vector<std::pair<int, std::string>>{
              {500, "{}"}, {302, ""}, {200, "not json"}, {200, "[1]"}, {200, R"({"tags":[1]})"},
              {200, R"({"tags":{"a":{"b":1}}})"}, {200, R"({"tags":{"":"x"}})"}, {200, R"({"id":"nope"})"},
              {200, R"({"id":7})"}}) {
+        const int status = answer.first;
+        const std::string &body = answer.second;
         CAPTURE(status);
         CAPTURE(body);
         d = decide(status, body);
