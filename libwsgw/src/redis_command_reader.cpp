@@ -344,12 +344,11 @@ private:
         const bool applied = result.kind == BusResult::Kind::Applied;
         count([&](CommandBusStats &s) { ++(applied ? s.applied : s.failed); });
         const std::string done = applied ? "done:" + std::to_string(result.count) : "done:error";
-        if (!client_.command({"SET", key, done, "PX", windowMs_}, r)) {
-            unwrittenDone_.emplace_back(key, done);
-            return lost();
-        }
+        // One round trip: the done mark, the reply, the acknowledgement, in that order.
+        client_.append({"SET", key, done, "PX", windowMs_});
+        std::vector<std::string> fields;
         if (!replyTo.empty()) {
-            std::vector<std::string> fields{"command_id", cmd.id};
+            fields = {"command_id", cmd.id};
             if (applied) {
                 fields.insert(fields.end(), {"count", std::to_string(result.count)});
             } else {
@@ -360,9 +359,19 @@ private:
                 for (const std::string &n : result.missing) names += (names.empty() ? "" : ",") + n;
                 fields.insert(fields.end(), {"missing_nodes", names});
             }
-            if (!reply(replyTo, fields)) return false;
+            client_.append(replyArgs(replyTo, fields));
         }
-        return ack(e.id);
+        client_.append({"XACK", options_.stream, options_.group, e.id});
+        if (!client_.read(r)) {
+            unwrittenDone_.emplace_back(key, done);
+            return lost();
+        }
+        if (!replyTo.empty()) {
+            if (!client_.read(r)) return lost();
+            replied(replyTo, r);
+        }
+        if (!client_.read(r)) return lost();
+        return true;
     }
 
     bool invalid(const Entry &e, const std::string &id, const std::string &replyTo, const std::string &kind,
@@ -379,15 +388,24 @@ private:
         return ack(e.id);
     }
 
-    bool reply(const std::string &stream, const std::vector<std::string> &fields) {
+    // XADD of a reply: its arguments view `stream` and `fields`, which must outlive them.
+    static std::vector<std::string_view> replyArgs(const std::string &stream, const std::vector<std::string> &fields) {
         std::vector<std::string_view> args{"XADD", stream, "MAXLEN", "~", kReplyMaxLen, "*"};
         for (const std::string &f : fields) args.push_back(f);
-        Reply r;
-        if (!client_.command(args, r)) return lost();
+        return args;
+    }
+
+    void replied(const std::string &stream, const Reply &r) {
         if (r.kind == Reply::Kind::Error)
             failWith("XADD " + stream + " (reply_to): " + r.text);
         else
             count([](CommandBusStats &s) { ++s.replies; });
+    }
+
+    bool reply(const std::string &stream, const std::vector<std::string> &fields) {
+        Reply r;
+        if (!client_.command(replyArgs(stream, fields), r)) return lost();
+        replied(stream, r);
         return true;
     }
 
