@@ -66,6 +66,12 @@ bool operator==(const ClusterConfig &a, const ClusterConfig &b) {
            a.commandTimeout == b.commandTimeout;
 }
 
+bool operator==(const CommandRedisConfig &a, const CommandRedisConfig &b) {
+    const RedisCommandOptions &x = a.options, &y = b.options;
+    return a.url == b.url && sameTimeouts(x.redis, y.redis) && x.stream == y.stream && x.group == y.group &&
+           x.claimIdle == y.claimIdle && x.dedupWindow == y.dedupWindow;
+}
+
 bool operator==(const StreamAmqpConfig &a, const StreamAmqpConfig &b) {
     const AmqpSinkOptions &x = a.options, &y = b.options;
     return a.url == b.url && x.exchange == y.exchange && x.queue == y.queue && x.routingKey == y.routingKey &&

@@ -28,6 +28,7 @@
 #include "ws_options.h"
 
 #include <wsgw/cluster.h>
+#include <wsgw/command_bus.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
@@ -108,6 +109,16 @@ struct ClusterConfig {
     friend bool operator==(const ClusterConfig &, const ClusterConfig &);
 };
 
+/// command_redis: control commands read from a Redis stream (README: Commands over Redis and AMQP).
+struct CommandRedisConfig {
+    /// addr's server and login; stream, group, claim_idle_ms, dedup_window_s, timeout_ms. The
+    /// consumer's name is node_id, set by the gateway.
+    RedisCommandOptions options;
+    std::string url;  ///< addr as written
+    bool tls = false; ///< addr is rediss://
+    friend bool operator==(const CommandRedisConfig &, const CommandRedisConfig &);
+};
+
 /// stream_http: POST events as signed JSON to a webhook.
 struct StreamHttpConfig {
     /// url, secret (read from secret_file by readConfigFiles), ca_file, batch_max_events,
@@ -180,6 +191,7 @@ struct Config {
     std::optional<StreamHttpConfig> streamHttp;
     /// backends: named sinks, in the order written; endpoints route to them by name.
     std::vector<BackendConfig> backends;
+    std::optional<CommandRedisConfig> commandRedis; ///< command_redis: commands in over a Redis stream
     /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
     /// event sink's backlog while it is slow or down.
     SinkOptions backlog;

@@ -131,6 +131,27 @@ const Section<ClusterConfig> &clusterKeys() {
     return keys;
 }
 
+// command_redis: where backends write commands (README: Commands over Redis and AMQP).
+const Section<CommandRedisConfig> &commandRedisKeys() {
+    using S = CommandRedisConfig;
+    using O = RedisCommandOptions;
+    static const Section<S> keys{
+        "a map with 'addr'",
+        IfNull::Absent,
+        {
+            {"addr", redisUrl(storeRedisAddress<S>), "'addr: redis://localhost:6379/0'"},
+            {"stream", in(&S::options, nonEmptyText(&O::stream, "a stream name"))},
+            {"group", in(&S::options, nonEmptyText(&O::group, "a consumer group name"))},
+            // an entry a consumer has held unacknowledged this long is taken over by another node
+            {"claim_idle_ms", in(&S::options, duration<Milliseconds>(&O::claimIdle, 100, kMaxTimeoutMs))},
+            // a command_id seen within this window is not applied again
+            {"dedup_window_s", in(&S::options, duration<Seconds>(&O::dedupWindow, 1, 7 * kDayS))},
+            {"timeout_ms", in(&S::options, redisTimeout<O>())},
+        },
+        [](S &s) { settleConnectTimeout(s.options.redis); }};
+    return keys;
+}
+
 const Section<StreamRedisConfig> &streamRedisKeys() {
     using S = StreamRedisConfig;
     using O = RedisStreamOptions;
@@ -675,6 +696,7 @@ const Section<Config> &topLevelKeys() {
             {"stream_amqp", optionalSection(&Config::streamAmqp, streamAmqpKeys())},
             {"cluster", optionalSection(&Config::cluster, clusterKeys())},
             {"stream_http", optionalSection(&Config::streamHttp, streamHttpKeys())},
+            {"command_redis", optionalSection(&Config::commandRedis, commandRedisKeys())},
             {"max_message_size_kb",
              in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest

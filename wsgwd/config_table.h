@@ -167,6 +167,11 @@ template <class T> Read<T> text(std::string T::*field, std::string_view what) {
     };
 }
 
+/// Any text but the empty one.
+template <class T> Read<T> nonEmptyText(std::string T::*field, std::string_view what) {
+    return [=](Reader &r, const Entry &e, const std::string &name, T &t) { t.*field = r.w.nonEmpty(e, name, what); };
+}
+
 /// A wsgw::Template source, checked; a problem points at its character.
 template <class T> Read<T> templateText(std::string T::*field, bool allowEmpty) {
     return [=](Reader &r, const Entry &e, const std::string &name, T &t) {

@@ -1,8 +1,8 @@
 #include "control_api.h"
 
+#include "command_runner.h"
 #include "control_server.h"
 #include "metrics.h"
-#include "utf8.h"
 
 #include <wsgw/cluster.h>
 #include <wsgw/hub.h>
@@ -90,7 +90,8 @@ bool isBinaryBody(const httplib::Request &req) {
 struct ControlApi::Impl {
     Impl(ControlApiContext c, ControlApiOptions o)
         : ctx(std::move(c)), opt(std::move(o)), live(std::make_shared<const ControlApiOptions>(opt)),
-          server(serverOptions(opt), ctx.metrics.control(), laneOf) {}
+          server(serverOptions(opt), ctx.metrics.control(), laneOf),
+          runner(ctx.hub, ctx.cluster, ctx.metrics, ctx.messageHeadroom) {}
 
     ControlApiContext ctx;
     ControlApiOptions opt; // as started: address, TLS, body limit
@@ -103,6 +104,7 @@ struct ControlApi::Impl {
         return live;
     }
     ControlServer server;
+    CommandRunner runner;
 
     bool allowed(const std::string &ip) const {
         auto now = current();
@@ -255,104 +257,31 @@ struct ControlApi::Impl {
         return std::nullopt;
     }
 
-    void answerClusterCount(std::future<ClusterCount> f, const char *command, httplib::Response &res) {
-        if (auto r = awaitCluster(std::move(f), command, res)) {
-            res.status = 200;
-            res.set_content(std::to_string(r->value), kText); // no newline: the original's shape
+    // /send, /settags and /close: run by the CommandRunner, which the command bus shares, and
+    // answered the original's way (the count, no newline) or with why not.
+    void command(CommandAction action, const httplib::Request &req, httplib::Response &res) {
+        CommandRequest request;
+        request.action = action;
+        request.selector = rawQuery(req);
+        request.body = req.body;
+        request.binary = isBinaryBody(req);
+        if (ctx.cluster) {
+            std::string scope = req.get_header_value(kScopeHeader);
+            std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
+            request.nodeOnly = scope == "node";
         }
-    }
-
-    void answerCount(std::future<CountResult> f, const char *command, Deadline deadline, httplib::Response &res) {
-        if (auto r = await(std::move(f), command, deadline, res)) {
-            res.status = 200;
-            res.set_content(std::to_string(r->value), kText); // no newline: the original's shape
-        }
-    }
-
-    // A body as a message: binary for application/octet-stream, else text that must be UTF-8.
-    MessagePtr bodyMessage(const httplib::Request &req, httplib::Response &res) {
-        bool binary = isBinaryBody(req);
-        if (!binary && !isValidUtf8(req.body)) {
-            reply(res, 400,
-                  "the body is not valid UTF-8, so it cannot be a text message: send binary data with "
-                  "Content-Type: application/octet-stream");
-            return nullptr;
-        }
-        return Message::create(binary ? Opcode::Binary : Opcode::Text, req.body, ctx.messageHeadroom);
-    }
-
-    void send(const httplib::Request &req, httplib::Response &res) {
-        auto sel = selector(req, res, false);
-        if (!sel) return;
-        MessagePtr msg = bodyMessage(req, res);
-        if (!msg) return;
-        if (Cluster *cluster = clusterFor(req, res)) return answerClusterCount(cluster->send(std::move(*sel), std::move(msg)), "send", res);
-        Deadline deadline = commandDeadline();
-        answerCount(ctx.hub.send(std::move(*sel), std::move(msg), deadline), "send", deadline, res);
-    }
-
-    void setTags(const httplib::Request &req, httplib::Response &res) {
-        auto sel = selector(req, res, false);
-        if (!sel) return;
-        std::string error;
-        auto changes = parseForm(req.body, &error);
-        if (!changes) {
-            reply(res, 400, "bad body: expected form-encoded tags like admin=1&group=a: " + error);
-            return;
-        }
-        auto limits = current();
-        for (const auto &[k, v] : *changes) {
-            if (k.size() > limits->maxTagKeyLen) {
-                reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(limits->maxTagKeyLen) +
-                                    " bytes); nothing changed");
-                return;
-            }
-            if (v.size() > limits->maxTagValueLen) {
-                reply(res, 400, "value of tag '" + k + "' longer than max_tag_value_len (" +
-                                    std::to_string(limits->maxTagValueLen) + " bytes); nothing changed");
-                return;
-            }
-        }
-        // Checked and changed in one step on each connection's shard: a connection that would end
-        // up with too many tags keeps its own.
-        std::optional<TagChangeCount> r;
-        if (Cluster *cluster = clusterFor(req, res)) {
-            auto c = awaitCluster(cluster->setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection),
-                                  "settags", res);
-            if (c) r = c->value;
-        } else {
-            Deadline deadline = commandDeadline();
-            auto h = await(ctx.hub.setTags(std::move(*sel), std::move(*changes), limits->maxTagsPerConnection, deadline),
-                           "settags", deadline, res);
-            if (h) r = h->value;
-        }
-        if (!r) return;
-        if (r->over > 0) {
-            reply(res, 400, std::to_string(r->over) + " connection(s) would have had more than " +
-                                std::to_string(limits->maxTagsPerConnection) +
-                                " tags (max_tags_per_connection) and kept theirs unchanged; " +
-                                std::to_string(r->changed) + " changed");
-            return;
-        }
+        CommandOutcome out = runner.run(request, *current(), [this] { return server.stopping(); });
+        if (out.nodeScope) res.set_header(kScopeHeader, "node");
+        if (!out.missing.empty()) res.set_header(kMissingHeader, joined(out.missing));
+        if (out.busy) res.set_header("Retry-After", "1");
+        if (out.status != 200) return reply(res, out.status, out.message);
         res.status = 200;
-        res.set_content(std::to_string(r->changed), kText); // no newline: the original's shape
+        res.set_content(out.message, kText); // no newline: the original's shape
     }
 
-    void close(const httplib::Request &req, httplib::Response &res) {
-        auto sel = selector(req, res, false);
-        if (!sel) return;
-        MessagePtr last;
-        if (!req.body.empty()) {
-            last = bodyMessage(req, res);
-            if (!last) return;
-        }
-        if (Cluster *cluster = clusterFor(req, res))
-            return answerClusterCount(
-                cluster->close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last)), "close", res);
-        Deadline deadline = commandDeadline();
-        answerCount(ctx.hub.close(std::move(*sel), close_code::kNormal, "Closed by server", std::move(last), deadline),
-                    "close", deadline, res);
-    }
+    void send(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Send, req, res); }
+    void setTags(const httplib::Request &req, httplib::Response &res) { command(CommandAction::SetTags, req, res); }
+    void close(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Close, req, res); }
 
     void status(const httplib::Request &req, httplib::Response &res) {
         auto sel = selector(req, res, true);

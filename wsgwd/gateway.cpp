@@ -1,5 +1,7 @@
 #include "gateway.h"
 
+#include "command_bus.h"
+#include "command_runner.h"
 #include "control_api.h"
 #include "event_routes.h"
 #include "log.h"
@@ -7,6 +9,7 @@
 #include "ws_server.h"
 
 #include <wsgw/cluster.h>
+#include <wsgw/command_bus.h>
 #include <wsgw/hub.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
@@ -20,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -93,6 +97,7 @@ std::string unavailableFeature(const Config &c) {
     if (c.connectionRedisSync && c.connectionRedisSync->tls)
         return c.file + ": " + c.connectionRedisSync->url + noTls;
     if (c.cluster && c.cluster->tls) return c.file + ": " + c.cluster->url + noTls;
+    if (c.commandRedis && c.commandRedis->tls) return c.file + ": " + c.commandRedis->url + noTls;
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
@@ -129,11 +134,85 @@ struct Gateway::Impl {
     std::unique_ptr<WsServer> ws;
     std::unique_ptr<ControlApi> control;
     std::unique_ptr<Cluster> cluster;
+    // The command bus (command_redis): its readers run commands through busRunner under busLimits.
+    std::unique_ptr<CommandRunner> busRunner;
+    std::vector<std::unique_ptr<CommandReader>> readers;
+    std::mutex busLimitsMu;
+    ControlApiOptions busLimits;
+    // Past this (steady clock, ns), a command the bus is running stops waiting for its answer.
+    std::atomic<std::int64_t> busGiveUpAt{std::numeric_limits<std::int64_t>::max()};
     std::mutex mu;
     bool started = false;
     bool stopped = false;
     std::atomic<bool> stopping{false};
 };
+
+namespace {
+
+std::int64_t steadyNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// How long a stop lets a command the bus is running finish.
+constexpr auto kBusStopGrace = std::chrono::milliseconds(2000);
+
+} // namespace
+
+// command_redis: the readers, named by this node, running commands cluster-wide through a
+// CommandRunner like the control API's.
+bool Gateway::makeCommandReaders(Impl &d, const std::string &node, std::string *error) {
+    const Config &c = d.config;
+    if (!c.commandRedis) return true;
+    d.busRunner = std::make_unique<CommandRunner>(*d.hub, d.cluster.get(), *d.metrics, WsServer::messageHeadroom());
+    d.busLimits = c.control;
+    CommandReaderEvents events;
+    events.onMalformed = [](const std::string &kind, const std::string &detail) {
+        spdlog::warn("command bus: malformed command ({}): {} (acknowledged and counted; further ones of this kind "
+                     "are only counted)",
+                     kind, detail);
+    };
+    if (c.commandRedis) {
+        RedisCommandOptions o = c.commandRedis->options;
+        o.consumer = node;
+        o.events = events;
+        o.inFlightTtl = c.control.commandTimeout + (c.cluster ? c.cluster->commandTimeout : std::chrono::milliseconds(0)) +
+                        std::chrono::milliseconds(2000);
+        o.events.onStateChange = [stream = o.stream](bool up, const std::string &why) {
+            if (up)
+                spdlog::info("command bus: reading commands from the Redis stream {}", stream);
+            else
+                spdlog::warn("command bus: Redis stream {}: {} (reconnecting)", stream, why);
+        };
+        std::string why;
+        auto reader = makeRedisCommandReader(std::move(o), &why);
+        if (!reader) {
+            if (error) *error = "command_redis: " + why;
+            return false;
+        }
+        d.readers.push_back(std::move(reader));
+    }
+    std::vector<CommandReader *> readers;
+    for (auto &r : d.readers) readers.push_back(r.get());
+    d.metrics->setCommandBusSource([readers] {
+        std::vector<CommandBusStats> out;
+        for (CommandReader *r : readers) out.push_back(r->stats());
+        return out;
+    });
+    return true;
+}
+
+bool Gateway::startCommandReaders(Impl &d, std::string *error) {
+    for (auto &r : d.readers) {
+        auto limits = [&d] {
+            std::lock_guard lock(d.busLimitsMu);
+            return d.busLimits;
+        };
+        auto stopping = [&d] { return steadyNs() >= d.busGiveUpAt.load(); };
+        if (!r->start(makeBusHandler(*d.busRunner, limits, stopping), error)) return false;
+    }
+    return true;
+}
 
 Gateway::Gateway(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
@@ -300,6 +379,8 @@ bool Gateway::start(std::string *error) {
         };
     }
 
+    if (!makeCommandReaders(d, node, error)) return false;
+
     ControlApiOptions api = c.control;
     auto controlHost = resolveHost(c.control.addr.host, error);
     if (!controlHost) return false;
@@ -318,7 +399,9 @@ bool Gateway::start(std::string *error) {
         d.hub->stop();
         return false;
     }
-    if (!d.control->start(error)) {
+    if (!d.control->start(error) || !startCommandReaders(d, error)) {
+        d.control->stop();
+        for (auto &r : d.readers) r->stop();
         d.ws->stop(close_code::kGoingAway, "server shutting down", std::chrono::milliseconds(0),
                    std::chrono::milliseconds(0));
         if (d.cluster) d.cluster->stop();
@@ -406,6 +489,7 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(next.control.tls != cur.control.tls, "control_tls");
     differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
     differs(next.cluster != cur.cluster, "cluster");
+    differs(next.commandRedis != cur.commandRedis, "command_redis");
     differs(next.nodeId != cur.nodeId, "node_id");
     differs(next.control.maxBodyBytes != cur.control.maxBodyBytes, "max_body_kb");
     differs(next.control.metrics != cur.control.metrics, "prometheus.enabled");
@@ -435,6 +519,10 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     api.maxBodyBytes = cur.control.maxBodyBytes;
     api.metrics = cur.control.metrics;
     d.control->reload(api);
+    {
+        std::lock_guard busLock(d.busLimitsMu);
+        d.busLimits = api;
+    }
     cur.control = std::move(api);
     // ...and the process's own settings.
     if (next.logLevel != cur.logLevel) spdlog::set_level(spdlog::level::from_str(next.logLevel));
@@ -457,6 +545,10 @@ void Gateway::stop(std::chrono::milliseconds drain, std::chrono::milliseconds gr
     // ws->stop() ends every command still queued or yet to come with Stopped, so no request of
     // the control API waits for a shard that will not run again and the API stops at once;
     // then the events the closes produced.
+    // The command bus reads nothing more; a command it is running gets a moment to be answered
+    // (so that it is acknowledged, not run again by another node), then is left for another node.
+    d.busGiveUpAt.store(steadyNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(kBusStopGrace).count());
+    for (auto &r : d.readers) r->stop();
     d.ws->stop(close_code::kServiceRestart, "service restart", drain, grace);
     d.control->stop();
     // Leaves the cluster: the others stop sending to this node at once and do not take it for lost.

@@ -52,6 +52,8 @@ public:
 private:
     struct Impl;
     static void reloadEventSinks(Impl &d, const Config &next);
+    static bool makeCommandReaders(Impl &d, const std::string &node, std::string *error);
+    static bool startCommandReaders(Impl &d, std::string *error);
     std::unique_ptr<Impl> impl_;
 };
 

@@ -149,6 +149,46 @@ void Metrics::observeAuthorize(std::string_view outcome, double seconds) {
     impl_->authorize.Add({{"outcome", std::string(outcome)}}, buckets).Observe(seconds);
 }
 
+void Metrics::setCommandBusSource(std::function<std::vector<CommandBusStats>()> source) {
+    commandBus_ = std::move(source);
+}
+
+namespace {
+
+// The command bus readers: one sample per transport (redis, amqp), the commands by outcome.
+void renderCommandBus(const std::vector<CommandBusStats> &readers, std::vector<MetricFamily> &out) {
+    if (readers.empty()) return;
+    MetricFamily up = family("wsgw_command_bus_up", "1 when the command reader is connected to its broker",
+                             MetricType::Gauge);
+    MetricFamily commands = family("wsgw_command_bus_commands_total",
+                                   "Commands read from the broker, by what came of them (applied, failed, malformed, "
+                                   "duplicate, retried)",
+                                   MetricType::Counter);
+    MetricFamily claimed = family("wsgw_command_bus_claimed_total",
+                                  "Commands taken over from a consumer that held them unacknowledged too long",
+                                  MetricType::Counter);
+    MetricFamily replies = family("wsgw_command_bus_replies_total", "Replies written to reply_to", MetricType::Counter);
+    MetricFamily reconnects = family("wsgw_command_bus_disconnects_total", "Connections to the broker lost",
+                                     MetricType::Counter);
+    for (const CommandBusStats &s : readers) {
+        std::vector<ClientMetric::Label> l{{"transport", s.transport}};
+        addSample(up, s.connected ? 1 : 0, l);
+        const std::pair<const char *, std::uint64_t> outcomes[] = {{"applied", s.applied},
+                                                                   {"failed", s.failed},
+                                                                   {"malformed", s.malformed},
+                                                                   {"duplicate", s.duplicates},
+                                                                   {"retried", s.retried}};
+        for (const auto &[name, n] : outcomes)
+            addSample(commands, static_cast<double>(n), {{"transport", s.transport}, {"outcome", name}});
+        addSample(claimed, static_cast<double>(s.claimed), l);
+        addSample(replies, static_cast<double>(s.replies), l);
+        addSample(reconnects, static_cast<double>(s.reconnects), l);
+    }
+    for (MetricFamily *f : {&up, &commands, &claimed, &replies, &reconnects}) out.push_back(std::move(*f));
+}
+
+} // namespace
+
 std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPaused,
                             const std::optional<MirrorStats> &mirror,
                             const std::optional<ClusterStats> &cluster, bool legacyNames) const {
@@ -343,6 +383,8 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
         rt.metric.push_back(std::move(m));
         out.push_back(std::move(rt));
     }
+
+    if (commandBus_) renderCommandBus(commandBus_(), out);
 
     for (MetricFamily &f : impl_->registry->Collect()) out.push_back(std::move(f));
     return prometheus::TextSerializer().Serialize(out);

@@ -1,10 +1,12 @@
 #pragma once
 
 #include <wsgw/cluster.h>
+#include <wsgw/command_bus.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -117,6 +119,10 @@ public:
     /// Records a connect authorizer's answer: how long it took, by outcome (authorizer.h).
     void observeAuthorize(std::string_view outcome, double seconds);
 
+    /// Where render() reads the command bus readers' counters (command_redis, command_amqp); set
+    /// once, before the first render(). Unset: no wsgw_command_bus_* families.
+    void setCommandBusSource(std::function<std::vector<CommandBusStats>()> source);
+
     /// The Prometheus text exposition of everything, including the event sinks' state, whether
     /// reading from clients is paused for backpressure, and the connection mirror's state (when
     /// there is one), and the cluster's (in a cluster).
@@ -132,6 +138,7 @@ private:
     std::vector<std::string> endpoints_;
     ControlCounters control_;
     std::unique_ptr<Impl> impl_;
+    std::function<std::vector<CommandBusStats>()> commandBus_;
 };
 
 } // namespace wsgw::daemon

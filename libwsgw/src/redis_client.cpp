@@ -40,6 +40,13 @@ void convert(const redisReply *r, RedisClient::Reply &out) {
     case REDIS_REPLY_ARRAY:
         out.kind = RedisClient::Reply::Kind::Array;
         for (std::size_t i = 0; i < r->elements; ++i) {
+            if (r->element[i]->type == REDIS_REPLY_ARRAY || r->element[i]->type == REDIS_REPLY_NIL) {
+                out.children.resize(r->elements);
+                for (std::size_t j = 0; j < r->elements; ++j) convert(r->element[j], out.children[j]);
+                break;
+            }
+        }
+        for (std::size_t i = 0; i < r->elements; ++i) {
             const redisReply *e = r->element[i];
             if (e->type == REDIS_REPLY_STRING) {
                 out.elements.emplace_back(e->str, e->len);

@@ -70,6 +70,9 @@ public:
         long long integer = 0;
         std::vector<std::string> elements; ///< an array's string elements (SMEMBERS and the like)
         std::size_t errorElements = 0;     ///< an array's error elements (EXEC: failed commands)
+        /// Every element of an array that holds arrays or nils (XREADGROUP, XAUTOCLAIM), each
+        /// converted the same way; empty for a flat array of strings.
+        std::vector<Reply> children;
     };
 
     explicit RedisClient(RedisEndpoint endpoint);

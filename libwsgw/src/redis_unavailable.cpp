@@ -1,6 +1,7 @@
 // Built instead of the Redis sinks and the Redis mirror when libwsgw is configured without
 // hiredis (-Dredis=disabled), and the Redis cluster transport likewise.
 #include <wsgw/cluster.h>
+#include <wsgw/command_bus.h>
 #include <wsgw/mirror.h>
 #include <wsgw/sink.h>
 
@@ -22,6 +23,11 @@ std::unique_ptr<ConnectionMirror> makeRedisMirror(RedisMirrorOptions, std::strin
 }
 
 std::unique_ptr<ClusterTransport> makeRedisClusterTransport(RedisClusterOptions, std::string *error) {
+    unavailable(error);
+    return nullptr;
+}
+
+std::unique_ptr<CommandReader> makeRedisCommandReader(RedisCommandOptions, std::string *error) {
     unavailable(error);
     return nullptr;
 }

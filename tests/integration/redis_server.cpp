@@ -29,7 +29,9 @@ const std::string &redisServerPath() {
 
 bool haveRedisServer() { return !redisServerPath().empty(); }
 
-RedisServer::RedisServer(std::uint16_t port) : port_(port ? port : freePort()) { start(); }
+RedisServer::RedisServer(std::uint16_t port, bool durable) : port_(port ? port : freePort()), durable_(durable) {
+    start();
+}
 
 RedisServer::~RedisServer() {
     if (pid_ > 0) {
@@ -41,7 +43,8 @@ RedisServer::~RedisServer() {
 void RedisServer::start() {
     std::string portText = std::to_string(port_);
     std::vector<std::string> args{redisServerPath(), "--port", portText, "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", dir_.path(),
+                                  "--save", "", "--appendonly", durable_ ? "yes" : "no",
+                                  "--appendfsync", "always", "--dir", dir_.path(),
                                   "--logfile", dir_.file("redis.log"), "--daemonize", "no",
                                   "--unixsocket", unixSocket(), "--unixsocketperm", "700"};
     std::vector<char *> argv;

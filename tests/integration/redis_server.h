@@ -20,8 +20,10 @@ bool haveRedisServer();
 
 class RedisServer {
 public:
-    /// Starts redis-server on `port` (0: a free one) and waits until it answers PING.
-    explicit RedisServer(std::uint16_t port = 0);
+    /// Starts redis-server on `port` (0: a free one) and waits until it answers PING. `durable`:
+    /// with an append-only file fsynced on every write (appendfsync always), so that what it
+    /// acknowledged survives kill() and start().
+    explicit RedisServer(std::uint16_t port = 0, bool durable = false);
     ~RedisServer();
     RedisServer(const RedisServer &) = delete;
     RedisServer &operator=(const RedisServer &) = delete;
@@ -33,12 +35,13 @@ public:
 
     void pause();   ///< SIGSTOP: connections stay up, nothing is answered
     void resume();  ///< SIGCONT
-    void kill();    ///< SIGKILL and wait: the port is closed (data is lost: no persistence)
+    void kill();    ///< SIGKILL and wait: the port is closed (data is lost unless durable)
     void start();   ///< start again on the same port
 
 private:
     TempDir dir_;
     std::uint16_t port_;
+    bool durable_ = false;
     int pid_ = -1;
 };
 

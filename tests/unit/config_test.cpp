@@ -374,7 +374,8 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         start = end + 1;
         bool sectionStart =
             line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
-            line == "# cluster:" || line == "# stream_http:" || line == "# backends:";
+            line == "# cluster:" || line == "# stream_http:" || line == "# backends:" ||
+            line == "# command_redis:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -386,6 +387,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     CHECK(c->streamAmqp);
     CHECK(c->connectionRedisSync);
     CHECK(c->cluster);
+    CHECK(c->commandRedis);
     REQUIRE(c->streamHttp);
     CHECK(c->streamHttp->options.batchMaxEvents == 100);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
@@ -418,6 +420,35 @@ TEST_CASE("cluster: its keys, their bounds, and the checks across keys") {
                 "t.yml:5:9: cluster.addr (redis://a:6379/1) and connection_redis_sync.addr");
     parseOk(std::string(kEndpoint) + "connection_redis_sync: {addr: 'redis://a:6379/1?client_name=m'}\n"
                                      "cluster:\n  addr: redis://a:6379/1\n");
+}
+
+TEST_CASE("command_redis: its keys, their defaults and bounds") {
+    Config c = parseOk(std::string(kEndpoint) + "command_redis:\n  addr: redis://10.0.0.9:6380/2\n  stream: cmds\n"
+                                                "  group: gw\n  claim_idle_ms: 5000\n  dedup_window_s: 60\n"
+                                                "  timeout_ms: 700\n");
+    REQUIRE(c.commandRedis);
+    const wsgw::RedisCommandOptions &o = c.commandRedis->options;
+    CHECK(o.redis.host == "10.0.0.9");
+    CHECK(o.redis.port == 6380);
+    CHECK(o.redis.db == 2);
+    CHECK(o.stream == "cmds");
+    CHECK(o.group == "gw");
+    CHECK(o.claimIdle == std::chrono::milliseconds(5000));
+    CHECK(o.dedupWindow == std::chrono::seconds(60));
+    CHECK(o.redis.commandTimeout == std::chrono::milliseconds(700));
+    Config d = parseOk(std::string(kEndpoint) + "command_redis: {addr: 'redis://localhost'}\n");
+    REQUIRE(d.commandRedis);
+    CHECK(d.commandRedis->options.stream == "wsgw:commands");
+    CHECK(d.commandRedis->options.group == "wsgw");
+    CHECK(d.commandRedis->options.claimIdle == std::chrono::milliseconds(30000));
+    CHECK(d.commandRedis->options.dedupWindow == std::chrono::seconds(300));
+    CHECK_FALSE(parseOk(kEndpoint).commandRedis); // left out: commands over HTTP only
+
+    CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  stream: x\n", "t.yml:3:1: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: redis://x\n  claim_idle_ms: 5\n", "t.yml:5:18: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: redis://x\n  stream: ''\n", "t.yml:5:11: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: redis://x\n  gruop: a\n", "t.yml:5:3: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: ftp://x\n", "t.yml:4:9: ");
 }
 
 TEST_CASE("loadConfig reports an unreadable file") {

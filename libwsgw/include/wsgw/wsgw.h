@@ -4,6 +4,7 @@
 /// library.
 
 #include <wsgw/cluster.h>
+#include <wsgw/command_bus.h>
 #include <wsgw/connection.h>
 #include <wsgw/connection_id.h>
 #include <wsgw/event.h>

@@ -1,0 +1,7 @@
+#include <wsgw/command_bus.h>
+
+namespace wsgw {
+
+CommandReader::~CommandReader() = default;
+
+} // namespace wsgw
