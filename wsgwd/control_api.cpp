@@ -124,6 +124,9 @@ struct ControlApi::Impl {
     std::optional<Selector> selector(const httplib::Request &req, httplib::Response &res, bool emptyIsAll) {
         std::string query = rawQuery(req);
         if (query.empty() && emptyIsAll) return Selector::all();
+        // The original gateway read `?*` as a key `*` without a value, which selects no one;
+        // the HTTP contract keeps that (Selector::parse would read it as everyone).
+        if (query == "*") return Selector::none();
         std::string error;
         auto sel = Selector::parse(query, &error);
         if (!sel) reply(res, 400, "bad selector: " + error);
@@ -302,6 +305,11 @@ struct ControlApi::Impl {
         }
         auto limits = current();
         for (const auto &[k, v] : *changes) {
+            if (k == kSelectorIdKey) {
+                reply(res, 400, "tag key 'id' is reserved: selectors read id= as connection ids, so such a tag "
+                                "could never be selected; nothing changed");
+                return;
+            }
             if (k.size() > limits->maxTagKeyLen) {
                 reply(res, 400, "tag key longer than max_tag_key_len (" + std::to_string(limits->maxTagKeyLen) +
                                     " bytes); nothing changed");

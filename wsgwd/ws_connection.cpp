@@ -88,7 +88,7 @@ void WsConnection::close(std::uint16_t code, std::string_view reason) {
     if (closing_) return;
     closing_ = true;
     closeCode_ = code;
-    closeReason_.assign(reason.substr(0, 123));
+    closeReason_.assign(cutCloseReason(reason));
     // If the peer never lets us write the close frame, drop it anyway.
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
     requestWrite();
@@ -291,7 +291,7 @@ void WsConnection::cut(std::uint16_t code, std::string_view reason) {
     closing_ = true;
     queue_.clear();
     closeCode_ = code;
-    closeReason_.assign(reason.substr(0, 123));
+    closeReason_.assign(cutCloseReason(reason));
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
     writeCloseFrameAndCut(wsi_, code, closeReason_, 0);
@@ -335,7 +335,7 @@ int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
     rxDiscard_ = true;
     queue_.clear();
     closeCode_ = code;
-    closeReason_ = reason.substr(0, 123);
+    closeReason_ = std::string(cutCloseReason(reason));
     lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(closeReason_.data()),
                      closeReason_.size());
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
