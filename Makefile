@@ -72,11 +72,11 @@ test-release: bootstrap
 	tests/release/run.sh gcc $(CURDIR) $(CURDIR)/$(BUILD)/release-gcc
 	tests/release/run.sh clang $(CURDIR) $(CURDIR)/$(BUILD)/release-clang
 
-# ThreadSanitizer build of every suite but fuzz-smoke: the hub and event bus unit tests, and the
+# ThreadSanitizer build (clang's, like test-asan) of every suite but fuzz-smoke: the hub and event bus unit tests, and the
 # daemon (a TSan-built wsgwd) under the integration, node and churn tests. tests/tsan.supp says
 # why each suppression is there.
 test-tsan: bootstrap
-	@test -f $(BUILD)-tsan/build.ninja || meson setup $(BUILD)-tsan -Db_sanitize=thread \
+	@test -f $(BUILD)-tsan/build.ninja || CC=$(ASAN_CC) CXX=$(ASAN_CXX) meson setup $(BUILD)-tsan -Db_sanitize=thread \
 		-Db_lundef=false -Dbench=false -Dexamples=false -Doptimization=1 $(WERROR) $(MESON_ARGS)
 	meson compile -C $(BUILD)-tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" meson test -C $(BUILD)-tsan \

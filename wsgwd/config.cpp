@@ -16,7 +16,21 @@ namespace wsgw::daemon {
 
 Config::EventLog Config::effectiveEventLog() const {
     if (eventLog != EventLog::Auto) return eventLog;
-    return streamRedis || streamAmqp || streamHttp ? EventLog::None : EventLog::Stdout;
+    return streamRedis || streamAmqp || streamHttp || !backends.empty() ? EventLog::None : EventLog::Stdout;
+}
+
+const BackendConfig *Config::findBackend(std::string_view name) const {
+    for (const auto &b : backends)
+        if (b.name == name) return &b;
+    return nullptr;
+}
+
+const char *BackendConfig::kind() const { return redis ? "redis" : amqp ? "amqp" : "http"; }
+
+bool operator==(const BackendConfig &a, const BackendConfig &b) {
+    return a.name == b.name && a.redis == b.redis && a.amqp == b.amqp && a.http == b.http && a.actions == b.actions &&
+           a.backlog.maxBacklogEvents == b.backlog.maxBacklogEvents &&
+           a.backlog.maxBacklogBytes == b.backlog.maxBacklogBytes && a.backlog.overflow == b.backlog.overflow;
 }
 
 const WsEndpoint *Config::findEndpoint(std::string_view path) const {

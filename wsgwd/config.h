@@ -118,6 +118,37 @@ struct StreamHttpConfig {
     friend bool operator==(const StreamHttpConfig &, const StreamHttpConfig &);
 };
 
+/// backends.NAME: one named event sink, routed to by endpoints[].backends (README: Routing
+/// endpoints to backends). Exactly one of redis, amqp, http is set.
+struct BackendConfig {
+    std::string name;
+    std::optional<StreamRedisConfig> redis; ///< redis: the keys of stream_redis
+    std::optional<StreamAmqpConfig> amqp;   ///< amqp: the keys of stream_amqp
+    std::optional<StreamHttpConfig> http;   ///< http: the keys of stream_http
+    /// actions: which events it takes (open, close, message); default all three.
+    std::vector<EventAction> actions{EventAction::Open, EventAction::Close, EventAction::Message};
+    /// backlog_max_events, backlog_max_mb, backlog_overflow: its own, else the top-level ones.
+    SinkOptions backlog;
+    std::string at; ///< "FILE:LINE:COL" of its name, for messages
+
+    /// "redis", "amqp" or "http".
+    const char *kind() const;
+    /// Equal when it would build the same sink (what a reload compares; `at` is not compared).
+    friend bool operator==(const BackendConfig &, const BackendConfig &);
+};
+
+/// The backend names of the top-level sinks (the default route: endpoints naming none).
+inline constexpr const char *kStreamRedisBackend = "stream_redis";
+inline constexpr const char *kStreamAmqpBackend = "stream_amqp";
+inline constexpr const char *kStreamHttpBackend = "stream_http";
+inline constexpr const char *kEventLogBackend = "event_log";
+/// Whether `backend` names a top-level sink (their metrics and messages keep the labels and
+/// words of before backends: sink="redis", "event sink 'redis'").
+inline bool isTopLevelSink(std::string_view backend) {
+    return backend == kStreamRedisBackend || backend == kStreamAmqpBackend || backend == kStreamHttpBackend ||
+           backend == kEventLogBackend;
+}
+
 /// Top-level keys that are defaults of other sections, settled into them by the parser: an
 /// endpoint without its own max_message_size_kb, rate_limit or slow_consumer has these, and
 /// the control API's body limit is max_message_size_kb unless max_body_kb is given.
@@ -147,6 +178,8 @@ struct Config {
     std::optional<StreamAmqpConfig> streamAmqp;
     std::optional<ClusterConfig> cluster; ///< unset: a single node, as before clustering
     std::optional<StreamHttpConfig> streamHttp;
+    /// backends: named sinks, in the order written; endpoints route to them by name.
+    std::vector<BackendConfig> backends;
     /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
     /// event sink's backlog while it is slow or down.
     SinkOptions backlog;
@@ -162,6 +195,8 @@ struct Config {
 
     /// eventLog with Auto resolved.
     EventLog effectiveEventLog() const;
+    /// The backend with this name, or nullptr.
+    const BackendConfig *findBackend(std::string_view name) const;
     /// The endpoint with this exact path, or nullptr.
     const WsEndpoint *findEndpoint(std::string_view path) const;
 };

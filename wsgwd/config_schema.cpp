@@ -193,42 +193,61 @@ void readHttpUrl(Reader &r, const Entry &e, const std::string &name, StreamHttpC
     if (!makeHttpSink(probe, &why)) r.w.fail(e.value.Mark(), name + ": " + why);
 }
 
-/// Recorded for readConfigFiles, which reads the secret and checks it.
-void readWebhookSecretFile(Reader &r, const Entry &e, const std::string &name, StreamHttpConfig &) {
+/// Where a webhook section is in a loaded Config (stream_http, or a backend's http), for the
+/// secret read later; nullptr when it is not there.
+using HttpSectionOf = StreamHttpConfig *(*)(Config &, const std::string &backend);
+
+/// Recorded for readConfigFiles, which reads the secret and checks it. `backend`: the backend
+/// whose http section this is ("" for stream_http).
+void recordWebhookSecretFile(Reader &r, const Entry &e, const std::string &name, HttpSectionOf sectionOf,
+                             std::string backend) {
     std::string path = r.w.nonEmpty(e, name, "the path of a file holding a whsec_... secret");
     ConfigFile f{ConfigFile::Use::Content, name, path, position(r.config.file, e.value.Mark()), {}};
-    f.store = [](Config &c, std::string secret) -> std::string {
-        if (!c.streamHttp) return {};
-        HttpSinkOptions probe = c.streamHttp->options;
+    f.store = [sectionOf, backend](Config &c, std::string secret) -> std::string {
+        StreamHttpConfig *section = sectionOf(c, backend);
+        if (!section) return {};
+        HttpSinkOptions probe = section->options;
         probe.secret = secret;
         std::string why;
         if (!makeHttpSink(probe, &why)) return why;
-        c.streamHttp->options.secret = std::move(secret);
+        section->options.secret = std::move(secret);
         return {};
     };
     r.config.files.push_back(std::move(f));
 }
 
-const Section<StreamHttpConfig> &streamHttpKeys() {
+void readWebhookSecretFile(Reader &r, const Entry &e, const std::string &name, StreamHttpConfig &) {
+    recordWebhookSecretFile(
+        r, e, name, [](Config &c, const std::string &) { return c.streamHttp ? &*c.streamHttp : nullptr; }, {});
+}
+
+/// The keys of stream_http, with secret_file read by `secretFile`.
+std::vector<Key<StreamHttpConfig>> httpKeys(Read<StreamHttpConfig> secretFile) {
     using S = StreamHttpConfig;
     using O = HttpSinkOptions;
-    static const Section<S> keys{
-        "a map with 'url' and optionally 'secret_file', 'batch_max_events', 'batch_ms', 'timeout_ms', 'max_in_flight'",
-        IfNull::Absent,
-        {
-            {"url", readHttpUrl, "'url: http://127.0.0.1:8080/events'"},
-            {"secret_file", readWebhookSecretFile},
-            {"ca_file", in(&S::options, pemFile(&O::caFile))},
-            {"batch_max_events", in(&S::options, number(&O::batchMaxEvents, 1, 100'000))},
-            {"batch_ms", duration<Milliseconds>(&S::batchWait, 0, 60'000)},
-            {"timeout_ms", in(&S::options, duration<Milliseconds>(&O::timeout, 10, kMaxTimeoutMs))},
-            {"max_in_flight", in(&S::options, number(&O::maxInFlight, 1, 64))},
-        }};
+    return {
+        {"url", readHttpUrl, "'url: http://127.0.0.1:8080/events'"},
+        {"secret_file", std::move(secretFile)},
+        {"ca_file", in(&S::options, pemFile(&O::caFile))},
+        {"batch_max_events", in(&S::options, number(&O::batchMaxEvents, 1, 100'000))},
+        {"batch_ms", duration<Milliseconds>(&S::batchWait, 0, 60'000)},
+        {"timeout_ms", in(&S::options, duration<Milliseconds>(&O::timeout, 10, kMaxTimeoutMs))},
+        {"max_in_flight", in(&S::options, number(&O::maxInFlight, 1, 64))},
+    };
+}
+
+constexpr const char *kHttpWhat =
+    "a map with 'url' and optionally 'secret_file', 'batch_max_events', 'batch_ms', 'timeout_ms', 'max_in_flight'";
+
+const Section<StreamHttpConfig> &streamHttpKeys() {
+    static const Section<StreamHttpConfig> keys{kHttpWhat, IfNull::Absent, httpKeys(readWebhookSecretFile)};
     return keys;
 }
 
 // ---------------------------------------------------------------------------------------------
 // An endpoint
+
+void readEndpointBackends(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep);
 
 void readPath(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
     ep.path = r.w.nonEmpty(e, name, "a URL path such as /connect");
@@ -405,6 +424,7 @@ const Section<WsEndpoint> &endpointKeys() {
             {"slow_consumer", section(&WsEndpoint::slowConsumer, slowConsumerKeys())},
             {"jwt", readJwt},
             {"authorize", optionalSection(&WsEndpoint::authorize, authorizeKeys())},
+            {"backends", readEndpointBackends},
         }};
     return keys;
 }
@@ -448,6 +468,142 @@ std::vector<Inherits> readEndpoints(Reader &r, const Entry &e, const std::string
         lines.push_back(item.Mark().line + 1);
     }
     return inherits;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends: named sinks, and the endpoints' routes to them (README: Routing endpoints to backends)
+
+/// endpoints[].backends: names, each once; checked against backends: by checkRoutes.
+void readEndpointBackends(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
+    std::vector<std::string> names;
+    std::size_t i = 0;
+    for (const YAML::Node &n : r.w.list(e, name, "a list of backend names, e.g. [chat, audit]")) {
+        std::string item = name + "[" + std::to_string(i++) + "]";
+        std::string backend = r.w.scalarNode(n, item, "a backend name");
+        if (std::find(names.begin(), names.end(), backend) != names.end())
+            r.w.fail(n.Mark(), item + ": backend '" + backend + "' is listed twice");
+        names.push_back(std::move(backend));
+    }
+    ep.backends = std::move(names);
+}
+
+void readBackendActions(Reader &r, const Entry &e, const std::string &name, BackendConfig &b) {
+    static const std::vector<std::pair<std::string_view, EventAction>> kActions{
+        {"open", EventAction::Open}, {"close", EventAction::Close}, {"message", EventAction::Message}};
+    b.actions.clear();
+    std::size_t i = 0;
+    for (const YAML::Node &n : r.w.list(e, name, "a list of actions: open, close, message")) {
+        std::string item = name + "[" + std::to_string(i++) + "]";
+        std::string action = r.w.scalarNode(n, item, "open, close or message");
+        auto it = std::find_if(kActions.begin(), kActions.end(), [&](const auto &a) { return a.first == action; });
+        if (it == kActions.end())
+            r.w.fail(n.Mark(), item + ": unknown action '" + action + "': expected open, close or message");
+        if (std::find(b.actions.begin(), b.actions.end(), it->second) == b.actions.end()) b.actions.push_back(it->second);
+    }
+    if (b.actions.empty())
+        r.w.fail(e.value.Mark(), name + ": no actions: give at least one of open, close, message (or leave "
+                                        "'actions' out for all three)");
+}
+
+StreamHttpConfig *backendHttp(Config &c, const std::string &backend) {
+    for (BackendConfig &b : c.backends)
+        if (b.name == backend && b.http) return &*b.http;
+    return nullptr;
+}
+
+void readBackendHttp(Reader &r, const Entry &e, const std::string &name, BackendConfig &b) {
+    // secret_file is read later, into this backend's section by name.
+    const Section<StreamHttpConfig> keys{
+        kHttpWhat, IfNull::Empty,
+        httpKeys([backend = b.name](Reader &rr, const Entry &ee, const std::string &n, StreamHttpConfig &) {
+            recordWebhookSecretFile(rr, ee, n, backendHttp, backend);
+        })};
+    StreamHttpConfig http;
+    readSection(r, e, name, keys, http);
+    b.http = std::move(http);
+}
+
+const Section<BackendConfig> &backendKeys() {
+    using B = BackendConfig;
+    using Backlog = SinkOptions;
+    static const Section<B> keys{
+        "a backend: one of 'redis', 'amqp', 'http' (with the keys of stream_redis, stream_amqp, stream_http), and "
+        "optionally 'actions' and its own backlog_*",
+        IfNull::Empty,
+        {
+            {"redis", optionalSection(&B::redis, streamRedisKeys())},
+            {"amqp", optionalSection(&B::amqp, streamAmqpKeys())},
+            {"http", readBackendHttp},
+            {"actions", readBackendActions},
+            {"backlog_max_events", in(&B::backlog, number(&Backlog::maxBacklogEvents, 1, kMaxEvents))},
+            {"backlog_max_mb", in(&B::backlog, bytes(&Backlog::maxBacklogBytes, kMiB, 1, 1024 * 1024))},
+            {"backlog_overflow",
+             in(&B::backlog, choice(&Backlog::overflow, {{"drop_oldest", OverflowPolicy::DropOldest},
+                                                        {"drop_newest", OverflowPolicy::DropNewest},
+                                                        {"pause_reading", OverflowPolicy::PauseReading}}))},
+        }};
+    return keys;
+}
+
+/// backends: read after the other top-level keys, whose backlog_* are each backend's defaults.
+/// A name used twice is the walker's duplicate key.
+void readBackends(Reader &r, const Entry &e, Config &config) {
+    const std::string name = "backends";
+    const YAML::Node &map = r.w.map(e, name, "a map of backend name: {redis | amqp | http: ...}");
+    for (const Entry &b : r.w.entries(map, name, {})) {
+        const std::string itemName = name + "." + b.key;
+        const bool nameOk = !b.key.empty() && std::all_of(b.key.begin(), b.key.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                   c == '-' || c == '.';
+        });
+        if (!nameOk)
+            r.w.fail(b.keyNode.Mark(), itemName + ": a backend name is letters, digits, '_', '-' and '.'");
+        for (const char *reserved : {kStreamRedisBackend, kStreamAmqpBackend, kStreamHttpBackend, kEventLogBackend})
+            if (b.key == reserved)
+                r.w.fail(b.keyNode.Mark(), itemName + ": '" + b.key +
+                                               "' names a top-level sink (the default route); choose another name");
+        if (!b.value.IsMap())
+            r.w.fail(b.value.IsNull() ? b.keyNode.Mark() : b.value.Mark(),
+                     itemName + ": expected " + std::string(backendKeys().what) + ", got " + kindName(b.value));
+        BackendConfig backend;
+        backend.name = b.key;
+        backend.backlog = config.backlog;
+        backend.at = position(config.file, b.keyNode.Mark());
+        config.backends.push_back(backend); // first, so that http's secret_file finds it by name
+        std::vector<Entry> given = walk(r, b.value, itemName, b.keyNode.Mark(), backendKeys(), backend);
+        const Entry *kinds[] = {findEntry(given, "redis"), findEntry(given, "amqp"), findEntry(given, "http")};
+        const Entry *first = nullptr;
+        for (const Entry *k : kinds) {
+            if (!k) continue;
+            if (first)
+                r.w.fail(k->keyNode.Mark(), itemName + ": has both '" + first->key + "' and '" + k->key +
+                                                "': a backend is one sink (give each its own backend)");
+            first = k;
+        }
+        if (!first || !(backend.redis || backend.amqp || backend.http))
+            r.w.fail(b.keyNode.Mark(), itemName + ": no sink: give one of 'redis', 'amqp' or 'http'");
+        config.backends.back() = std::move(backend);
+    }
+}
+
+/// Every endpoints[].backends name is a backend's.
+void checkRoutes(const Walker &w, const Config &config, const Entry &endpoints) {
+    for (std::size_t i = 0; i < config.ws.endpoints.size(); ++i) {
+        const WsEndpoint &ep = config.ws.endpoints[i];
+        if (!ep.backends) continue;
+        const YAML::Node list = endpoints.value[i]["backends"];
+        for (std::size_t j = 0; j < ep.backends->size(); ++j) {
+            const std::string &b = (*ep.backends)[j];
+            if (config.findBackend(b)) continue;
+            std::string known;
+            for (const BackendConfig &k : config.backends) known += (known.empty() ? "" : ", ") + k.name;
+            w.fail(list[j].Mark(), "endpoints[" + std::to_string(i) + "].backends[" + std::to_string(j) +
+                                       "]: unknown backend '" + b + "' (" +
+                                       (known.empty() ? std::string("no backends: are configured")
+                                                      : "configured backends: " + known) +
+                                       ")");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -526,6 +682,7 @@ const Section<Config> &topLevelKeys() {
             {"max_message_size_kb",
              in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest
+            {"backends", [](Reader &, const Entry &, const std::string &, Config &) {}},  // after the rest
             {"prometheus", in(&Config::control, inPlace(prometheusKeys()))},
             {"threads", number(&Config::threads, 0, 256)},
             {"idle_timeout_s", in(&Config::ws, duration<Seconds>(&Ws::idleTimeout, 0, kDayS))},
@@ -657,9 +814,11 @@ void readConfigTree(const YAML::Node &root, const Walker &w, Config &config) {
     Reader r{w, config};
     std::vector<Entry> given = walk(r, root, "", root.Mark(), keys, config);
     // Endpoints last: a problem in any other top-level key is reported first, wherever it is.
+    if (const Entry *backends = findEntry(given, "backends")) readBackends(r, *backends, config);
     const Entry *endpoints = findEntry(given, "endpoints");
     if (!endpoints) noEndpoints(w, YAML::Mark::null_mark());
     settleEndpointDefaults(readEndpoints(r, *endpoints, endpoints->key, config), config);
+    checkRoutes(w, config, *endpoints);
     checkSetTags(w, config, *endpoints);
     if (!findEntry(given, "max_body_kb")) config.control.maxBodyBytes = config.defaults.maxMessageBytes;
     if (config.control.allow.empty()) {

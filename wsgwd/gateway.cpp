@@ -1,6 +1,7 @@
 #include "gateway.h"
 
 #include "control_api.h"
+#include "event_routes.h"
 #include "log.h"
 #include "metrics.h"
 #include "ws_server.h"
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -50,11 +52,37 @@ std::optional<std::string> resolveHost(const std::string &host, std::string *err
     return std::string(buf);
 }
 
+// Every event sink under its backend name, and the routes of the endpoints to them
+// (event_routes.h): the bus sends each endpoint's events to its backends only.
+bool addEventSinks(const Config &c, const std::string &node, EventBus &events, std::string *error) {
+    std::vector<BuiltSink> sinks;
+    if (!buildSinks(c, node, sinks, error)) return false;
+    for (BuiltSink &s : sinks)
+        if (events.addSink(std::move(s.sink), s.options, s.backend) == SIZE_MAX) {
+            if (error) *error = "cannot add the event sink of backend '" + s.backend + "'";
+            return false;
+        }
+    std::string why;
+    if (!events.setRoutes(routesOf(c), &why)) {
+        if (error) *error = "event routes: " + why;
+        return false;
+    }
+    return true;
+}
+
 std::string nodeName(const Config &c) {
     if (!c.nodeId.empty()) return c.nodeId;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     return std::string(host) + ":" + std::to_string(c.ws.addr.port);
+}
+
+// /readyz's reason for a sink that is down: a top-level sink by its kind, as before backends; a
+// named backend by its name.
+std::string sinkDown(const SinkStats &s) {
+    const std::string why = s.lastError.empty() ? std::string() : ": " + s.lastError;
+    if (isTopLevelSink(s.backend)) return "event sink '" + s.name + "' is not connected" + why;
+    return "backend '" + s.backend + "' (event sink '" + s.name + "') is not connected" + why;
 }
 
 } // namespace
@@ -69,6 +97,11 @@ std::string unavailableFeature(const Config &c) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
         if (!makeAmqpSink(c.streamAmqp->options, &why)) return c.file + ": stream_amqp: " + why;
+    }
+    for (const BackendConfig &b : c.backends) {
+        if (b.redis && b.redis->tls) return b.at + ": backends." + b.name + ": " + b.redis->url + noTls;
+        std::string why;
+        if (b.amqp && !makeAmqpSink(b.amqp->options, &why)) return b.at + ": backends." + b.name + ": " + why;
     }
     return {};
 }
@@ -90,6 +123,7 @@ struct Gateway::Impl {
     explicit Impl(Config c) : config(std::move(c)) {}
 
     Config config;
+    std::string node; // this node's name, fixed at start
     std::unique_ptr<Hub> hub;
     std::unique_ptr<Metrics> metrics;
     std::unique_ptr<WsServer> ws;
@@ -135,31 +169,9 @@ bool Gateway::start(std::string *error) {
     // mirror's callbacks, the listen addresses resolved) is added to the copy handed over, so that
     // d.config stays what was written, for reload() to compare.
     std::string node = nodeName(c);
+    d.node = node;
     EventBus &events = d.hub->events();
-    switch (c.effectiveEventLog()) {
-    case Config::EventLog::Stdout:
-        events.addSink(makeLogSink(stdout, node), c.backlog);
-        break;
-    case Config::EventLog::Stderr:
-        events.addSink(makeLogSink(stderr, node), c.backlog);
-        break;
-    case Config::EventLog::Discard:
-        // Every event is still built, queued and handed to a sink thread, which drops it and
-        // counts it (wsgw_events_published_total{sink="null"}): the whole event path, minus I/O.
-        d.hub->events().addSink(makeNullSink());
-        break;
-    case Config::EventLog::None:
-    case Config::EventLog::Auto:
-        break;
-    }
-    if (c.streamRedis) {
-        RedisStreamOptions o = c.streamRedis->options;
-        o.node = node;
-        std::string why;
-        auto sink = makeRedisStreamSink(std::move(o), &why);
-        if (!sink) return fail("stream_redis: " + why);
-        events.addSink(std::move(sink), c.backlog);
-    }
+    if (!addEventSinks(c, node, events, error)) return false;
     // A cluster finds a lost node's connections in the mirror's keys: without
     // connection_redis_sync, the mirror writes to the cluster's Redis with its defaults.
     std::optional<RedisSyncConfig> mirrorConfig = c.connectionRedisSync;
@@ -188,28 +200,6 @@ bool Gateway::start(std::string *error) {
         if (!mirror) return fail("connection_redis_sync: " + why);
         d.hub->setMirror(std::move(mirror));
     }
-    if (c.streamAmqp) {
-        AmqpSinkOptions o = c.streamAmqp->options;
-        o.node = node;
-        std::string why;
-        std::unique_ptr<EventSink> sink = makeAmqpSink(std::move(o), &why);
-        if (!sink) return fail("stream_amqp: " + why);
-        events.addSink(std::move(sink), c.backlog);
-    }
-
-    if (c.streamHttp) {
-        HttpSinkOptions o = c.streamHttp->options;
-        o.node = node;
-        // The lanes fill from one batch of the bus; batch_ms lets it fill.
-        SinkOptions so = c.backlog;
-        so.maxBatch = o.batchMaxEvents * o.maxInFlight;
-        so.batchWait = c.streamHttp->batchWait;
-        std::string why;
-        std::unique_ptr<EventSink> sink = makeHttpSink(std::move(o), &why);
-        if (!sink) return fail("stream_http: " + why);
-        events.addSink(std::move(sink), so);
-    }
-
     WsServerOptions ws = c.ws;
     if (c.cluster) ws.idPrefix = clusterIdPrefix(node);
     auto host = resolveHost(c.ws.addr.host, error);
@@ -221,11 +211,19 @@ bool Gateway::start(std::string *error) {
     d.ws = std::make_unique<WsServer>(*d.hub, *d.metrics, std::move(ws));
 
     // Sinks report each change of state once; an outage is one warning, not one per event.
-    events.onStateChange([](const std::string &sink, bool connected, const std::string &why) {
+    // A top-level sink by its kind (as before backends), a named backend by its name.
+    std::map<std::string, std::string> sinkWords;
+    for (const SinkStats &s : events.stats())
+        sinkWords[s.backend] = isTopLevelSink(s.backend) ? "event sink '" + s.name + "'"
+                                                         : "backend '" + s.backend + "' (event sink '" + s.name + "')";
+    events.onStateChange([sinkWords](const std::string &backend, bool connected, const std::string &why) {
+        auto it = sinkWords.find(backend);
+        // A backend added by a reload is not in the map made at start.
+        const std::string sink = it != sinkWords.end() ? it->second : "backend '" + backend + "'";
         if (connected)
-            spdlog::info("event sink '{}' connected", sink);
+            spdlog::info("{} connected", sink);
         else
-            spdlog::warn("event sink '{}' is down: {} (events are kept in its backlog and retried)", sink, why);
+            spdlog::warn("{} is down: {} (events are kept in its backlog and retried)", sink, why);
     });
     WsServer *wsForResume = d.ws.get();
     events.onBackpressure([wsForResume](bool paused) {
@@ -245,9 +243,7 @@ bool Gateway::start(std::string *error) {
                               if (stopping->load()) return "shutting down";
                               if (!wsServer->listening()) return "the WebSocket listener is not running";
                               for (const SinkStats &s : hub->events().stats())
-                                  if (!s.connected)
-                                      return "event sink '" + s.name + "' is not connected" +
-                                             (s.lastError.empty() ? std::string() : ": " + s.lastError);
+                                  if (!s.connected) return sinkDown(s);
                               if (ConnectionMirror *m = hub->mirror()) {
                                   MirrorStats s = m->stats();
                                   if (!s.connected)
@@ -334,6 +330,7 @@ bool Gateway::start(std::string *error) {
         spdlog::info("Creating websocket endpoint at path {}", e.path);
         if (!e.compression) spdlog::info("{}: permessage-deflate is off for this endpoint", e.path);
     }
+    for (const std::string &route : describeRoutes(c)) spdlog::info("Events of {}", route);
     spdlog::info("Listening on {} ({}, {} shards)", c.ws.addr.toString(),
                  c.ws.tls ? "WebSocket over TLS" : "WebSocket", shards);
     spdlog::info("Control API on {}{}", c.control.addr.toString(), c.control.tls ? " (HTTPS)" : "");
@@ -349,7 +346,7 @@ std::string Gateway::statusLine() const {
     std::string firstDown;
     for (const SinkStats &s : d.hub->events().stats()) {
         ++sinks;
-        if (!s.connected && down++ == 0) firstDown = s.name;
+        if (!s.connected && down++ == 0) firstDown = s.backend;
     }
     if (down > 0)
         line += "; " + std::to_string(down) + " of " + std::to_string(sinks) + " event sinks down ('" + firstDown + "')";
@@ -358,6 +355,40 @@ std::string Gateway::statusLine() const {
     if (ConnectionMirror *m = d.hub->mirror(); m && !m->stats().connected) line += "; connection mirror down";
     if (d.stopping.load()) line += "; stopping";
     return line;
+}
+
+// Reload's part for the event sinks and routes (event_routes.h: reloadSinks); logs what changed.
+void Gateway::reloadEventSinks(Impl &d, const Config &next) {
+    Config &cur = d.config;
+    SinkReload done;
+    std::string why;
+    if (!reloadSinks(cur, next, d.node, d.hub->events(), cur.shutdownFlush, done, &why)) {
+        spdlog::error("reload: the event sinks and routes stay as they were: {}", why);
+        return;
+    }
+    auto list = [](const std::vector<std::string> &v) {
+        std::string s;
+        for (const std::string &x : v) s += (s.empty() ? "" : ", ") + x;
+        return s;
+    };
+    if (!done.added.empty()) spdlog::info("reload: backends added: {}", list(done.added));
+    if (!done.replaced.empty()) spdlog::info("reload: backends reconfigured: {}", list(done.replaced));
+    if (!done.removed.empty()) spdlog::info("reload: backends removed: {}", list(done.removed));
+    if (done.undelivered > 0)
+        spdlog::warn("reload: {} events of replaced or removed backends were not delivered within shutdown_flush_s",
+                     done.undelivered);
+    if (done.routesChanged)
+        for (const std::string &route : describeRoutes(next)) spdlog::info("reload: events of {}", route);
+    cur.streamRedis = next.streamRedis;
+    cur.streamAmqp = next.streamAmqp;
+    cur.streamHttp = next.streamHttp;
+    cur.backends = next.backends;
+    cur.eventLog = next.eventLog;
+    cur.backlog = next.backlog;
+    // Keep the endpoints' routes as the bus now has them, also where the endpoints themselves wait
+    // for a restart (paths changed).
+    for (WsEndpoint &e : cur.ws.endpoints)
+        if (const WsEndpoint *n = next.findEndpoint(e.path)) e.backends = n->backends;
 }
 
 std::vector<std::string> Gateway::reload(const Config &next) {
@@ -373,17 +404,9 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(shardCount(next) != shardCount(cur), "threads");
     differs(next.ws.tls != cur.ws.tls, "tls");
     differs(next.control.tls != cur.control.tls, "control_tls");
-    differs(next.streamRedis != cur.streamRedis, "stream_redis");
     differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
-    differs(next.streamAmqp != cur.streamAmqp, "stream_amqp");
     differs(next.cluster != cur.cluster, "cluster");
-    differs(next.streamHttp != cur.streamHttp, "stream_http");
     differs(next.nodeId != cur.nodeId, "node_id");
-    differs(next.effectiveEventLog() != cur.effectiveEventLog(), "event_log");
-    differs(next.backlog.maxBacklogEvents != cur.backlog.maxBacklogEvents ||
-                next.backlog.maxBacklogBytes != cur.backlog.maxBacklogBytes ||
-                next.backlog.overflow != cur.backlog.overflow,
-            "backlog_max_events/backlog_max_mb/backlog_overflow");
     differs(next.control.maxBodyBytes != cur.control.maxBodyBytes, "max_body_kb");
     differs(next.control.metrics != cur.control.metrics, "prometheus.enabled");
     const std::vector<WsEndpoint> &nextEndpoints = next.ws.endpoints, &curEndpoints = cur.ws.endpoints;
@@ -393,7 +416,10 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(!samePaths, "endpoints (paths added, removed or reordered)");
 
     // What can change live is handed over as whole sections, with what needs a restart kept at
-    // its running value: the endpoints (when their paths are the same) and limits...
+    // its running value: the event sinks and routes (stream_*, event_log, backlog_*, backends,
+    // endpoints[].backends; first, while d.config still has the routes the bus runs)...
+    reloadEventSinks(d, next);
+    // ...the endpoints (when their paths are the same) and limits...
     if (samePaths) {
         WsServerOptions ws = next.ws;
         ws.addr = cur.ws.addr;

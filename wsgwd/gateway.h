@@ -35,8 +35,10 @@ public:
 
     /// Applies what can change without dropping connections (endpoint tags, limits, origins,
     /// compression, idle timeout and lifetime, the control API's allowlist, token, tag limits and
-    /// timeout, the log level, drain and flush times) and returns the keys that differ but need a
-    /// restart (listen addresses, threads, TLS, sinks, ...), which keep their running values.
+    /// timeout, the log level, drain and flush times, the event sinks, backends and routes) and
+    /// returns the keys that differ but need a restart (listen addresses, threads, TLS, the
+    /// mirror, the cluster, ...), which keep their running values. A replaced or removed backend
+    /// first flushes its backlog for up to shutdown_flush_s (this call waits for it).
     std::vector<std::string> reload(const Config &next);
 
     /// One line for `systemctl status` (sd_notify STATUS=): open WebSocket and control
@@ -49,6 +51,7 @@ public:
 
 private:
     struct Impl;
+    static void reloadEventSinks(Impl &d, const Config &next);
     std::unique_ptr<Impl> impl_;
 };
 

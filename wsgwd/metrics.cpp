@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "config.h"
+
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -244,8 +246,15 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             family("wsgw_event_backlog_bytes", "Approximate bytes of the events waiting for a sink", MetricType::Gauge);
         MetricFamily up = family("wsgw_event_sink_up", "1 when the sink's last publish delivered everything",
                                  MetricType::Gauge);
-        for (const SinkStats &s : sinks) {
+        // A named backend's sink carries its name; the top-level sinks keep the labels of before
+        // backends (one per kind), which dashboards and alerts already select on.
+        auto labels = [](const SinkStats &s) {
             std::vector<ClientMetric::Label> l{{"sink", s.name}};
+            if (!isTopLevelSink(s.backend)) l.push_back({"backend", s.backend});
+            return l;
+        };
+        for (const SinkStats &s : sinks) {
+            std::vector<ClientMetric::Label> l = labels(s);
             addSample(published, static_cast<double>(s.published), l);
             addSample(dropped, static_cast<double>(s.dropped), l);
             addSample(failures, static_cast<double>(s.failures), l);
@@ -255,7 +264,7 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
         }
         MetricFamily rejected =
             family("wsgw_events_rejected_total", "Events a sink's destination refused for good", MetricType::Counter);
-        for (const SinkStats &s : sinks) addSample(rejected, static_cast<double>(s.rejected), {{"sink", s.name}});
+        for (const SinkStats &s : sinks) addSample(rejected, static_cast<double>(s.rejected), labels(s));
         for (MetricFamily *f : {&published, &dropped, &failures, &backlog, &backlogBytes, &up, &rejected})
             out.push_back(std::move(*f));
         MetricFamily paused = family("wsgw_reading_paused",

@@ -80,7 +80,7 @@ int confirmUpgrade(lws *wsi) {
     ServerState state;
     state.draining = s.draining.load(std::memory_order_relaxed);
     state.atCapacity = atCapacity;
-    state.eventsPaused = s.shard.hub().events().paused();
+    state.eventsPaused = e && s.shard.hub().events().paused(e->path); // only its backends' backpressure
     UpgradeVerdict v = checkUpgrade({path, connection, key, version, origin, protocol}, e, state);
     if (v.status == 426) return refuseVersion(wsi, v.message);
     if (v.status != 0) return refuse(wsi, v.reason, v.status, v.message.c_str());

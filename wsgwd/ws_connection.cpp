@@ -170,7 +170,7 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
         return closeNow(close_code::kPolicyViolation,
                         "rate limit exceeded: at most " + std::to_string(e.rateLimit.perSecond) + " messages per second");
     }
-    if (shard_.shard.hub().events().paused()) pauseReading();
+    if (shard_.shard.hub().events().paused(e.path)) pauseReading(); // its backends' backpressure only
     if (!rxBinary_ && rxUtf8Whole_ != rx_.size()) return invalidUtf8(); // ends inside a character
     shard_.counters.messagesReceived.add();
     shard_.counters.bytesReceived.add(rx_.size());

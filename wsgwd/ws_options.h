@@ -68,6 +68,9 @@ struct WsEndpoint {
     std::optional<JwtSettings> jwt;
     /// authorize: each upgrade is put to this HTTP authorizer first (authorizer.h).
     std::optional<AuthorizeSettings> authorize;
+    /// backends: the named backends (Config::backends) that get this endpoint's events; unset:
+    /// the top-level stream_* sinks. Read by the gateway's routes, not by the WebSocket server.
+    std::optional<std::vector<std::string>> backends;
 };
 
 struct WsServerOptions {

@@ -153,9 +153,17 @@ void resumeReadersIfDue(ShardState &s) {
     const std::uint64_t requests = s.resumeRequests.load(std::memory_order_acquire);
     if (requests == s.resumeRequestsSeen && s.shard.hub().events().paused()) return;
     s.resumeRequestsSeen = requests;
+    // A connection whose endpoint's backends still push back stays paused (EventBus routes:
+    // another backend's drain is no reason to read from it).
+    std::vector<ConnectionId> still;
     for (ConnectionId id : s.pausedReading)
-        if (Connection *c = s.shard.registry().find(id)) static_cast<WsConnection *>(c)->resumeReading();
-    s.pausedReading.clear();
+        if (Connection *c = s.shard.registry().find(id)) {
+            if (s.shard.hub().events().paused(c->endpoint()))
+                still.push_back(id);
+            else
+                static_cast<WsConnection *>(c)->resumeReading();
+        }
+    s.pausedReading.swap(still);
 }
 
 void endThreads(WsServer::Impl &d) {

@@ -4,6 +4,11 @@
 // a lock or a counter on the inbound path except the event id; a sink's thread takes batches
 // from all its queues (merged in id order), delivers them and pops what was acknowledged.
 // Threads other than the shards publish through one more queue per sink, shared under a mutex.
+//
+// Routing: which sinks an event goes to is read from an immutable RouteTable (endpoint -> sinks)
+// that producers load with one atomic read; setRoutes, addSink and removeSink build a new table
+// and swap it in. Replaced tables and removed sinks stay allocated until the bus is destroyed,
+// so a producer still holding an old table never touches freed memory.
 
 #include "event_queue.h"
 
@@ -14,6 +19,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -42,12 +49,17 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds backoff) {
 struct SinkSlot {
     std::unique_ptr<EventSink> sink;
     std::string name;
+    std::string backend;  // unique among the sinks not removed
+    bool removed = false; // guarded by lifecycleMu
     SinkOptions options;
     unsigned acceptMask = 0; // bit per EventAction
     std::vector<std::unique_ptr<EventQueue>> queues;
 
     std::atomic<bool> pausing{false}; // PauseReading: over the bound, not yet back to half
     std::atomic<bool> exited{false};  // its thread has returned from run()
+    // removeSink: stop once the backlog is delivered or `retireBy` has passed (written before).
+    std::atomic<bool> retiring{false};
+    std::chrono::steady_clock::time_point retireBy;
     std::atomic<std::uint64_t> published{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<bool> connected{false};
@@ -93,6 +105,18 @@ struct SinkSlot {
     }
 };
 
+// Which sinks get an endpoint's events. Immutable once published.
+struct RouteTable {
+    std::map<std::string, std::vector<SinkSlot *>, std::less<>> byEndpoint;
+    std::vector<SinkSlot *> defaults; // every other endpoint's
+
+    const std::vector<SinkSlot *> &sinksFor(std::string_view endpoint) const {
+        if (byEndpoint.empty()) return defaults;
+        auto it = byEndpoint.find(endpoint);
+        return it == byEndpoint.end() ? defaults : it->second;
+    }
+};
+
 } // namespace
 
 struct EventBus::Impl {
@@ -115,7 +139,17 @@ struct EventBus::Impl {
     }
 
     const std::size_t producers; // shard queues; index `producers` is the shared queue
-    std::vector<std::unique_ptr<SinkSlot>> sinks; // fixed once started
+    // Every sink ever added, removed ones too (see the file comment). Guarded by lifecycleMu;
+    // sink threads hold a SinkSlot& of their own.
+    std::vector<std::unique_ptr<SinkSlot>> sinks;
+    // The routes as given (setRoutes), by backend name; `routed` false: every sink gets every
+    // endpoint's events. Guarded by lifecycleMu.
+    EventRoutes spec;
+    bool routed = false;
+    std::atomic<const RouteTable *> routes{nullptr};
+    std::vector<std::unique_ptr<const RouteTable>> tables; // current and replaced; lifecycleMu
+    std::atomic<const std::vector<std::string> *> tagsUsedNow{nullptr};
+    std::vector<std::unique_ptr<const std::vector<std::string>>> tagLists; // lifecycleMu
     std::atomic<std::uint64_t> lastId;            // the last id handed out (open/close/message)
     // One per producer queue slot (and the shared one): while that producer is between taking
     // an id and having queued its event for every sink, a lower bound of that id; else 0.
@@ -128,12 +162,13 @@ struct EventBus::Impl {
     };
     std::unique_ptr<Publishing[]> publishing;
     std::mutex sharedMu;                          // publishes through the shared queue
-    std::mutex lifecycleMu;                       // addSink, start, stop
+    std::mutex lifecycleMu;                       // addSink, removeSink, setRoutes, start, stop, stats
+    std::mutex stopMu;                            // stop() joins the threads under it
     bool started = false;                         // guarded by lifecycleMu
     std::atomic<bool> stopping{false};
     std::chrono::steady_clock::time_point deadline; // written before `stopping`
     std::atomic<unsigned> wanted{0};
-    std::vector<std::string> tagsUsed; // by some sink; fixed once started
+    std::vector<std::string> tagsUsed; // by some sink; lifecycleMu (readers: tagsUsedNow)
     std::atomic<int> pausingSinks{0};
     std::atomic<std::uint64_t> lost{0};
     std::mutex exitMu; // with exitCv: sink threads say when they return
@@ -143,13 +178,87 @@ struct EventBus::Impl {
 
     void run(SinkSlot &slot);
     std::uint64_t enqueue(std::size_t queue, Event &&event);
+    bool startThread(SinkSlot *s, std::string *error) noexcept;
+    void retire(SinkSlot *slot, std::chrono::milliseconds flushFor);
+    std::size_t join(SinkSlot *slot);
+
+    // With lifecycleMu: a slot for `sink`, its actions and tags counted in.
+    std::unique_ptr<SinkSlot> makeSlot(std::unique_ptr<EventSink> sink, const SinkOptions &options, std::string backend) {
+        auto slot = std::make_unique<SinkSlot>();
+        slot->name = sink->name();
+        slot->backend = std::move(backend);
+        for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message})
+            if (sink->accepts(a)) slot->acceptMask |= bit(a);
+        wanted.fetch_or(slot->acceptMask);
+        for (std::string &tag : sink->tagsUsed())
+            if (std::find(tagsUsed.begin(), tagsUsed.end(), tag) == tagsUsed.end()) tagsUsed.push_back(std::move(tag));
+        slot->sink = std::move(sink);
+        slot->options = options;
+        for (std::size_t i = 0; i <= producers; ++i) slot->queues.push_back(std::make_unique<EventQueue>());
+        return slot;
+    }
+
+    // With lifecycleMu: the live sink named `backend`, or nullptr.
+    SinkSlot *findLive(std::string_view backend) const {
+        for (const auto &s : sinks)
+            if (!s->removed && s->backend == backend) return s.get();
+        return nullptr;
+    }
+
+    // With lifecycleMu: builds the table for `spec` (or every live sink) and swaps it in. False
+    // with a message when `spec` names no live sink.
+    bool publishRoutes(const EventRoutes &next, bool nextRouted, std::string *error) {
+        auto table = std::make_unique<RouteTable>();
+        auto resolve = [&](const std::vector<std::string> &names, std::vector<SinkSlot *> &out) {
+            for (const std::string &n : names) {
+                SinkSlot *s = findLive(n);
+                if (!s) {
+                    if (error) *error = "unknown backend '" + n + "'";
+                    return false;
+                }
+                if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+            }
+            return true;
+        };
+        if (nextRouted) {
+            if (!resolve(next.defaults, table->defaults)) return false;
+            for (const auto &[endpoint, names] : next.endpoints)
+                if (!resolve(names, table->byEndpoint[endpoint])) return false;
+        } else {
+            for (const auto &s : sinks)
+                if (!s->removed) table->defaults.push_back(s.get());
+        }
+        spec = next;
+        routed = nextRouted;
+        routes.store(table.get(), std::memory_order_release);
+        tables.push_back(std::move(table));
+        return true;
+    }
+
+    // With lifecycleMu: publishes the current tagsUsed for readers.
+    void publishTags() {
+        auto list = std::make_unique<const std::vector<std::string>>(tagsUsed);
+        tagsUsedNow.store(list.get(), std::memory_order_release);
+        tagLists.push_back(std::move(list));
+    }
 
     // `slot` enters or leaves its PauseReading state (once each way): tells the listener when
     // that changes whether the bus as a whole asks to pause.
+    // Each sink's change is told: paused(endpoint) depends on which one it is.
     void sinkPausing(SinkSlot &slot, bool on) {
         if (slot.pausing.exchange(on) == on) return; // another thread got there first
-        const int before = pausingSinks.fetch_add(on ? 1 : -1, std::memory_order_acq_rel);
-        if ((on ? before == 0 : before == 1) && backpressureListener) backpressureListener(on);
+        pausingSinks.fetch_add(on ? 1 : -1, std::memory_order_acq_rel);
+        if (backpressureListener) backpressureListener(on);
+    }
+
+    // The bus is stopping, or this sink is being removed.
+    bool stopRequested(const SinkSlot &slot) const {
+        return stopping.load(std::memory_order_acquire) || slot.retiring.load(std::memory_order_acquire);
+    }
+    std::chrono::steady_clock::time_point deadlineFor(const SinkSlot &slot) const {
+        if (slot.retiring.load(std::memory_order_acquire))
+            return stopping.load(std::memory_order_acquire) ? std::min(slot.retireBy, deadline) : slot.retireBy;
+        return deadline;
     }
 
     void setState(SinkSlot &slot, bool connected, const std::string &error) {
@@ -160,7 +269,7 @@ struct EventBus::Impl {
             slot.connected.store(connected);
             slot.lastError = connected ? std::string() : error;
         }
-        if (changed && stateListener) stateListener(slot.name, connected, error);
+        if (changed && stateListener) stateListener(slot.backend, connected, error);
     }
 
     // Waits out the back-off, or until stop's deadline when stopping (also when the stop comes
@@ -171,17 +280,16 @@ struct EventBus::Impl {
         const auto until = std::chrono::steady_clock::now() + jittered(backoff);
         std::unique_lock lock(slot.wakeMu);
         for (;;) {
-            const bool stop = stopping.load();
-            const auto limit = stop ? std::min(until, deadline) : until;
+            const bool stop = stopRequested(slot);
+            const auto limit = stop ? std::min(until, deadlineFor(slot)) : until;
             if (std::chrono::steady_clock::now() >= limit) break;
-            slot.wake.wait_until(lock, limit, [&] { return !stop && stopping.load(); });
+            slot.wake.wait_until(lock, limit, [&] { return !stop && stopRequested(slot); });
         }
         backoff = std::min(backoff * 2, slot.options.maxBackoff);
     }
 
     bool finished(const SinkSlot &slot) const {
-        return stopping.load(std::memory_order_acquire) &&
-               (!slot.anyQueued() || std::chrono::steady_clock::now() >= deadline);
+        return stopRequested(slot) && (!slot.anyQueued() || std::chrono::steady_clock::now() >= deadlineFor(slot));
     }
 };
 
@@ -198,7 +306,9 @@ std::uint64_t EventBus::Impl::enqueue(std::size_t queue, Event &&event) {
     shared->id = lastId.fetch_add(1, std::memory_order_seq_cst) + 1;
     const std::uint64_t id = shared->id;
     EventPtr ptr = std::move(shared);
-    for (auto &s : sinks) {
+    const RouteTable *table = routes.load(std::memory_order_acquire);
+    if (!table) return id;
+    for (SinkSlot *s : table->sinksFor(ptr->endpoint)) {
         SinkSlot &slot = *s;
         if (!(slot.acceptMask & action)) continue;
         EventQueue &q = *slot.queues[queue];
@@ -277,15 +387,15 @@ void EventBus::Impl::run(SinkSlot &slot) {
             // Linger a moment before going to sleep: under a steady stream, the next events come
             // within it and are taken as a batch, without a producer having to wake us for each.
             std::this_thread::sleep_for(kLinger);
-            if (slot.anyQueued() || stopping.load()) continue;
+            if (slot.anyQueued() || stopRequested(slot)) continue;
             const std::uint32_t token = slot.parker.prepare();
-            if (slot.anyQueued() || stopping.load()) {
+            if (slot.anyQueued() || stopRequested(slot)) {
                 slot.parker.cancel();
                 continue;
             }
             const auto slept = std::chrono::steady_clock::now();
             slot.parker.sleep(token, slot.options.idleInterval);
-            if (slot.anyQueued() || stopping.load() ||
+            if (slot.anyQueued() || stopRequested(slot) ||
                 std::chrono::steady_clock::now() - slept < slot.options.idleInterval)
                 continue;
             bool ok = false;
@@ -307,7 +417,7 @@ void EventBus::Impl::run(SinkSlot &slot) {
         // producers wake a sleeping sink only).
         if (slot.options.batchWait.count() > 0 && slot.events() < maxBatch) {
             const auto until = std::chrono::steady_clock::now() + slot.options.batchWait;
-            while (slot.events() < maxBatch && !stopping.load()) {
+            while (slot.events() < maxBatch && !stopRequested(slot)) {
                 const auto now = std::chrono::steady_clock::now();
                 if (now >= until) break;
                 std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(until - now, kBatchPoll));
@@ -378,30 +488,133 @@ void EventBus::Impl::run(SinkSlot &slot) {
 }
 
 EventBus::EventBus(std::uint64_t firstId, std::size_t producers)
-    : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(firstId, 1), producers)) {}
+    : impl_(std::make_unique<Impl>(std::max<std::uint64_t>(firstId, 1), producers)) {
+    std::lock_guard lock(impl_->lifecycleMu);
+    impl_->publishRoutes({}, false, nullptr);
+    impl_->publishTags();
+}
 
 EventBus::~EventBus() { stop(std::chrono::milliseconds(0)); }
 
-std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions options) {
+bool EventBus::Impl::startThread(SinkSlot *s, std::string *error) noexcept {
+    try {
+        s->thread = std::thread([this, s] {
+            // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
+            pthread_setname_np(pthread_self(), "wsgw-sink");
+            run(*s);
+            std::lock_guard exiting(exitMu);
+            s->exited.store(true);
+            exitCv.notify_all();
+        });
+        return true;
+    } catch (const std::exception &e) {
+        if (error) *error = std::string("cannot start an event sink thread: ") + e.what();
+        return false;
+    }
+}
+
+std::size_t EventBus::addSink(std::unique_ptr<EventSink> sink, SinkOptions options, std::string backend) {
     Impl &d = *impl_;
     std::lock_guard lock(d.lifecycleMu);
-    auto slot = std::make_unique<SinkSlot>();
-    slot->name = sink->name();
-    for (EventAction a : {EventAction::Open, EventAction::Close, EventAction::Message})
-        if (sink->accepts(a)) slot->acceptMask |= bit(a);
-    d.wanted.fetch_or(slot->acceptMask);
-    for (std::string &tag : sink->tagsUsed())
-        if (std::find(d.tagsUsed.begin(), d.tagsUsed.end(), tag) == d.tagsUsed.end()) d.tagsUsed.push_back(std::move(tag));
-    slot->sink = std::move(sink);
-    slot->options = options;
-    for (std::size_t i = 0; i <= d.producers; ++i) slot->queues.push_back(std::make_unique<EventQueue>());
+    if (!sink || d.stopping.load()) return std::numeric_limits<std::size_t>::max();
+    if (backend.empty()) {
+        // Unnamed sinks keep working as before routes: the sink's name, made unique.
+        backend = sink->name();
+        for (int n = 2; d.findLive(backend); ++n) backend = sink->name() + "#" + std::to_string(n);
+    } else if (d.findLive(backend)) {
+        return std::numeric_limits<std::size_t>::max();
+    }
+    auto slot = d.makeSlot(std::move(sink), options, std::move(backend));
+    SinkSlot *added = slot.get();
+    if (d.started && !d.startThread(added, nullptr)) return std::numeric_limits<std::size_t>::max();
     d.sinks.push_back(std::move(slot));
-    return d.sinks.size() - 1;
+    d.publishTags();
+    if (!d.routed) d.publishRoutes({}, false, nullptr);
+    std::size_t index = 0;
+    for (const auto &s : d.sinks)
+        if (!s->removed && s.get() != added) ++index;
+    return index;
 }
 
 std::size_t EventBus::sinkCount() const {
     std::lock_guard lock(impl_->lifecycleMu);
-    return impl_->sinks.size();
+    return static_cast<std::size_t>(std::count_if(impl_->sinks.begin(), impl_->sinks.end(),
+                                                  [](const auto &s) { return !s->removed; }));
+}
+
+bool EventBus::setRoutes(const EventRoutes &routes, std::string *error) noexcept {
+    try {
+        std::lock_guard lock(impl_->lifecycleMu);
+        return impl_->publishRoutes(routes, true, error);
+    } catch (const std::exception &e) {
+        if (error) *error = e.what();
+        return false;
+    }
+}
+
+// With lifecycleMu: `slot` takes no more events once the routes are rebuilt (the caller does),
+// and its thread is told to deliver what it holds until `flushFor` has passed.
+void EventBus::Impl::retire(SinkSlot *slot, std::chrono::milliseconds flushFor) {
+    slot->removed = true;
+    if (slot->pausing.load()) sinkPausing(*slot, false);
+    slot->retireBy = std::chrono::steady_clock::now() + flushFor;
+    slot->retiring.store(true, std::memory_order_release);
+    slot->wakeUp();
+}
+
+// Without lifecycleMu (stats() and publish() go on meanwhile): waits for a retired sink's thread
+// and returns what it left undelivered.
+std::size_t EventBus::Impl::join(SinkSlot *slot) {
+    if (slot->thread.joinable()) {
+        {
+            std::unique_lock lock(exitMu);
+            exitCv.wait_until(lock, slot->retireBy + std::chrono::milliseconds(100), [&] { return slot->exited.load(); });
+        }
+        if (!slot->exited.load()) slot->sink->cancel();
+        slot->thread.join();
+    }
+    std::size_t left = 0;
+    for (auto &q : slot->queues) left += q->size.load();
+    return left;
+}
+
+std::size_t EventBus::removeSink(const std::string &backend, std::chrono::milliseconds flushFor) {
+    Impl &d = *impl_;
+    SinkSlot *slot = nullptr;
+    {
+        std::lock_guard lock(d.lifecycleMu);
+        slot = d.findLive(backend);
+        if (!slot) return std::numeric_limits<std::size_t>::max();
+        d.retire(slot, flushFor);
+        // Routes that still name it lose it (the caller should have routed around it first).
+        EventRoutes spec = d.spec;
+        auto drop = [&](std::vector<std::string> &names) {
+            names.erase(std::remove(names.begin(), names.end(), backend), names.end());
+        };
+        drop(spec.defaults);
+        for (auto &[endpoint, names] : spec.endpoints) drop(names);
+        d.publishRoutes(spec, d.routed, nullptr);
+    }
+    return d.join(slot);
+}
+
+std::size_t EventBus::replaceSink(const std::string &backend, std::unique_ptr<EventSink> sink, SinkOptions options,
+                                  std::chrono::milliseconds flushFor) {
+    Impl &d = *impl_;
+    SinkSlot *old = nullptr;
+    {
+        std::lock_guard lock(d.lifecycleMu);
+        old = d.findLive(backend);
+        if (!old || !sink || d.stopping.load()) return std::numeric_limits<std::size_t>::max();
+        auto slot = d.makeSlot(std::move(sink), options, backend);
+        if (d.started && !d.startThread(slot.get(), nullptr)) return std::numeric_limits<std::size_t>::max();
+        d.retire(old, flushFor);
+        d.sinks.push_back(std::move(slot));
+        d.publishTags();
+        // The same routes, now resolving the name to the new sink.
+        d.publishRoutes(EventRoutes(d.spec), d.routed, nullptr);
+    }
+    return d.join(old);
 }
 
 bool EventBus::start(std::string *error) noexcept {
@@ -409,22 +622,10 @@ bool EventBus::start(std::string *error) noexcept {
         std::lock_guard lock(impl_->lifecycleMu);
         if (impl_->started) return true;
         impl_->started = true;
-        try {
-            for (auto &slot : impl_->sinks) {
-                SinkSlot *s = slot.get();
-                s->thread = std::thread([this, s] {
-                    // "wsgw-sink" in top -H, perf and /proc/PID/task/*/comm.
-                    pthread_setname_np(pthread_self(), "wsgw-sink");
-                    impl_->run(*s);
-                    std::lock_guard exiting(impl_->exitMu);
-                    s->exited.store(true);
-                    impl_->exitCv.notify_all();
-                });
-            }
-            return true;
-        } catch (const std::exception &e) {
-            if (error) *error = std::string("cannot start an event sink thread: ") + e.what();
-        }
+        bool ok = true;
+        for (auto &slot : impl_->sinks)
+            if (!slot->removed && !(ok = impl_->startThread(slot.get(), error))) break;
+        if (ok) return true;
     }
     stop(std::chrono::milliseconds(0));
     return false;
@@ -436,9 +637,19 @@ void EventBus::onBackpressure(std::function<void(bool)> listener) { impl_->backp
 
 bool EventBus::wants(EventAction action) const noexcept { return (impl_->wanted.load() & bit(action)) != 0; }
 
-const std::vector<std::string> &EventBus::tagsUsed() const noexcept { return impl_->tagsUsed; }
+const std::vector<std::string> &EventBus::tagsUsed() const noexcept {
+    return *impl_->tagsUsedNow.load(std::memory_order_acquire);
+}
 
 bool EventBus::paused() const noexcept { return impl_->pausingSinks.load(std::memory_order_acquire) > 0; }
+
+bool EventBus::paused(std::string_view endpoint) const noexcept {
+    if (!paused()) return false;
+    const RouteTable *table = impl_->routes.load(std::memory_order_acquire);
+    for (const SinkSlot *s : table->sinksFor(endpoint))
+        if (s->pausing.load(std::memory_order_acquire)) return true;
+    return false;
+}
 
 void EventBus::countLost() noexcept { impl_->lost.fetch_add(1, std::memory_order_relaxed); }
 
@@ -471,26 +682,33 @@ std::uint64_t EventBus::publish(Event &&event) noexcept {
 
 std::size_t EventBus::stop(std::chrono::milliseconds flushFor) {
     Impl &d = *impl_;
-    std::lock_guard lifecycle(d.lifecycleMu);
-    if (!d.stopping.load()) {
-        d.deadline = std::chrono::steady_clock::now() + flushFor;
-        d.stopping.store(true, std::memory_order_release);
+    std::lock_guard serial(d.stopMu); // one stop() at a time joins the threads
+    std::vector<SinkSlot *> live; // a removed sink's thread is joined by removeSink
+    {
+        std::lock_guard lifecycle(d.lifecycleMu);
+        if (!d.stopping.load()) {
+            d.deadline = std::chrono::steady_clock::now() + flushFor;
+            d.stopping.store(true, std::memory_order_release);
+        }
+        for (auto &slot : d.sinks)
+            if (!slot->removed) live.push_back(slot.get());
     }
-    for (auto &slot : d.sinks) slot->wakeUp();
+    // stats() and ready() go on answering meanwhile (lifecycleMu is not held).
+    for (SinkSlot *slot : live) slot->wakeUp();
     // Until the deadline (and a moment for a call that just ended), then a sink still inside a
     // call is told to give it up.
     {
         std::unique_lock lock(d.exitMu);
         auto allExited = [&] {
-            return std::all_of(d.sinks.begin(), d.sinks.end(),
-                               [](const auto &slot) { return !slot->thread.joinable() || slot->exited.load(); });
+            return std::all_of(live.begin(), live.end(),
+                               [](const SinkSlot *slot) { return !slot->thread.joinable() || slot->exited.load(); });
         };
         d.exitCv.wait_until(lock, d.deadline + std::chrono::milliseconds(100), allExited);
     }
-    for (auto &slot : d.sinks)
+    for (SinkSlot *slot : live)
         if (slot->thread.joinable() && !slot->exited.load()) slot->sink->cancel();
     std::size_t left = 0;
-    for (auto &slot : d.sinks) {
+    for (SinkSlot *slot : live) {
         if (slot->thread.joinable()) slot->thread.join();
         for (auto &q : slot->queues) left += q->size.load();
     }
@@ -499,9 +717,12 @@ std::size_t EventBus::stop(std::chrono::milliseconds flushFor) {
 
 std::vector<SinkStats> EventBus::stats() const {
     std::vector<SinkStats> out;
+    std::lock_guard lifecycle(impl_->lifecycleMu);
     for (const auto &slot : impl_->sinks) {
+        if (slot->removed) continue;
         SinkStats s;
         s.name = slot->name;
+        s.backend = slot->backend;
         s.published = slot->published.load(std::memory_order_relaxed);
         s.failures = slot->failures.load(std::memory_order_relaxed);
         s.rejected = slot->sink->rejected();
@@ -521,7 +742,9 @@ std::vector<SinkStats> EventBus::stats() const {
 }
 
 bool EventBus::ready() const {
-    return std::all_of(impl_->sinks.begin(), impl_->sinks.end(), [](const auto &s) { return s->connected.load(); });
+    std::lock_guard lifecycle(impl_->lifecycleMu);
+    return std::all_of(impl_->sinks.begin(), impl_->sinks.end(),
+                       [](const auto &s) { return s->removed || s->connected.load(); });
 }
 
 std::uint64_t EventBus::lastEventId() const { return impl_->lastId.load(std::memory_order_relaxed); }

@@ -276,7 +276,20 @@ std::optional<std::string> RabbitBroker::call(const std::string &apply, std::str
     std::vector<std::string> env{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir_,
                                  "ERL_EPMD_PORT=" + std::to_string(epmdPort_)};
     std::remove(out.c_str());
-    pid_t pid = spawn({kErlCall, "-n", node_, "-c", cookie, "-timeout", "30", "-a", apply}, env, out);
+    // "-e EXPRS": evaluate Erlang expressions (read from a file on stdin, through sh), for what
+    // -a's argument parser cannot write (binaries).
+    std::vector<std::string> argv{kErlCall, "-n", node_, "-c", cookie, "-timeout", "30", "-a", apply};
+    if (apply.rfind("-e ", 0) == 0) {
+        const std::string exprs = dir_ + "/erl_call.exprs";
+        std::FILE *f = std::fopen(exprs.c_str(), "w");
+        if (f) {
+            std::fputs(apply.c_str() + 3, f);
+            std::fclose(f);
+        }
+        argv = {"/bin/sh", "-c", std::string("exec \"$0\" -n \"$1\" -c \"$2\" -timeout 30 -e < \"$3\""), kErlCall,
+                node_, cookie, exprs};
+    }
+    pid_t pid = spawn(argv, env, out);
     int status = 0;
     bool exited = false;
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(40);
@@ -301,6 +314,20 @@ bool RabbitBroker::setMemoryAlarm(bool on, std::string *error) {
     if (!r) return false;
     if (r->find("ok") == std::string::npos) {
         if (error) *error = "set_vm_memory_high_watermark answered " + *r;
+        return false;
+    }
+    return true;
+}
+
+bool RabbitBroker::addVhost(const std::string &vhost, std::string *error) {
+    const std::string name = "<<\"" + vhost + "\">>", all = "<<\".*\">>";
+    auto r = call("-e ok = rabbit_vhost:add(" + name + ", <<\"wsgw-test\">>), ok = "
+                  "rabbit_auth_backend_internal:set_permissions(<<\"guest\">>, " + name + ", " + all + ", " + all +
+                      ", " + all + ", <<\"wsgw-test\">>).\n",
+                  error);
+    if (!r) return false;
+    if (r->find("ok") == std::string::npos) {
+        if (error) *error = "adding vhost " + vhost + " answered " + *r;
         return false;
     }
     return true;
@@ -345,7 +372,8 @@ struct AmqpClient::Impl {
     }
 };
 
-AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::string &password)
+AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::string &password,
+                       const std::string &vhost)
     : impl_(std::make_unique<Impl>()) {
     Impl &d = *impl_;
     d.conn = amqp_new_connection();
@@ -357,7 +385,8 @@ AmqpClient::AmqpClient(std::uint16_t port, const std::string &user, const std::s
     }
     amqp_set_rpc_timeout(d.conn, &tv);
     amqp_rpc_reply_t r =
-        amqp_login(d.conn, "/", 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, user.c_str(), password.c_str());
+        amqp_login(d.conn, vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, user.c_str(),
+                   password.c_str());
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         amqp_destroy_connection(d.conn);
         throw std::runtime_error("login: " + describe(r));

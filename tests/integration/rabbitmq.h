@@ -47,6 +47,9 @@ public:
     /// it). Through erl_call, the Erlang distribution client, in a fraction of a second
     /// (rabbitmqctl would start a whole VM each time). False with a message on failure.
     bool setMemoryAlarm(bool on, std::string *error);
+    /// Creates virtual host `vhost` and gives user guest every permission on it (erl_call, as
+    /// setMemoryAlarm). False with a message on failure.
+    bool addVhost(const std::string &vhost, std::string *error);
     /// The node's alarms as Erlang terms, e.g. "[{{resource_limit,memory,wsgwtest1@localhost},[]}]".
     std::string alarms();
 
@@ -90,7 +93,8 @@ struct Delivery {
 /// reason on failure (the tests want to stop there). Thread-compatible.
 class AmqpClient {
 public:
-    AmqpClient(std::uint16_t port, const std::string &user = "guest", const std::string &password = "guest");
+    AmqpClient(std::uint16_t port, const std::string &user = "guest", const std::string &password = "guest",
+               const std::string &vhost = "/");
     ~AmqpClient();
     AmqpClient(const AmqpClient &) = delete;
     AmqpClient &operator=(const AmqpClient &) = delete;

@@ -380,7 +380,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         start = end + 1;
         bool sectionStart =
             line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
-            line == "# cluster:" || line == "# stream_http:";
+            line == "# cluster:" || line == "# stream_http:" || line == "# backends:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -395,6 +395,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     REQUIRE(c->streamHttp);
     CHECK(c->streamHttp->options.batchMaxEvents == 100);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
+    CHECK(c->backends.size() == 3);
 }
 
 TEST_CASE("cluster: its keys, their bounds, and the checks across keys") {

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace wsgw {
@@ -95,6 +96,7 @@ struct SinkOptions {
 /// A sink's counters. Read with EventBus::stats().
 struct SinkStats {
     std::string name;
+    std::string backend; ///< the name it was added under (EventBus::addSink); routes name it
     std::uint64_t published = 0; ///< events acknowledged (including rejected ones)
     std::uint64_t dropped = 0;   ///< events discarded by the overflow policy
     std::uint64_t rejected = 0;  ///< events the destination refused for good
@@ -105,8 +107,18 @@ struct SinkStats {
     std::string lastError;       ///< why it is not connected, if it is not
 };
 
-/// Fans every published event out to every sink that accepts it, each sink with its own
-/// bounded backlog and thread.
+/// Which backends (sinks, by the name they were added under) get the events of which endpoint.
+/// Value type. See EventBus::setRoutes.
+struct EventRoutes {
+    /// Endpoint (Event::endpoint, e.g. "/chat") -> the backends that get its events. An
+    /// endpoint listed with no backends gets none.
+    std::map<std::string, std::vector<std::string>, std::less<>> endpoints;
+    /// The backends of every endpoint not listed in `endpoints` (and of events with no endpoint).
+    std::vector<std::string> defaults;
+};
+
+/// Routes every published event to the sinks of its endpoint (setRoutes; until then, to every
+/// sink) that accept its action, each sink with its own bounded backlog and thread.
 ///
 /// A sink's backlog is one queue per producer: each of the `producers` threads that publish
 /// with publish(producer, event) (the hub's shards) has queues of its own, which it shares with
@@ -118,7 +130,8 @@ struct SinkStats {
 /// were published.
 ///
 /// Thread-safe. publish() never blocks on a destination: a slow or unreachable sink fills its
-/// own backlog and then applies its overflow policy, while the other sinks carry on.
+/// own backlog and then applies its overflow policy, while the other sinks carry on; with
+/// routes, one backend's outage or backpressure never reaches the endpoints not routed to it.
 class WSGW_EXPORT EventBus {
 public:
     /// `firstId` is the id of the first event (see Event::id); `producers` the number of
@@ -128,17 +141,51 @@ public:
     EventBus(const EventBus &) = delete;
     EventBus &operator=(const EventBus &) = delete;
 
-    /// Adds a sink; only before start(). Returns its index in stats().
-    std::size_t addSink(std::unique_ptr<EventSink> sink, SinkOptions options = {});
+    /// Adds a sink under the backend name `backend` (empty: the sink's name()), which routes
+    /// (setRoutes) name. Before start() it starts with the others; after start() its thread
+    /// starts here, and it gets events once a route names it (with no routes set, at once).
+    /// Returns its index in stats(), or SIZE_MAX when the name is taken by a sink not removed,
+    /// or its thread cannot start. Thread-safe.
+    std::size_t addSink(std::unique_ptr<EventSink> sink, SinkOptions options = {}, std::string backend = {});
+    /// Sinks not removed.
     std::size_t sinkCount() const;
 
+    /// Thread-safe, lock-free for publishers: from now on each event goes to the sinks that
+    /// `routes` names for its endpoint (and that accept its action), and to no other. The table
+    /// replaces the previous one whole; a publish() under way finishes with the table it
+    /// started with. Returns false, changing nothing, with "unknown backend 'NAME'" in `*error`
+    /// when a name is no sink's. Callable before or after start(); tables replaced are kept
+    /// until the bus is destroyed (a few hundred bytes per call: meant for reloads, not per
+    /// event).
+    [[nodiscard]] bool setRoutes(const EventRoutes &routes, std::string *error = nullptr) noexcept;
+
+    /// Removes the sink added as `backend`: the caller has first routed no endpoint to it
+    /// (setRoutes). Its thread delivers what its backlog holds for up to `flushFor`, then stops;
+    /// it leaves stats(). Returns the events left undelivered, or SIZE_MAX when there is no such
+    /// sink. A publish() that began before the removal may still queue an event for it: it is
+    /// delivered while the sink's thread runs; one queued after the thread has ended is neither
+    /// delivered nor counted. Thread-safe; blocks up to `flushFor` (and a sink call's cancel).
+    std::size_t removeSink(const std::string &backend, std::chrono::milliseconds flushFor);
+
+    /// Puts `sink` in the place of the sink added as `backend` (a changed configuration), in one
+    /// step: every route naming `backend` sends the events published from now on to the new
+    /// sink, started at once; the old one delivers what its backlog holds for up to `flushFor`
+    /// and stops, as removeSink. No event is lost to the swap (within `flushFor`), but while
+    /// the old backlog drains the two deliver side by side, so a connection's events may reach
+    /// the destination out of order around the swap. Returns the events the old one left
+    /// undelivered, or SIZE_MAX (nothing changed) when there is no such sink, `sink` is null or
+    /// its thread cannot start. Thread-safe; blocks as removeSink.
+    std::size_t replaceSink(const std::string &backend, std::unique_ptr<EventSink> sink, SinkOptions options,
+                            std::chrono::milliseconds flushFor);
+
     /// Called on a sink's thread each time it connects or goes down (not per event), with its
-    /// name, the new state and, when down, why. Set before start().
+    /// backend name (addSink), the new state and, when down, why. Set before start().
     using StateListener = std::function<void(const std::string &sink, bool connected, const std::string &error)>;
     void onStateChange(StateListener listener);
 
-    /// Called when reading from clients should pause (true) or may resume (false), on the
-    /// thread that crossed the threshold. Only sinks with OverflowPolicy::PauseReading pause.
+    /// Called when a PauseReading sink's backlog goes over its bound (true) or drains back to
+    /// half (false), on the thread that crossed the threshold; then paused(endpoint) says which
+    /// endpoints should stop reading. Only sinks with OverflowPolicy::PauseReading pause.
     /// Set before start().
     void onBackpressure(std::function<void(bool paused)> listener);
 
@@ -155,7 +202,7 @@ public:
     const std::vector<std::string> &tagsUsed() const noexcept;
 
     /// Assigns the next event id, queues the event for
-    /// every sink that accepts it, and returns the id. With no sinks the event is counted and
+    /// every sink of its endpoint's route (see setRoutes) that accepts it, and returns the id. With no sinks the event is counted and
     /// discarded. After stop() events are discarded (0 is returned). Out of memory, the event is
     /// counted in lost() and 0 is returned.
     std::uint64_t publish(Event &&event) noexcept;
@@ -170,12 +217,16 @@ public:
 
     /// True while a PauseReading sink's backlog is over its bound and not yet down to half.
     bool paused() const noexcept;
+    /// True while such a sink is one that `endpoint`'s events are routed to: the transport
+    /// stops reading from that endpoint's clients only. Thread-safe, lock-free.
+    bool paused(std::string_view endpoint) const noexcept;
 
     /// Stops accepting events, lets every sink deliver its backlog for up to `flushFor`, then
     /// stops the threads (a sink still inside a call then is cancelled: EventSink::cancel).
     /// Returns the number of events that were left undelivered.
     std::size_t stop(std::chrono::milliseconds flushFor);
 
+    /// Every sink not removed, in the order added.
     std::vector<SinkStats> stats() const;
     /// True when every sink is connected.
     bool ready() const;

@@ -1,0 +1,273 @@
+'use strict';
+// The meson test `routes_node` (suite `node`): wsgwd routing endpoints to their own backends,
+// checked only through clients we did not write: npm `ws` WebSocket clients and npm `ioredis`
+// backends reading each backend's Redis.
+//
+// Usage: node tests/node/routes/routes.js PATH/TO/wsgwd   (run.sh installs the npm packages)
+//
+// Two redis-servers: A holds backend `chat` (stream chat), B holds backend `billing` (stream
+// billing, messages only) and the top-level stream_redis (db 1, stream legacy). Endpoints /chat
+// -> chat, /pay -> billing, /legacy -> the top-level sink. Checks:
+//   1. Each stream holds exactly its endpoint's events, in order, and nothing else.
+//   2. Redis A stopped (SIGSTOP): /pay's messages keep reaching billing within 1 s (x SLOW);
+//      /chat's wait in chat's backlog; after SIGCONT every one arrives, in order.
+// Exit status: 0 passed, 1 failed, 77 redis-server missing (a failure under CI=true).
+
+const { spawn, spawnSync } = require('node:child_process');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const nodeModules = path.join(__dirname, '..', 'node_modules');
+const WebSocket = require(path.join(nodeModules, 'ws'));
+const Redis = require(path.join(nodeModules, 'ioredis'));
+
+const sanitized = !['', 'none', undefined].includes(process.env.WSGW_SANITIZE);
+const SLOW = sanitized ? 3 : 1; // a sanitizer build runs several times slower
+
+const label = 'routes (node)';
+const log = (msg) => console.error(`${label}: ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const wsgwd = process.argv[2];
+if (!wsgwd || !fs.existsSync(wsgwd)) {
+  log(`usage: routes.js PATH/TO/wsgwd (got ${wsgwd})`);
+  process.exit(2);
+}
+
+function missing(what) {
+  if (/^(true|1|yes)$/i.test(process.env.CI || '')) {
+    log(`FAIL: ${what} (CI=true: a missing prerequisite fails instead of skipping)`);
+    process.exit(1);
+  }
+  log(`SKIP: ${what}`);
+  process.exit(77);
+}
+
+if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) {
+  missing('redis-server is not installed (Debian package redis-server; scripts/bootstrap installs it)');
+}
+
+const tmp = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'wsgw-routes-node-'));
+const children = new Set();
+
+function stopAll() {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+process.on('exit', stopAll);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(1));
+
+function start(argv, name) {
+  const out = fs.openSync(path.join(tmp, `${name}.log`), 'a');
+  const c = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  children.add(c);
+  c.exited = new Promise((resolve) => c.on('exit', (code, signal) => resolve({ code, signal })));
+  return c;
+}
+
+const tail = (name) => {
+  try {
+    return fs.readFileSync(path.join(tmp, `${name}.log`), 'utf8').split('\n').slice(-30).join('\n');
+  } catch {
+    return '(no log)';
+  }
+};
+
+function freePorts(n) {
+  return new Promise((resolve, reject) => {
+    const servers = [];
+    const next = () => {
+      if (servers.length === n) {
+        const ports = servers.map((s) => s.address().port);
+        Promise.all(servers.map((s) => new Promise((r) => s.close(r)))).then(() => resolve(ports));
+        return;
+      }
+      const s = net.createServer().listen(0, '127.0.0.1', next).on('error', reject);
+      servers.push(s);
+    };
+    next();
+  });
+}
+
+async function until(probe, ms, what, everyMs = 50) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}${last ? ` (${last.message})` : ''}`);
+    await sleep(everyMs);
+  }
+}
+
+async function http(port, method, pathAndQuery, { body, accept } = {}) {
+  const r = await fetch(`http://127.0.0.1:${port}${pathAndQuery}`, {
+    method,
+    body,
+    headers: accept ? { accept } : {},
+    signal: AbortSignal.timeout(10000 * SLOW),
+  });
+  return { status: r.status, text: await r.text(), headers: r.headers };
+}
+
+function client(port, pathAndQuery) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${pathAndQuery}`);
+    ws.received = [];
+    ws.on('message', (data, isBinary) => ws.received.push(isBinary ? data : data.toString()));
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+    setTimeout(() => reject(new Error(`no WebSocket handshake from port ${port} within 5 s`)), 5000 * SLOW).unref();
+  });
+}
+
+// A stream entry's fields as an object.
+const fields = (entry) => {
+  const o = {};
+  for (let i = 0; i < entry[1].length; i += 2) o[entry[1][i]] = entry[1][i + 1];
+  return o;
+};
+
+
+const messagesOf = (entries) => entries.map(fields).filter((f) => f.action === 'message').map((f) => f.message);
+const distinct = (v) => v.filter((x, i) => v.indexOf(x) === i);
+const range = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+async function redisServer(port, name) {
+  start(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', tmp, '--dbfilename', `${name}.rdb`], name);
+  // Not lazy: ioredis retries until the server listens; a probe's PING waits for it.
+  const r = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 2, retryStrategy: (n) => (n > 100 ? null : 100) });
+  r.on('error', () => {}); // refused until the server listens
+  await until(async () => (await r.ping()) === 'PONG', 10000, `${name} answers PING (log:\n${tail(name)})`);
+  return r;
+}
+
+async function send(ws, messages) {
+  for (const m of messages) await new Promise((resolve, reject) => ws.send(m, (e) => (e ? reject(e) : resolve())));
+}
+
+async function main() {
+  const [portA, portB, wsPort, controlPort] = await freePorts(4);
+  const a = await redisServer(portA, 'redis-a');
+  const b = await redisServer(portB, 'redis-b');
+  const legacyB = new Redis({ host: '127.0.0.1', port: portB, db: 1 });
+  const redisA = [...children][0];
+
+  const config = path.join(tmp, 'wsgwd.yml');
+  fs.writeFileSync(config, [
+    '# Written by tests/node/routes/routes.js',
+    `listen_addr: 127.0.0.1:${wsPort}`,
+    `control_addr: 127.0.0.1:${controlPort}`,
+    'threads: 2',
+    'drain_s: 0',
+    'stream_redis:',
+    `  addr: redis://127.0.0.1:${portB}/1`,
+    '  stream_name: legacy',
+    'backends:',
+    '  chat:',
+    `    redis: {addr: 'redis://127.0.0.1:${portA}/0', stream_name: chat, timeout_ms: 300}`,
+    '  billing:',
+    `    redis: {addr: 'redis://127.0.0.1:${portB}/0', stream_name: billing}`,
+    '    actions: [message]',
+    'endpoints:',
+    '  - path: /chat',
+    '    backends: [chat]',
+    '  - path: /pay',
+    '    backends: [billing]',
+    '  - path: /legacy',
+    '',
+  ].join('\n'));
+  const gw = start([wsgwd, '--config', config], 'wsgwd');
+  await until(async () => (await http(controlPort, 'GET', '/readyz')).status === 200, 15000 * SLOW,
+    `wsgwd ready (log:\n${tail('wsgwd')})`);
+
+  // 1. exactly its endpoint's events, in order
+  const chat = await client(wsPort, '/chat');
+  const pay = await client(wsPort, '/pay');
+  const legacy = await client(wsPort, '/legacy');
+  await send(chat, range('c', 30));
+  await send(pay, range('p', 30));
+  await send(legacy, range('l', 30));
+  const chatEntries = await until(async () => {
+    const e = await a.xrange('chat', '-', '+');
+    return distinct(messagesOf(e)).length >= 30 && e;
+  }, 10000 * SLOW, 'chat has /chat\'s 30 messages');
+  assert.deepEqual(distinct(messagesOf(chatEntries)), range('c', 30));
+  assert.equal(fields(chatEntries[0]).action, 'open');
+  assert.deepEqual(await a.keys('*'), ['chat'], 'chat\'s Redis holds chat\'s stream only');
+  const billingEntries = await until(async () => {
+    const e = await b.xrange('billing', '-', '+');
+    return distinct(messagesOf(e)).length >= 30 && e;
+  }, 10000 * SLOW, 'billing has /pay\'s 30 messages');
+  assert.ok(billingEntries.map(fields).every((f) => f.action === 'message'), 'billing takes messages only');
+  assert.deepEqual(distinct(messagesOf(billingEntries)), range('p', 30));
+  assert.deepEqual(await b.keys('*'), ['billing']);
+  const legacyEntries = await until(async () => {
+    const e = await legacyB.xrange('legacy', '-', '+');
+    return distinct(messagesOf(e)).length >= 30 && e;
+  }, 10000 * SLOW, 'the top-level sink has /legacy\'s 30 messages');
+  assert.deepEqual(distinct(messagesOf(legacyEntries)), range('l', 30));
+  assert.deepEqual(await legacyB.keys('*'), ['legacy']);
+  log('each backend holds exactly its endpoint\'s events, in order');
+
+  // 2. chat's Redis stopped: billing keeps its latency; chat gets everything afterwards
+  process.kill(redisA.pid, 'SIGSTOP');
+  try {
+    await send(chat, range('during-c', 100));
+    let worst = 0;
+    for (let i = 0; i < 10; i++) {
+      const m = `during-p${i}`;
+      const t0 = Date.now();
+      await send(pay, [m]);
+      await until(async () => messagesOf(await b.xrange('billing', '-', '+')).includes(m), 5000 * SLOW,
+        `${m} reaches billing while chat's Redis is stopped`, 5);
+      worst = Math.max(worst, Date.now() - t0);
+      await sleep(200);
+    }
+    assert.ok(worst < 1000 * SLOW, `billing's worst latency ${worst} ms while chat is down`);
+    const ready = await http(controlPort, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.match(ready.text, /backend 'chat'/);
+    log(`billing kept delivering (worst ${worst} ms) with chat's Redis stopped; /readyz: ${ready.text.trim()}`);
+  } finally {
+    process.kill(redisA.pid, 'SIGCONT');
+  }
+  await until(async () => distinct(messagesOf(await a.xrange('chat', '-', '+'))).length >= 130, 20000 * SLOW,
+    'chat gets every message it missed');
+  assert.deepEqual(distinct(messagesOf(await a.xrange('chat', '-', '+'))), [...range('c', 30), ...range('during-c', 100)]);
+  log('chat got every missed event, in order');
+
+  for (const ws of [chat, pay, legacy]) ws.close();
+  process.kill(gw.pid, 'SIGTERM');
+  const { code } = await gw.exited;
+  assert.equal(code, 0, 'wsgwd exits 0 on SIGTERM');
+  for (const r of [a, b, legacyB]) r.disconnect();
+}
+
+main().then(
+  () => {
+    log('PASS');
+    process.exit(0);
+  },
+  (e) => {
+    log(`FAIL: ${e.stack || e}\nwsgwd log:\n${tail('wsgwd')}`);
+    process.exit(1);
+  },
+);
