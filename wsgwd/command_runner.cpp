@@ -164,7 +164,10 @@ CommandOutcome CommandRunner::run(const CommandRequest &req, const ControlApiOpt
     try {
         Run r{hub_, metrics_, stopping, nameOf(req.action), out};
         std::string error;
-        auto sel = Selector::parse(req.selector, &error);
+        // The original gateway read `?*` as a key `*` without a value, which selects no one; the
+        // HTTP contract (and so the command bus) keeps that, though Selector::parse reads it as
+        // everyone.
+        auto sel = req.selector == "*" ? std::optional<Selector>(Selector::none()) : Selector::parse(req.selector, &error);
         if (!sel) {
             r.fail(400, "bad selector: " + error);
             return out;
@@ -220,6 +223,11 @@ CommandOutcome CommandRunner::run(const CommandRequest &req, const ControlApiOpt
                 return out;
             }
             for (const auto &[k, v] : *changes) {
+                if (k == kSelectorIdKey) {
+                    r.fail(400, "tag key 'id' is reserved: selectors read id= as connection ids, so such a tag "
+                                "could never be selected; nothing changed");
+                    return out;
+                }
                 if (k.size() > limits.maxTagKeyLen) {
                     r.fail(400, "tag key longer than max_tag_key_len (" + std::to_string(limits.maxTagKeyLen) +
                                     " bytes); nothing changed");

@@ -4,6 +4,7 @@
 #include "text_scan.h"
 
 #include <wsgw/event.h>
+#include <wsgw/selector.h>
 
 #include <algorithm>
 #include <chrono>
@@ -280,6 +281,9 @@ void readPath(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep
 void readSetTags(Reader &r, const Entry &e, const std::string &name, WsEndpoint &ep) {
     for (const Entry &t : r.w.entries(r.w.map(e, name, "a map of tag: value"), name, {})) {
         if (t.key.empty()) r.w.fail(t.keyNode.Mark(), name + ": a tag name must not be empty");
+        if (t.key == wsgw::kSelectorIdKey)
+            r.w.fail(t.keyNode.Mark(), name + ": tag name 'id' is reserved (selectors read id= as connection ids, "
+                                              "so such a tag could never be selected)");
         ep.setTags.emplace_back(t.key, r.w.nonEmpty(t, name + "." + t.key, "a tag value"));
     }
 }

@@ -126,6 +126,9 @@ struct ControlApi::Impl {
     std::optional<Selector> selector(const httplib::Request &req, httplib::Response &res, bool emptyIsAll) {
         std::string query = rawQuery(req);
         if (query.empty() && emptyIsAll) return Selector::all();
+        // The original gateway read `?*` as a key `*` without a value, which selects no one;
+        // the HTTP contract keeps that (Selector::parse would read it as everyone).
+        if (query == "*") return Selector::none();
         std::string error;
         auto sel = Selector::parse(query, &error);
         if (!sel) reply(res, 400, "bad selector: " + error);

@@ -27,7 +27,9 @@ WsConnection::WsConnection(ShardState &shard, lws *wsi, std::size_t endpointInde
                  : shard.settings.idPrefix ? ConnectionId::random(*shard.settings.idPrefix)
                                            : ConnectionId::random()),
       shard_(shard), wsi_(wsi), endpoint_(static_cast<std::uint32_t>(endpointIndex)),
-      compressed_(compressed) {
+      compressed_(compressed),
+      out_(OutboundOptions{ep().slowConsumer.maxOutboundBytes, ep().slowConsumer.policy,
+                           compressed ? std::size_t{1} : kCoalesceBytes}) {
     lastActivityMs = nowMs();
     // The handshake's bytes are not a sign of life after it: without this, the first idle check
     // took them for one, and a silent client was closed only after 1.5 times the idle timeout.
@@ -41,18 +43,16 @@ SendStatus WsConnection::send(const MessagePtr &msg) {
         shard_.counters.framesDropped.add();
         return SendStatus::Closed;
     }
-    const WsEndpoint &e = ep();
-    OutboundQueue::PushResult r = queue_.push(msg, e.slowConsumer.maxOutboundBytes, e.slowConsumer.policy);
-    shard_.counters.framesDropped.add(r.dropped);
-    if (r.overLimit) {
-        // A consumer this far behind would hold memory for everyone: cut it off.
-        shard_.counters.framesDropped.add(queue_.size() + 1);
+    const std::uint64_t droppedBefore = out_.stats().dropped;
+    const SendStatus status = out_.push(msg);
+    shard_.counters.framesDropped.add(out_.stats().dropped - droppedBefore);
+    if (out_.closing()) {
+        // The Close policy: the queue is gone and the close begun (1008); lws does the rest.
         shard_.counters.slowConsumerCloses.add();
-        queue_.clear();
-        close(close_code::kPolicyViolation, "slow consumer: outbound queue full");
+        close(out_.closeCode(), out_.closeReason());
         return SendStatus::Dropped;
     }
-    if (!r.queued) return SendStatus::Dropped;
+    if (status != SendStatus::Queued) return status;
     if (!compressed_ && !writeRequested_) {
         // Written when the shard has run this wake-up's commands (flushPending): whatever
         // they queued for this connection goes out in one send(), without a trip through
@@ -70,25 +70,25 @@ SendStatus WsConnection::send(const MessagePtr &msg) {
 
 void WsConnection::flushPending() {
     pendingFlush_ = false;
-    if (queue_.empty() || writeRequested_ || closing_) return;
+    if (!out_.hasQueued() || writeRequested_ || closing_) return;
     if (lws_partial_buffered(wsi_)) {
         requestWrite();
         return;
     }
     if (writeRaw() < 0) {
         closing_ = true;
-        queue_.clear();
+        out_.clearQueued();
         lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         return;
     }
-    if (!queue_.empty()) requestWrite();
+    if (out_.hasQueued()) requestWrite();
 }
 
 void WsConnection::close(std::uint16_t code, std::string_view reason) {
     if (closing_) return;
     closing_ = true;
     closeCode_ = code;
-    closeReason_.assign(reason.substr(0, 123));
+    closeReason_.assign(cutCloseReason(reason));
     // If the peer never lets us write the close frame, drop it anyway.
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
     requestWrite();
@@ -106,7 +106,8 @@ int WsConnection::onWriteable() {
     if (closeHandedOver_) return 0;
     // A compressed write may read its input until the next WRITEABLE (lws drains the
     // deflate output over several callbacks); only now is the previous message free.
-    inflight_ = nullptr;
+    out_.finishWrite();
+    inflightCopy_ = nullptr;
 
     if (pingDue) {
         pingDue = false;
@@ -114,10 +115,10 @@ int WsConnection::onWriteable() {
         unsigned char buf[LWS_PRE + 4] = {};
         std::memcpy(buf + LWS_PRE, "wsgw", 4);
         if (lws_write(wsi_, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0) return -1;
-        if (!queue_.empty() || closing_) requestWrite();
+        if (out_.hasQueued() || closing_) requestWrite();
         return 0;
     }
-    if (queue_.empty()) {
+    if (!out_.hasQueued()) {
         if (!closing_) return 0;
         lws_close_reason(wsi_, static_cast<lws_close_status>(closeCode_),
                          reinterpret_cast<unsigned char *>(closeReason_.data()), closeReason_.size());
@@ -125,7 +126,7 @@ int WsConnection::onWriteable() {
     }
     int rc = compressed_ ? writeCompressed() : writeRaw();
     if (rc < 0) return -1;
-    if (!queue_.empty() || closing_) requestWrite();
+    if (out_.hasQueued() || closing_) requestWrite();
     return 0;
 }
 
@@ -201,7 +202,7 @@ int WsConnection::onPeerClose(const void *in, std::size_t len) {
     closing_ = true;
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
-    queue_.clear();
+    out_.clearQueued();
     // lws 4.1 can only echo a client's close frame (lws_workarounds.h): ours goes out as raw
     // bytes, and the -1 has lws close TCP right after it (the client has closed already).
     writeCloseFrame(wsi_, fault->code, fault->reason);
@@ -274,7 +275,7 @@ void WsConnection::closeStalled() {
                      "closing with 1011 so the client reconnects",
                      id().toString());
         closing_ = true;
-        queue_.clear();
+        out_.clearQueued();
         closeCode_ = close_code::kInternalError;
         closeReason_ = "compressed message could not be completed; please reconnect";
     } else {
@@ -289,9 +290,9 @@ void WsConnection::closeStalled() {
 void WsConnection::cut(std::uint16_t code, std::string_view reason) {
     if (closeHandedOver_ || stallHandled_) return;
     closing_ = true;
-    queue_.clear();
+    out_.clearQueued();
     closeCode_ = code;
-    closeReason_.assign(reason.substr(0, 123));
+    closeReason_.assign(cutCloseReason(reason));
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
     writeCloseFrameAndCut(wsi_, code, closeReason_, 0);
@@ -333,9 +334,9 @@ int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
     spdlog::debug("connection {}: closing at once with {} ({})", id().toString(), code, reason);
     closing_ = true;
     rxDiscard_ = true;
-    queue_.clear();
+    out_.clearQueued();
     closeCode_ = code;
-    closeReason_ = reason.substr(0, 123);
+    closeReason_ = std::string(cutCloseReason(reason));
     lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(closeReason_.data()),
                      closeReason_.size());
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
@@ -345,36 +346,40 @@ int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
 }
 
 int WsConnection::writeRaw() {
-    MessagePtr first = queue_.pop();
-    std::string_view frame = first->frame();
-    if (queue_.empty() || frame.size() >= kCoalesceBytes / 2) {
+    // lws writes (or keeps a copy of) what it is given at once, so the batch is done on return.
+    const std::vector<MessagePtr> &batch = out_.startWrite(); // up to kCoalesceBytes; a large frame alone
+    if (batch.empty()) return 0;                              // out of memory: try again later
+    if (batch.size() == 1) {
+        std::string_view frame = batch.front()->frame();
         if (lws_write(wsi_, reinterpret_cast<unsigned char *>(const_cast<char *>(frame.data())), frame.size(),
                       LWS_WRITE_HTTP) < 0)
             return -1;
         shard_.counters.messagesSent.add();
         shard_.counters.bytesSent.add(frame.size());
+        out_.finishWrite();
         return 0;
     }
     std::string &buf = shard_.coalesce;
-    buf.assign(frame);
-    std::size_t messages = 1;
-    while (!queue_.empty() && buf.size() + queue_.front()->frame().size() <= kCoalesceBytes) {
-        buf.append(queue_.pop()->frame());
-        ++messages;
-    }
+    buf.clear();
+    for (const MessagePtr &m : batch) buf.append(m->frame());
     if (lws_write(wsi_, reinterpret_cast<unsigned char *>(buf.data()), buf.size(), LWS_WRITE_HTTP) < 0) return -1;
-    shard_.counters.messagesSent.add(messages);
+    shard_.counters.messagesSent.add(batch.size());
     shard_.counters.bytesSent.add(buf.size());
+    out_.finishWrite();
     return 0;
 }
 
 int WsConnection::writeCompressed() {
-    MessagePtr msg = queue_.pop();
+    // One message per write (maxWriteBytes 1), in flight until the next WRITEABLE: lws reads it
+    // until then (lws_workarounds.h).
+    const std::vector<MessagePtr> &batch = out_.startWrite();
+    if (batch.empty()) return 0; // out of memory: try again later
+    MessagePtr msg = batch.front();
     if (msg->headroom() + msg->frameHeaderSize() < LWS_PRE) {
         // Made without room for lws (not by wsgwd's own API): copy once for this connection.
         msg = Message::create(msg->opcode(), msg->payload(), LWS_PRE);
+        inflightCopy_ = msg;
     }
-    inflight_ = msg; // lws reads it until the next WRITEABLE (lws_workarounds.h)
     auto type = msg->isText() ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
     if (lws_write(wsi_, const_cast<unsigned char *>(msg->data()), msg->size(), type) < 0) return -1;
     shard_.counters.messagesSent.add();

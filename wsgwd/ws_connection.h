@@ -1,9 +1,9 @@
 #pragma once
 
-#include "outbound_queue.h"
 #include "ws_server.h"
 
 #include <wsgw/connection.h>
+#include <wsgw/outbound.h>
 
 #include <libwebsockets.h>
 
@@ -121,8 +121,8 @@ private:
     bool pendingFlush_ = false;    // in the shard's toFlush list
     std::uint16_t closeCode_ = 0;
     std::string closeReason_;
-    OutboundQueue queue_;
-    MessagePtr inflight_;
+    Outbound out_;           // queue, slow-consumer policy, coalescing; the write in flight
+    MessagePtr inflightCopy_; // a compressed write's copy with room for lws, until the next WRITEABLE
     std::string rx_;
     std::size_t rxUtf8Whole_ = 0; // bytes of rx_ checked as whole UTF-8 characters (text)
     std::uint64_t rxBytesSeen_ = 0;

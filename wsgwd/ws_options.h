@@ -10,10 +10,10 @@
 #include "authorizer.h"
 #include "jwt.h"
 #include "net_address.h"
-#include "outbound_queue.h"
 #include "tls.h"
 
 #include <wsgw/event.h>
+#include <wsgw/outbound.h>
 #include <wsgw/tags.h>
 
 #include <chrono>
@@ -23,6 +23,8 @@
 #include <vector>
 
 namespace wsgw::daemon {
+
+using wsgw::SlowConsumerPolicy; // the library's (wsgw/outbound.h): close | drop_newest | drop_oldest
 
 /// An inbound rate limit per connection (rate_limit): a token bucket of `burst` messages
 /// refilled at `perSecond`.

@@ -149,6 +149,7 @@ int main(int argc, char **argv) {
         if (only >= 0 && k != only) continue;
         const Setup setup = setups[k];
         redisInt(probe, "FLUSHALL");
+        std::vector<std::unique_ptr<bench::FakeConnection>> conns(connections); // outlive the hub
         Hub hub({.shards = shards, .ownThreads = true});
         ConnectionMirror *mirror = nullptr;
         if (setup.mirror) {
@@ -160,7 +161,6 @@ int main(int argc, char **argv) {
             hub.setMirror(std::move(m));
         }
         if (!hub.start()) return 2;
-        std::vector<std::unique_ptr<bench::FakeConnection>> conns(connections);
         for (auto &c : conns) c = std::make_unique<bench::FakeConnection>();
         const auto openStart = Clock::now();
         for (std::size_t s = 0; s < shards; ++s)

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace wsgw {
 
@@ -142,6 +143,22 @@ private:
 struct Shard::Impl {
     explicit Impl(std::size_t cap) : capacity(cap) {}
 
+    // Connections opened with shared ownership, until closed; then `released` until the next
+    // open, closed or drain drops them. Declared before the registry, so they outlive it when
+    // the hub goes (its destructor unmarks the ones still registered).
+    std::unordered_map<ConnectionId, std::shared_ptr<Connection>, ConnectionIdHash> held;
+    std::vector<std::shared_ptr<Connection>> released; // capacity kept >= held + released
+
+    // One at a time, each out of the vector before it goes: a destructor may call back into
+    // the shard (closed() of another connection), which then finds the vector in order.
+    void dropReleased() noexcept {
+        while (!released.empty()) {
+            std::shared_ptr<Connection> last = std::move(released.back());
+            released.pop_back();
+            last.reset();
+        }
+    }
+
     Registry registry;
     const std::size_t capacity;
     std::atomic<std::size_t> reserved{0}; // inbox slots promised to callers, queued or about to be
@@ -151,6 +168,9 @@ struct Shard::Impl {
     bool stopped = false;       // guarded by mu
     std::condition_variable signal; // own-thread mode: new commands or stop
     std::function<void()> wake;
+
+    std::atomic<std::size_t> connections{0};         // opened and not yet closed
+    std::atomic<std::uint64_t> connectionErrors{0};  // Connection methods that threw
 
     std::vector<Command> running; // drained batch; only the shard thread touches it
     std::thread thread;           // own-thread mode
@@ -215,6 +235,16 @@ Shard::~Shard() = default;
 
 Registry &Shard::registry() noexcept { return impl_->registry; }
 
+template <class F> bool Shard::reach(F &&f) noexcept {
+    try {
+        f();
+        return true;
+    } catch (...) {
+        impl_->connectionErrors.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+}
+
 namespace {
 Event::TagLookup lookupIn(const Registry &registry, ConnectionId id) {
     return [&registry, id](std::string_view key) { return registry.tag(id, key); };
@@ -248,6 +278,26 @@ bool Shard::open(Connection &conn, const TagList &tags, const EventSpec &spec) n
         reg.remove(conn.id());
         return false;
     }
+    impl_->connections.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+bool Shard::open(std::shared_ptr<Connection> conn, const TagList &tags, const EventSpec &spec) noexcept {
+    Impl &d = *impl_;
+    d.dropReleased();
+    if (!conn) return false;
+    const ConnectionId id = conn->id();
+    try {
+        if (!d.held.try_emplace(id, conn).second) return false; // that id is open already
+        d.released.reserve(d.held.size() + d.released.size());  // so that closed() never allocates
+    } catch (...) {
+        d.held.erase(id);
+        return false;
+    }
+    if (!open(*conn, tags, spec)) {
+        d.held.erase(id);
+        return false;
+    }
     return true;
 }
 
@@ -266,7 +316,14 @@ bool Shard::message(const Connection &conn, Opcode type, std::string_view payloa
 
 void Shard::closed(const Connection &conn, const EventSpec &spec) noexcept {
     Registry &reg = impl_->registry;
+    impl_->dropReleased();
     if (!reg.find(conn.id())) return;
+    // Released after this call (see open with a shared_ptr): `conn` may be the caller itself.
+    if (auto it = impl_->held.find(conn.id()); it != impl_->held.end()) {
+        impl_->released.push_back(std::move(it->second)); // capacity reserved by open
+        impl_->held.erase(it);
+    }
+    impl_->connections.fetch_sub(1, std::memory_order_relaxed);
     // The close event carries the tags the connection had; it is published once the connection
     // has left the registry, so a consumer reacting to it no longer finds it there.
     if (ConnectionMirror *m = hub_.mirror()) m->closed(index_, conn.id());
@@ -282,6 +339,7 @@ void Shard::closed(const Connection &conn, const EventSpec &spec) noexcept {
 
 std::size_t Shard::drain() noexcept {
     Impl &d = *impl_;
+    d.dropReleased();
     {
         std::lock_guard lock(d.mu);
         if (d.inbox.empty()) return 0;
@@ -379,6 +437,18 @@ Hub::~Hub() { stop(); }
 
 std::size_t Hub::shardCount() const noexcept { return impl_->shards.size(); }
 
+std::size_t Hub::connectionCount() const noexcept {
+    std::size_t n = 0;
+    for (const auto &s : impl_->shards) n += s->impl_->connections.load(std::memory_order_relaxed);
+    return n;
+}
+
+std::uint64_t Hub::connectionErrors() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto &s : impl_->shards) n += s->impl_->connectionErrors.load(std::memory_order_relaxed);
+    return n;
+}
+
 Shard &Hub::shard(std::size_t index) noexcept {
     if (index >= impl_->shards.size()) {
         std::fprintf(stderr, "wsgw::Hub::shard(%zu): the hub has %zu shards\n", index, impl_->shards.size());
@@ -433,18 +503,24 @@ void Hub::stopCommands() noexcept {
     }
 }
 
-void Hub::stop(std::chrono::milliseconds flushFor) noexcept {
-    if (impl_->stopped.exchange(true)) return;
+std::size_t Hub::stop(std::chrono::milliseconds flushFor) noexcept {
+    if (impl_->stopped.exchange(true)) return 0;
     stopCommands();
     for (auto &s : impl_->shards)
         if (s->impl_->thread.joinable()) s->impl_->thread.join();
     // The mirror gets what is left of the flush time after the event sinks.
     const auto deadline = std::chrono::steady_clock::now() + flushFor;
-    impl_->events.stop(flushFor);
+    std::size_t left = 0;
+    try {
+        left = impl_->events.stop(flushFor);
+    } catch (...) {
+        // EventBus::stop is not noexcept; whatever it threw, the sinks are past helping.
+    }
     if (impl_->mirror)
         impl_->mirror->stop(std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
                                          deadline - std::chrono::steady_clock::now()),
                                      std::chrono::milliseconds(0)));
+    return left;
 }
 
 void Hub::forEachShard(std::function<std::size_t(Shard &)> fn, CountCallback done, Deadline deadline) noexcept {
@@ -480,7 +556,7 @@ void Hub::send(Selector sel, MessagePtr msg, CountCallback done, Deadline deadli
             std::size_t queued = 0;
             s.registry().match(sel, [&](Connection &c) {
                 if (!mine) copy = Message::create(msg->opcode(), msg->payload(), msg->headroom());
-                queued += c.send(mine) == SendStatus::Queued;
+                s.reach([&] { queued += c.send(mine) == SendStatus::Queued; });
             });
             return queued;
         },
@@ -541,7 +617,7 @@ void Hub::setTags(Selector sel, TagList changes, std::size_t maxTags, std::funct
                         ++mine.over;
                         return;
                     }
-                    changeTags(s, c, changes);
+                    changeTags(s, c, changes); // registry and mirror only: no call into the transport
                     ++mine.changed;
                 });
                 join.add([&](TagChangeCount &all) {
@@ -554,13 +630,18 @@ void Hub::setTags(Selector sel, TagList changes, std::size_t maxTags, std::funct
 
 void Hub::close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last, CountCallback done,
                 Deadline deadline) noexcept {
+    reason.resize(cutCloseReason(reason).size()); // a prefix: shrinking never allocates
     countCommand(
         *this,
         [sel = std::move(sel), code, reason = std::move(reason), last = std::move(last)](Shard &s) {
-            return s.registry().match(sel, [&](Connection &c) {
-                if (last) (void)c.send(last);
-                c.close(code, reason);
+            std::size_t closed = 0;
+            s.registry().match(sel, [&](Connection &c) {
+                closed += s.reach([&] {
+                    if (last) (void)c.send(last);
+                    c.close(code, reason);
+                });
             });
+            return closed;
         },
         done, deadline);
 }
@@ -578,7 +659,13 @@ void Hub::status(Selector sel, std::function<void(StatusResult)> done, Deadline 
                 std::vector<ConnectionInfo> mine;
                 Registry &reg = s.registry();
                 reg.match(sel, [&](Connection &c) {
-                    mine.push_back(ConnectionInfo{c.id(), std::string(c.endpoint()), c.remoteAddress(), reg.tags(c.id()),
+                    std::string endpoint, address;
+                    if (!s.reach([&] {
+                            endpoint = std::string(c.endpoint());
+                            address = c.remoteAddress();
+                        }))
+                        return; // the transport could not describe it: left out of the list
+                    mine.push_back(ConnectionInfo{c.id(), std::move(endpoint), std::move(address), reg.tags(c.id()),
                                                   s.index()});
                 });
                 join.add([&](std::vector<ConnectionInfo> &all) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -16,7 +17,16 @@
 
 namespace wsgw {
 
-Connection::~Connection() = default;
+Connection::~Connection() {
+    if (registeredIn_ == nullptr) return;
+    // A registered connection is still reachable by every command that selects it: going on
+    // would leave the shard a dangling reference (a use after free at the next send).
+    std::fprintf(stderr,
+                 "wsgw: connection %s destroyed while still registered: call Shard::closed before destroying it, "
+                 "or open it with a std::shared_ptr so the shard keeps it alive (see wsgw/connection.h)\n",
+                 id_.toString().c_str());
+    std::abort();
+}
 
 namespace {
 
@@ -378,7 +388,12 @@ struct Registry::Impl {
 };
 
 Registry::Registry() : impl_(std::make_unique<Impl>()) {}
-Registry::~Registry() = default;
+Registry::~Registry() {
+    // The connections still registered outlive it (a transport's own shutdown order): they are
+    // free to go now.
+    for (std::uint32_t slot : impl_->byId)
+        if (Connection *c = impl_->records[slot].conn) c->registeredIn_ = nullptr;
+}
 
 bool Registry::add(Connection &conn, const TagList &initial) {
     Impl &d = *impl_;
@@ -390,6 +405,7 @@ bool Registry::add(Connection &conn, const TagList &initial) {
     for (const auto &[key, value] : initial)
         if (!key.empty()) d.setTag(slot, key, value);
     d.byId.insert(slot);
+    conn.registeredIn_ = this;
     return true;
 }
 
@@ -400,6 +416,7 @@ bool Registry::remove(ConnectionId id) noexcept {
     std::uint32_t slot = *it;
     d.byId.erase(it);
     Record &rec = d.records[slot];
+    if (rec.conn) rec.conn->registeredIn_ = nullptr;
     while (!rec.tags.empty()) d.unlink(slot, rec.tags.size() - 1);
     d.records.release(slot);
     return true;

@@ -41,9 +41,10 @@ Selector Selector::withIds(std::vector<ConnectionId> ids) {
 }
 
 std::optional<Selector> Selector::parse(std::string_view query, std::string *error) {
+    if (query == "*") return all(); // toString()'s form of all()
     auto pairs = parseForm(query, error);
     if (!pairs) return std::nullopt;
-    auto idPair = std::find_if(pairs->begin(), pairs->end(), [](const auto &p) { return p.first == "id"; });
+    auto idPair = std::find_if(pairs->begin(), pairs->end(), [](const auto &p) { return p.first == kSelectorIdKey; });
     if (idPair == pairs->end()) return withTags(std::move(*pairs));
 
     std::vector<ConnectionId> ids;

@@ -97,6 +97,8 @@ TEST_CASE("send: AND selectors, id lists, binary, exact counts") {
     CHECK(httpPost(d->controlPort, "/send", "nobody").body == "0");
     CHECK(httpPost(d->controlPort, "/send?group=other", "nobody").body == "0");
     CHECK(httpPost(d->controlPort, "/send?id=00000000-0000-4000-8000-000000000000", "nobody").body == "0");
+    // `?*` is the original's key `*` without a value: no one (Selector::parse("*") is everyone).
+    CHECK(httpPost(d->controlPort, "/send?*", "nobody").body == "0");
     CHECK(a.ws->receive(200ms).kind == wsgw::test::Received::Kind::Timeout);
 }
 
@@ -114,6 +116,13 @@ TEST_CASE("settags: add, change, delete; /status and /tree follow") {
     auto tree = httpGet(d->controlPort, "/tree");
     CHECK(tree.status == 200);
     CHECK(tree.body == "group\n - default\nrole\n - admin\n - user\nroom\n - r1\n");
+
+    // The key `id` is the selector's: a tag by that name could never be selected, so it is refused
+    // and nothing changes, not even the other keys of the request.
+    auto reserved = httpPost(d->controlPort, "/settags?group=default", "x=1&id=7");
+    CHECK(reserved.status == 400);
+    CHECK(reserved.body.find("tag key 'id' is reserved") == 0);
+    CHECK(statusLines(d->controlPort)[a.id] == "group=default role=admin room=r1");
 
     // An empty value deletes; the last user of a value takes it out of the tree.
     CHECK(httpPost(d->controlPort, "/settags?role=admin", "role=").body == "1");

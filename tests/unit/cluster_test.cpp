@@ -173,9 +173,9 @@ struct TestNode {
         cluster->stop();
         hub.stop();
     }
+    std::vector<std::unique_ptr<RecordingConnection>> conns; // outlive the hub's registries
     Hub hub;
     std::unique_ptr<Cluster> cluster;
-    std::vector<std::unique_ptr<RecordingConnection>> conns;
 };
 
 } // namespace

@@ -226,6 +226,12 @@ TEST_CASE("empty sections and lists mean their defaults") {
     CHECK(c.ws.endpoints[0].setTags.empty());
 }
 
+TEST_CASE("set_tags refuses the tag name id, which no selector could match, naming where it is") {
+    std::string e = errorOf("endpoints:\n  - path: /a\n    set_tags: {group: a, id: x}\n");
+    CHECK(e.find("t.yml:3:") == 0);
+    CHECK(e.find("endpoints[0].set_tags: tag name 'id' is reserved") != std::string::npos);
+}
+
 TEST_CASE("scalars: numbers as strings, YAML booleans, quoting") {
     Config c = parseOk("endpoints:\n  - path: \"/a\"\n    set_tags: {1: 2, admin: true, 'x y': \"z w\"}\n"
                        "    stream_include_tags: [1]\n    compression: no\n"

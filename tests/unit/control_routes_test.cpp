@@ -105,9 +105,9 @@ struct Api {
         return n;
     }
 
+    FakeConnection a, b, c; // outlive the hub
     Hub hub{HubOptions{.shards = 2, .inboxCapacity = 64, .ownThreads = true}};
     Metrics metrics{2, {"/connect"}};
-    FakeConnection a, b, c;
     std::mutex mu;
     std::condition_variable cv;
     std::string why;

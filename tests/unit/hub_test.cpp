@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -14,6 +15,9 @@
 #include <set>
 #include <thread>
 #include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace wsgw;
 using namespace std::chrono_literals;
@@ -71,9 +75,9 @@ struct CaptureSink final : EventSink {
 } // namespace
 
 TEST_CASE("commands reach every shard; counts are exact sums") {
+    std::vector<std::unique_ptr<FakeConnection>> conns; // outlives the hub
     Hub hub({.shards = 4, .inboxCapacity = 64, .ownThreads = true});
     REQUIRE(hub.start());
-    std::vector<std::unique_ptr<FakeConnection>> conns;
     for (std::size_t i = 0; i < 40; ++i) conns.push_back(std::make_unique<FakeConnection>());
     // 10 connections per shard: group g<i%2>, admin on every 5th.
     for (std::size_t i = 0; i < conns.size(); ++i) {
@@ -134,9 +138,9 @@ TEST_CASE("commands reach every shard; counts are exact sums") {
 }
 
 TEST_CASE("a broadcast shares one buffer per shard: the recipients of a shard hold the same message") {
+    std::vector<std::unique_ptr<FakeConnection>> conns; // outlives the hub
     Hub hub({.shards = 3, .inboxCapacity = 64, .ownThreads = true});
     REQUIRE(hub.start());
-    std::vector<std::unique_ptr<FakeConnection>> conns;
     for (std::size_t i = 0; i < 12; ++i) {
         conns.push_back(std::make_unique<FakeConnection>());
         onShard(hub.shard(i % 3), [&](Shard &s) { REQUIRE(s.open(*conns[i], {{"g", "1"}}, kNoEvents)); });
@@ -162,9 +166,9 @@ TEST_CASE("a broadcast shares one buffer per shard: the recipients of a shard ho
 
 TEST_CASE("broadcasts from several threads reach each match exactly once while connections churn") {
     constexpr std::size_t kShards = 3, kStable = 300, kBroadcasts = 200;
+    std::vector<std::unique_ptr<CountingConnection>> stable; // outlives the hub
     Hub hub({.shards = kShards, .inboxCapacity = 1024, .ownThreads = true});
     REQUIRE(hub.start());
-    std::vector<std::unique_ptr<CountingConnection>> stable;
     for (std::size_t i = 0; i < kStable; ++i) {
         stable.push_back(std::make_unique<CountingConnection>());
         onShard(hub.shard(i % kShards), [&](Shard &s) { REQUIRE(s.open(*stable[i], {{"group", "all"}}, kNoEvents)); });
@@ -209,17 +213,20 @@ TEST_CASE("broadcasts from several threads reach each match exactly once while c
     for (auto &t : senders) t.join();
     stop.store(true);
     churn.join();
+    // Let every queued close run (an inbox is FIFO): stop() discards what is still queued, and a
+    // connection must not go while registered.
+    for (std::size_t i = 0; i < kShards; ++i) onShard(hub.shard(i), [](Shard &) {});
     hub.stop();
     for (auto &c : stable) CHECK(c->received.load() == static_cast<int>(kBroadcasts));
 }
 
 TEST_CASE("a full inbox refuses the command everywhere with Busy") {
     // External threads: nobody drains until we say so.
+    FakeConnection a; // outlives the hub
     Hub hub({.shards = 2, .inboxCapacity = 2, .ownThreads = false});
     std::atomic<int> wakes{0};
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([&] { wakes.fetch_add(1); });
     REQUIRE(hub.start());
-    FakeConnection a;
     REQUIRE(hub.shard(0).post([&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}}, kNoEvents)); }));
     std::vector<CountResult> results;
     auto record = [&](CountResult r) { results.push_back(r); };
@@ -274,6 +281,7 @@ TEST_CASE("forEachShard runs on each shard's own thread") {
 }
 
 TEST_CASE("open, message and close events carry the included tags and vars") {
+    FakeConnection c("/connect/v2"); // outlives the hub
     Hub hub({.shards = 1, .ownThreads = true});
     std::mutex mu;
     std::vector<EventPtr> events;
@@ -284,7 +292,6 @@ TEST_CASE("open, message and close events carry the included tags and vars") {
     spec.includeTags = {"group", "absent"};
     spec.contextTags = {"tenant"};
     spec.json = *JsonExtractor::create({{"cmd", "data.command"}});
-    FakeConnection c("/connect/v2");
     onShard(hub.shard(0), [&](Shard &s) {
         REQUIRE(s.open(c, {{"group", "g"}, {"tenant", "t"}, {"secret", "s"}}, spec));
         s.message(c, Opcode::Text, R"({"data":{"command":"join"}})", spec);
@@ -352,10 +359,10 @@ TEST_CASE("a command that throws on a shard answers its caller once, with Failed
 }
 
 TEST_CASE("a command past its deadline is not run late: TimedOut with what the prompt shards did") {
+    FakeConnection a, b; // outlives the hub
     Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
     REQUIRE(hub.start());
-    FakeConnection a, b;
     REQUIRE(hub.shard(0).post([&](Shard &s) { REQUIRE(s.open(a, {{"g", "1"}}, kNoEvents)); }));
     REQUIRE(hub.shard(1).post([&](Shard &s) { REQUIRE(s.open(b, {{"g", "1"}}, kNoEvents)); }));
     CHECK(hub.shard(0).drain() == 1);
@@ -383,6 +390,7 @@ TEST_CASE("a command past its deadline is not run late: TimedOut with what the p
 TEST_CASE("stopCommands answers every waiting caller at once, refuses new commands, and events still flow") {
     std::mutex mu;
     std::vector<EventPtr> events;
+    FakeConnection c; // outlives the hub
     Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
     hub.events().addSink(std::make_unique<CaptureSink>(mu, events));
     for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
@@ -398,7 +406,6 @@ TEST_CASE("stopCommands answers every waiting caller at once, refuses new comman
     CHECK(hub.shard(0).drain() == 0);
 
     // A transport still reports connections going away after its commands stopped.
-    FakeConnection c;
     REQUIRE(hub.shard(0).open(c, {{"g", "1"}}, kNoEvents));
     hub.shard(0).closed(c, kNoEvents);
     hub.stop(2000ms);
@@ -407,9 +414,9 @@ TEST_CASE("stopCommands answers every waiting caller at once, refuses new comman
 }
 
 TEST_CASE("a bounded setTags checks and changes each connection in one step") {
+    FakeConnection small, full, dup; // outlives the hub
     Hub hub({.shards = 2, .inboxCapacity = 16, .ownThreads = true});
     REQUIRE(hub.start());
-    FakeConnection small, full, dup;
     onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(small, {{"g", "1"}}, kNoEvents)); });
     onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(full, {{"g", "1"}, {"a", "1"}, {"b", "1"}}, kNoEvents)); });
     onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(dup, {{"g", "1"}, {"x", "1"}, {"y", "1"}}, kNoEvents)); });
@@ -459,11 +466,11 @@ TEST_CASE("a mirror hears every open, tag change and close on the shard threads,
     };
     auto owned = std::make_unique<Recording>();
     Recording &m = *owned;
+    FakeConnection c; // outlives the hub
     Hub hub({.shards = 2, .ownThreads = true});
     hub.setMirror(std::move(owned));
     REQUIRE(hub.start());
     CHECK(m.started);
-    FakeConnection c;
     onShard(hub.shard(1), [&](Shard &s) { REQUIRE(s.open(c, {{"g", "1"}}, kNoEvents)); });
     CHECK(hub.setTags(sel("g=1"), {{"x", "2"}, {"g", ""}}).get().value == 1);
     onShard(hub.shard(1), [&](Shard &s) { s.closed(c, kNoEvents); });
@@ -487,13 +494,13 @@ TEST_CASE("the tags a sink's templates read reach every event's context, whateve
     };
     auto owned = std::make_unique<Reads>();
     Reads &sink = *owned;
+    FakeConnection c; // outlives the hub
     Hub hub({.shards = 1, .ownThreads = true});
     hub.events().addSink(std::move(owned));
     REQUIRE(hub.start());
     CHECK(hub.events().tagsUsed() == std::vector<std::string>{"room", "group"});
     EventSpec spec;
     spec.includeTags = {"group"};
-    FakeConnection c;
     onShard(hub.shard(0), [&](Shard &s) {
         REQUIRE(s.open(c, {{"group", "g"}, {"room", "r1"}, {"other", "x"}}, spec));
         s.message(c, Opcode::Text, "hi", spec);
@@ -507,4 +514,262 @@ TEST_CASE("the tags a sink's templates read reach every event's context, whateve
         REQUIRE(e->findTag("room"));
         CHECK(*e->findTag("room") == "r1");
     }
+}
+
+namespace {
+// A transport with a bug: its send or close throws (as Boost.Beast's close does for a reason
+// over 123 bytes).
+class ThrowingConnection final : public Connection {
+public:
+    ThrowingConnection(bool onSend, bool onClose) : Connection(ConnectionId::random()), onSend_(onSend), onClose_(onClose) {}
+    SendStatus send(const MessagePtr &) override {
+        if (onSend_) throw std::runtime_error("send");
+        return SendStatus::Queued;
+    }
+    void close(std::uint16_t, std::string_view) override {
+        if (onClose_) throw std::length_error("close reason too long");
+    }
+    std::string remoteAddress() const override { throw std::runtime_error("address"); }
+    std::string_view endpoint() const override { return "/c"; }
+
+private:
+    bool onSend_, onClose_;
+};
+} // namespace
+
+TEST_CASE("a Connection method that throws skips that recipient only; the command answers exactly once") {
+    std::vector<std::unique_ptr<Connection>> conns; // outlives the hub
+    Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = true});
+    REQUIRE(hub.start());
+    // On each shard: a throwing connection first and last, a good one between.
+    std::vector<FakeConnection *> good;
+    for (std::size_t i = 0; i < 2; ++i) {
+        onShard(hub.shard(i), [&](Shard &s) {
+            auto bad1 = std::make_unique<ThrowingConnection>(true, true);
+            auto ok = std::make_unique<FakeConnection>("/c");
+            auto bad2 = std::make_unique<ThrowingConnection>(false, true);
+            REQUIRE(s.open(*bad1, {{"g", "x"}}, kNoEvents));
+            REQUIRE(s.open(*ok, {{"g", "x"}}, kNoEvents));
+            REQUIRE(s.open(*bad2, {{"g", "x"}}, kNoEvents));
+            good.push_back(ok.get());
+            conns.push_back(std::move(bad1));
+            conns.push_back(std::move(ok));
+            conns.push_back(std::move(bad2));
+        });
+    }
+    CHECK(hub.connectionCount() == 6);
+
+    // Future form: the promise is kept, with Ok and the recipients that were reached.
+    auto sent = hub.send(sel("g=x"), Message::text("hi")).get();
+    CHECK(sent.status == CommandStatus::Ok);
+    CHECK(sent.value == 4); // the good ones and bad2 (whose send works)
+    CHECK(sent.shards == 2);
+    CHECK(hub.connectionErrors() == 2);
+
+    auto listed = hub.status(sel("g=x")).get();
+    CHECK(listed.status == CommandStatus::Ok);
+    CHECK(listed.value.size() == 2); // the throwing ones cannot say their address
+    CHECK(hub.connectionErrors() == 6);
+
+    // Callback form: done runs once, every good connection is closed.
+    std::atomic<int> calls{0};
+    std::promise<CountResult> closed;
+    hub.close(sel("g=x"), close_code::kNormal, "bye", {}, [&](CountResult r) {
+        if (calls.fetch_add(1) == 0) closed.set_value(r);
+    });
+    CountResult r = closed.get_future().get();
+    CHECK(r.status == CommandStatus::Ok);
+    CHECK(r.value == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+        onShard(hub.shard(i), [&](Shard &) { CHECK(good[i]->closeCode == close_code::kNormal); });
+    }
+    CHECK(hub.connectionErrors() == 10);
+    for (std::size_t i = 0; i < 2; ++i) {
+        onShard(hub.shard(i), [&](Shard &s) {
+            for (std::size_t k = 0; k < 3; ++k) s.closed(*conns[3 * i + k], kNoEvents);
+        });
+    }
+    CHECK(hub.connectionCount() == 0);
+    hub.stop();
+    CHECK(calls.load() == 1);
+}
+
+TEST_CASE("the hub counts open connections over all shards") {
+    FakeConnection a, b, c; // outlives the hub
+    Hub hub({.shards = 2, .inboxCapacity = 8, .ownThreads = false});
+    for (std::size_t i = 0; i < 2; ++i) hub.shard(i).setWakeup([] {});
+    REQUIRE(hub.start());
+    CHECK(hub.connectionCount() == 0);
+    REQUIRE(hub.shard(0).open(a, {}, kNoEvents));
+    REQUIRE(hub.shard(1).open(b, {}, kNoEvents));
+    REQUIRE(hub.shard(1).open(c, {}, kNoEvents));
+    CHECK_FALSE(hub.shard(1).open(c, {}, kNoEvents)); // already registered: not counted twice
+    CHECK(hub.connectionCount() == 3);
+    hub.shard(1).closed(b, kNoEvents);
+    hub.shard(1).closed(b, kNoEvents); // unknown now: no-op
+    CHECK(hub.connectionCount() == 2);
+    hub.shard(0).closed(a, kNoEvents);
+    hub.shard(1).closed(c, kNoEvents);
+    CHECK(hub.connectionCount() == 0);
+}
+
+TEST_CASE("close reasons: cut at 123 bytes on a UTF-8 boundary, by the hub") {
+    CHECK(kMaxCloseReasonBytes == 123);
+    CHECK(cutCloseReason("bye") == "bye");
+    std::string exact(123, 'a');
+    CHECK(cutCloseReason(exact) == exact);
+    CHECK(cutCloseReason(exact + "b") == exact);
+    // A 2-, 3- and 4-byte character straddling byte 123 goes as a whole.
+    for (std::string ch : {std::string("\xc3\xa9"), std::string("\xe2\x82\xac"), std::string("\xf0\x9f\x98\x80")}) {
+        for (std::size_t lead = 123 - ch.size() + 1; lead <= 122; ++lead) {
+            std::string reason = std::string(lead, 'a') + ch + "tail";
+            CHECK_MESSAGE(cutCloseReason(reason) == std::string(lead, 'a'), ch.size() << "-byte char at " << lead);
+        }
+        // Ending exactly at 123: kept.
+        std::string fits = std::string(123 - ch.size(), 'a') + ch;
+        CHECK(cutCloseReason(fits + "x") == fits);
+    }
+    // Not UTF-8 (continuation bytes only): cut at 123 bytes all the same.
+    std::string junk(200, '\x80');
+    CHECK(cutCloseReason(junk).size() == 123);
+
+    FakeConnection conn("/c"), other("/c"); // outlive the hub: still registered when it goes
+    Hub hub({.shards = 1, .inboxCapacity = 8, .ownThreads = true});
+    REQUIRE(hub.start());
+    onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(conn, {{"g", "x"}}, kNoEvents)); });
+    std::string euros;
+    for (int i = 0; i < 60; ++i) euros += "\xe2\x82\xac"; // 180 bytes, 3 per character
+    CHECK(hub.close(sel("g=x"), close_code::kNormal, euros).get().value == 1);
+    onShard(hub.shard(0), [&](Shard &) {
+        CHECK(conn.closeReason.size() == 123); // 41 whole euros
+        CHECK(conn.closeReason == euros.substr(0, 123));
+    });
+    std::string mixed = "x" + euros; // now byte 123 is inside a character
+    onShard(hub.shard(0), [&](Shard &s) { REQUIRE(s.open(other, {{"g", "y"}}, kNoEvents)); });
+    CHECK(hub.close(sel("g=y"), close_code::kNormal, mixed).get().value == 1);
+    onShard(hub.shard(0), [&](Shard &) { CHECK(other.closeReason == mixed.substr(0, 121)); });
+}
+
+TEST_CASE("Hub::stop returns the events it left undelivered") {
+    struct Down final : EventSink {
+        std::string name() const override { return "down"; }
+        std::size_t publish(const std::vector<EventPtr> &) override { return 0; } // the broker is down
+    };
+    FakeConnection a("/c"), b("/c");
+    Hub hub({.shards = 1, .inboxCapacity = 8, .ownThreads = false});
+    hub.shard(0).setWakeup([] {});
+    hub.events().addSink(std::make_unique<Down>(), SinkOptions{.minBackoff = 10ms, .maxBackoff = 10ms});
+    REQUIRE(hub.start());
+    EventSpec spec;
+    REQUIRE(hub.shard(0).open(a, {}, spec));
+    REQUIRE(hub.shard(0).open(b, {}, spec));
+    hub.shard(0).closed(a, spec);
+    CHECK(hub.stop(50ms) == 3); // two opens and a close
+    CHECK(hub.stop(50ms) == 0);
+}
+
+namespace {
+// Reports itself gone from inside its own close(), as a transport whose close completes at once
+// may; the shard must not free it there.
+class SelfClosing final : public Connection {
+public:
+    explicit SelfClosing(Shard &s) : Connection(ConnectionId::random()), shard_(s) {}
+    SendStatus send(const MessagePtr &) override { return SendStatus::Queued; }
+    void close(std::uint16_t code, std::string_view) override {
+        shard_.closed(*this, kNoEvents);
+        lastCode = code; // still alive here (ASan would see a use after free otherwise)
+    }
+    std::string remoteAddress() const override { return "127.0.0.1:1"; }
+    std::string_view endpoint() const override { return "/c"; }
+    std::uint16_t lastCode = 0;
+
+private:
+    Shard &shard_;
+};
+} // namespace
+
+TEST_CASE("a connection opened with a shared_ptr lives from open until after closed") {
+    Hub hub({.shards = 1, .inboxCapacity = 8, .ownThreads = false});
+    hub.shard(0).setWakeup([] {});
+    REQUIRE(hub.start());
+    Shard &shard = hub.shard(0);
+
+    auto conn = std::make_shared<FakeConnection>("/c");
+    std::weak_ptr<FakeConnection> watch = conn;
+    CHECK_FALSE(shard.open(std::shared_ptr<Connection>(), {}, kNoEvents));
+    REQUIRE(shard.open(conn, {{"g", "x"}}, kNoEvents));
+    CHECK_FALSE(shard.open(conn, {{"g", "x"}}, kNoEvents)); // open already
+    conn.reset();                                           // the transport lets go: no owner but the shard
+    CHECK_FALSE(watch.expired());
+    std::future<CountResult> sent = hub.send(sel("g=x"), Message::text("hi"));
+    shard.drain();
+    CHECK(sent.get().value == 1);
+    CHECK(watch.lock()->received.size() == 1);
+
+    shard.closed(*watch.lock(), kNoEvents);
+    CHECK_FALSE(watch.expired()); // not freed inside closed()
+    CHECK(shard.drain() == 0);
+    CHECK(watch.expired()); // dropped at the next drain
+    CHECK(hub.connectionCount() == 0);
+
+    // closed() from the connection's own close(): it is still alive when closed() returns.
+    auto self = std::make_shared<SelfClosing>(shard);
+    std::weak_ptr<SelfClosing> selfWatch = self;
+    REQUIRE(shard.open(self, {{"g", "y"}}, kNoEvents));
+    self.reset();
+    std::future<CountResult> closed = hub.close(sel("g=y"), close_code::kGoingAway, "bye");
+    CHECK(shard.drain() == 1);
+    CHECK(closed.get().value == 1);
+    REQUIRE_FALSE(selfWatch.expired());
+    CHECK(selfWatch.lock()->lastCode == close_code::kGoingAway);
+    CHECK(shard.registry().size() == 0);
+    shard.drain();
+    CHECK(selfWatch.expired());
+
+    // Connections still held when the hub goes are released with it.
+    auto last = std::make_shared<FakeConnection>("/c");
+    std::weak_ptr<FakeConnection> lastWatch = last;
+    REQUIRE(shard.open(std::move(last), {}, kNoEvents));
+    hub.stop();
+    CHECK_FALSE(lastWatch.expired());
+}
+
+TEST_CASE("destroying a connection that is still registered aborts with a message") {
+    int err[2];
+    REQUIRE(pipe(err) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        std::signal(SIGABRT, SIG_DFL); // not doctest's crash report
+        dup2(err[1], 2);
+        Registry reg;
+        auto *c = new FakeConnection("/c");
+        (void)reg.add(*c, {});
+        delete c; // the bug
+        _exit(0);
+    }
+    close(err[1]);
+    std::string message;
+    char buf[512];
+    for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) message.append(buf, static_cast<std::size_t>(n));
+    close(err[0]);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
+    CHECK(message.find("destroyed while still registered") != std::string::npos);
+
+    // Unregistered first, or outliving its registry: no complaint.
+    {
+        FakeConnection outlives("/c");
+        Registry reg;
+        REQUIRE(reg.add(outlives, {}));
+    }
+    Registry reg;
+    {
+        FakeConnection removed("/c");
+        REQUIRE(reg.add(removed, {}));
+        REQUIRE(reg.remove(removed.id()));
+    }
+    CHECK(reg.size() == 0);
 }

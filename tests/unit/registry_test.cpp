@@ -34,8 +34,8 @@ std::set<ConnectionId> matched(Registry &reg, const Selector &s) {
 } // namespace
 
 TEST_CASE("add a connection and find it by id") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     CHECK(reg.add(a));
     CHECK(reg.size() == 1);
     CHECK(reg.find(a.id()) == &a);
@@ -44,8 +44,8 @@ TEST_CASE("add a connection and find it by id") {
 }
 
 TEST_CASE("add with tags; get by tags") {
+    FakeConnection a, b; // outlives the registry
     Registry reg;
-    FakeConnection a, b;
     REQUIRE(reg.add(a, {{"group", "x"}, {"admin", "1"}}));
     REQUIRE(reg.add(b, {{"group", "x"}}));
     CHECK(reg.tags(a.id()) == Tags{{"admin", "1"}, {"group", "x"}});
@@ -57,8 +57,8 @@ TEST_CASE("add with tags; get by tags") {
 }
 
 TEST_CASE("remove cleans up the index") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"group", "x"}, {"user", "u1"}}));
     CHECK(reg.remove(a.id()));
     CHECK(reg.size() == 0);
@@ -69,8 +69,8 @@ TEST_CASE("remove cleans up the index") {
 }
 
 TEST_CASE("multiple connections; removing one keeps shared tags and drops its unique tag") {
+    FakeConnection a, b, c; // outlives the registry
     Registry reg;
-    FakeConnection a, b, c;
     REQUIRE(reg.add(a, {{"group", "x"}, {"user", "ua"}}));
     REQUIRE(reg.add(b, {{"group", "x"}, {"user", "ub"}}));
     REQUIRE(reg.add(c, {{"group", "y"}}));
@@ -85,8 +85,8 @@ TEST_CASE("multiple connections; removing one keeps shared tags and drops its un
 }
 
 TEST_CASE("duplicate add is refused and changes nothing") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"k", "v"}}));
     CHECK_FALSE(reg.add(a, {{"k", "other"}}));
     CHECK(reg.size() == 1);
@@ -94,8 +94,8 @@ TEST_CASE("duplicate add is refused and changes nothing") {
 }
 
 TEST_CASE("remove of an unknown id is a no-op") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"k", "v"}}));
     CHECK_FALSE(reg.remove(ConnectionId::random()));
     CHECK_FALSE(reg.remove(ConnectionId()));
@@ -105,8 +105,8 @@ TEST_CASE("remove of an unknown id is a no-op") {
 }
 
 TEST_CASE("setTags sets, changes and deletes; deleting an absent tag is a no-op") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"group", "x"}}));
     CHECK(reg.setTags(a.id(), {{"admin", "1"}, {"group", "y"}}));
     CHECK(reg.tags(a.id()) == Tags{{"admin", "1"}, {"group", "y"}});
@@ -122,15 +122,15 @@ TEST_CASE("setTags sets, changes and deletes; deleting an absent tag is a no-op"
 }
 
 TEST_CASE("initial tags: a repeated key keeps its last value, empty values and keys are ignored") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"k", "1"}, {"k", "2"}, {"e", ""}, {"", "x"}}));
     CHECK(reg.tags(a.id()) == Tags{{"k", "2"}});
 }
 
 TEST_CASE("selectors with a missing key or value match nothing") {
+    FakeConnection a; // outlives the registry
     Registry reg;
-    FakeConnection a;
     REQUIRE(reg.add(a, {{"group", "x"}}));
     CHECK(reg.count(sel("nokey=x")) == 0);
     CHECK(reg.count(sel("group=novalue")) == 0);
@@ -142,8 +142,8 @@ TEST_CASE("selectors with a missing key or value match nothing") {
 }
 
 TEST_CASE("id selectors pick those connections and ignore other keys") {
+    FakeConnection a, b, c; // outlives the registry
     Registry reg;
-    FakeConnection a, b, c;
     REQUIRE(reg.add(a, {{"group", "x"}}));
     REQUIRE(reg.add(b, {{"group", "y"}}));
     REQUIRE(reg.add(c));
@@ -157,8 +157,8 @@ TEST_CASE("id selectors pick those connections and ignore other keys") {
 }
 
 TEST_CASE("a key with thousands of values") {
+    std::vector<std::unique_ptr<FakeConnection>> conns; // outlive the registry
     Registry reg;
-    std::vector<std::unique_ptr<FakeConnection>> conns;
     for (int i = 0; i < 5000; ++i) {
         conns.push_back(std::make_unique<FakeConnection>());
         REQUIRE(reg.add(*conns.back(), {{"user", "u" + std::to_string(i)}, {"group", "g" + std::to_string(i % 7)}}));
@@ -177,8 +177,8 @@ TEST_CASE("a key with thousands of values") {
 }
 
 TEST_CASE("match may change the registry from inside the visitor") {
+    std::vector<std::unique_ptr<FakeConnection>> conns; // outlive the registry
     Registry reg;
-    std::vector<std::unique_ptr<FakeConnection>> conns;
     for (int i = 0; i < 10; ++i) {
         conns.push_back(std::make_unique<FakeConnection>());
         REQUIRE(reg.add(*conns.back(), {{"group", "x"}}));
@@ -214,12 +214,13 @@ TEST_CASE("match may change the registry from inside the visitor") {
             }
         });
         CHECK(seen.count(late.id()) == 0);
+        reg.remove(late.id()); // it goes before the registry does
     }
 }
 
 TEST_CASE("forEach visits every connection with its tags") {
+    FakeConnection a, b; // outlives the registry
     Registry reg;
-    FakeConnection a, b;
     REQUIRE(reg.add(a, {{"k", "1"}}));
     REQUIRE(reg.add(b, {{"k", "2"}, {"j", "3"}}));
     std::map<ConnectionId, Tags> seen;
@@ -228,8 +229,8 @@ TEST_CASE("forEach visits every connection with its tags") {
 }
 
 TEST_CASE("many tags per connection (beyond the inline capacity)") {
+    FakeConnection a, b; // outlives the registry
     Registry reg;
-    FakeConnection a, b;
     TagList many;
     for (int i = 0; i < 40; ++i) many.emplace_back("k" + std::to_string(i), "v" + std::to_string(i));
     REQUIRE(reg.add(a, many));
@@ -287,9 +288,9 @@ TEST_CASE("randomized: 100k operations agree with a naive model after every step
     auto key = [&] { return "k" + std::to_string(pick(5)); };
     auto value = [&] { return "v" + std::to_string(pick(8)); };
 
+    std::vector<std::unique_ptr<FakeConnection>> live; // outlive the registry
     Registry reg;
     Model model;
-    std::vector<std::unique_ptr<FakeConnection>> live;
     std::size_t selects = 0;
 
     for (int step = 0; step < 100000; ++step) {

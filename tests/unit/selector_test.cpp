@@ -97,9 +97,19 @@ TEST_CASE("malformed selectors are errors with a position") {
 
 TEST_CASE("toString parses back to the same selector") {
     ConnectionId a = ConnectionId::random();
-    for (const Selector &s : {parsed("b=2&a=x+y"), parsed("id=" + a.toString()), Selector::none()}) {
+    for (const Selector &s : {parsed("b=2&a=x+y"), parsed("id=" + a.toString()), Selector::none(), Selector::all()}) {
         CHECK(parsed(s.toString()) == s);
     }
+}
+
+TEST_CASE("* is everyone, and only alone") {
+    CHECK(Selector::all().toString() == "*");
+    Selector all = parsed("*");
+    CHECK(all.kind() == Selector::Kind::All);
+    CHECK(all.matches(ConnectionId::random(), Tags{}));
+    // Anywhere else `*` is a key without a value, which selects no one.
+    CHECK_FALSE(parsed("*&a=1").matches(ConnectionId::random(), Tags{{"a", "1"}, {"*", "x"}}));
+    CHECK(parsed("%2A").kind() == Selector::Kind::AllOf);
 }
 
 TEST_CASE("connection ids") {

@@ -3,7 +3,6 @@
 
 #include "close_frame.h"
 #include "deflate_offer.h"
-#include "outbound_queue.h"
 #include "utf8.h"
 #include "ws_handshake.h"
 
@@ -102,41 +101,6 @@ TEST_CASE("header helpers") {
     CHECK(validKey("AAAAAAAAAAAAAAAAAAAAAA=="));
     CHECK_FALSE(validKey("AAAAAAAAAAAAAAAAAAAAAAA="));
     CHECK_FALSE(validKey("AAAAAAAAAAAAAAAAAAAAA-=="));
-}
-
-TEST_CASE("the outbound queue applies its byte bound by policy and never drops what is being written") {
-    auto msg = [](std::size_t payload) { return Message::create(Opcode::Binary, std::string(payload, 'x')); };
-    const std::size_t frame = msg(100)->frame().size(); // 102: a 2-byte header
-    const std::size_t bound = 3 * frame;
-
-    OutboundQueue q;
-    for (int i = 0; i < 3; ++i) CHECK(q.push(msg(100), bound, SlowConsumerPolicy::DropNewest).queued);
-    CHECK(q.bytes() == bound);
-    auto r = q.push(msg(100), bound, SlowConsumerPolicy::DropNewest);
-    CHECK_FALSE(r.queued);
-    CHECK(r.dropped == 1);
-    CHECK(q.size() == 3);
-
-    // Close: the queue is left as it is and the caller is told to close.
-    r = q.push(msg(100), bound, SlowConsumerPolicy::Close);
-    CHECK(r.overLimit);
-    CHECK_FALSE(r.queued);
-    CHECK(q.size() == 3);
-
-    // DropOldest: as many old ones go as the new one needs.
-    MessagePtr big = msg(250);
-    r = q.push(big, bound, SlowConsumerPolicy::DropOldest);
-    CHECK(r.queued);
-    CHECK(r.dropped == 3);
-    CHECK(q.size() == 1);
-    CHECK(q.front() == big);
-
-    // One message always fits into an empty queue, however big.
-    OutboundQueue e;
-    CHECK(e.push(msg(10'000), bound, SlowConsumerPolicy::Close).queued);
-    CHECK(e.pop()->payload().size() == 10'000);
-    CHECK(e.empty());
-    CHECK(e.bytes() == 0);
 }
 
 TEST_CASE("checkUtf8Prefix: a cut character is fine as far as it goes; what cannot become UTF-8 is not") {

@@ -87,7 +87,13 @@ public:
     /// A new connection: registers it with `tags` and publishes its open event.
     /// Returns false (and leaves nothing registered, publishes nothing) if its id is already
     /// registered or memory runs out.
+    /// Borrows `conn`: the transport keeps it alive until Shard::closed (see Connection, Lifetime).
     [[nodiscard]] bool open(Connection &conn, const TagList &tags, const EventSpec &spec) noexcept;
+    /// The same, sharing ownership: the shard holds `conn` from here until after Shard::closed,
+    /// then drops its reference on this thread at its next open, closed or drain (never inside
+    /// closed(), so closed() may be called from the connection's own methods), or when the hub is
+    /// destroyed. Returns false (holding nothing) where the other form does, or for a null `conn`.
+    [[nodiscard]] bool open(std::shared_ptr<Connection> conn, const TagList &tags, const EventSpec &spec) noexcept;
     /// A message from the client: publishes a message event. Never blocks. Returns false if the
     /// event could not be built (out of memory); it is then counted as dropped.
     bool message(const Connection &conn, Opcode type, std::string_view payload, const EventSpec &spec) noexcept;
@@ -103,7 +109,11 @@ public:
     std::size_t drain() noexcept;
 
     /// How the hub wakes this shard's thread when a command arrives: the transport's wake-up
-    /// (e.g. lws_cancel_service). Thread-safe to call it; must be set before Hub::start().
+    /// (e.g. lws_cancel_service, uv_async_send, boost::asio::post of a drain()). Must be set
+    /// before Hub::start(). The hub calls it from any thread, this shard's own included (a
+    /// command issued from inside the loop), so it must only arrange for drain() to run soon on
+    /// the shard's thread: never drain inline, never block, never throw. Several wake-ups may
+    /// be answered by one drain(). README: "Embedding in your own server".
     void setWakeup(std::function<void()> wake);
 
     /// Thread-safe: queues `fn` to run on this shard's thread and wakes it. Returns false if the
@@ -114,6 +124,9 @@ public:
 private:
     friend class Hub;
     Shard(Hub &hub, std::size_t index, std::size_t inboxCapacity);
+    // Runs one recipient's part of a command (calls into a Connection); what it throws is counted
+    // in Hub::connectionErrors() and dropped. Returns whether it returned normally.
+    template <class F> bool reach(F &&f) noexcept;
     struct Impl;
     Hub &hub_;
     std::size_t index_;
@@ -127,7 +140,9 @@ struct HubOptions {
     std::size_t inboxCapacity = 4096;
     /// true: the hub runs each shard on a thread of its own (for embeddings with no event loop,
     /// tests and simulations). false: the transport runs each shard's loop, sets its wake-up and
-    /// calls Shard::drain().
+    /// calls Shard::drain(); open/message/closed are called from that loop's callbacks. Shutdown
+    /// then: close every connection (Hub::close), keep the loops running until each has been
+    /// reported with Shard::closed (connectionCount() == 0), Hub::stop(), stop the loops.
     bool ownThreads = false;
     /// The id of the first event (Event::id). wsgwd starts each run at its start time in
     /// milliseconds times 1000, so ids keep increasing across restarts of a node.
@@ -147,6 +162,11 @@ struct HubOptions {
 /// calling thread if it could not be queued everywhere (then it ran nowhere), otherwise on the
 /// thread of the last shard to finish, or of stopCommands(). So `done` must be quick, must not
 /// block and must not throw (an exception from it is dropped). No call throws.
+///
+/// A Connection method that throws (a transport's bug, e.g. a library that throws on a close
+/// reason it does not like) is caught per recipient: that connection counts as not reached (not
+/// in the command's count), connectionErrors() counts it, and the command goes on with the other
+/// recipients and answers exactly once, with Ok if nothing else went wrong.
 class WSGW_EXPORT Hub {
 public:
     explicit Hub(HubOptions options = {});
@@ -161,6 +181,12 @@ public:
     ConnectionMirror *mirror() noexcept;
 
     std::size_t shardCount() const noexcept;
+    /// Thread-safe: connections registered through Shard::open and not yet Shard::closed, over
+    /// all shards (each shard's count is exact on its own thread; the sum is a moment's view).
+    std::size_t connectionCount() const noexcept;
+    /// Thread-safe: how many times a Connection method threw inside a command (each caught, that
+    /// recipient skipped). Anything above 0 is a transport bug worth a log line.
+    std::uint64_t connectionErrors() const noexcept;
     /// Precondition: index < shardCount() (a programming error otherwise: the process aborts).
     Shard &shard(std::size_t index) noexcept;
     EventBus &events() noexcept;
@@ -173,8 +199,9 @@ public:
     /// it stops its shards' loops; stop() calls it too. Idempotent.
     void stopCommands() noexcept;
     /// stopCommands(), then joins the hub's own threads and stops the event sinks after letting
-    /// them flush for up to `flushFor`.
-    void stop(std::chrono::milliseconds flushFor = std::chrono::milliseconds(0)) noexcept;
+    /// them flush for up to `flushFor`. Returns how many events were left undelivered (still in
+    /// a sink's backlog when the flush time ran out; EventBus::stop); 0 when called again.
+    std::size_t stop(std::chrono::milliseconds flushFor = std::chrono::milliseconds(0)) noexcept;
 
     using CountCallback = std::function<void(CountResult)>;
 
@@ -195,7 +222,8 @@ public:
     void setTags(Selector sel, TagList changes, std::size_t maxTags, std::function<void(SetTagsResult)> done,
                  Deadline deadline = kNoDeadline) noexcept;
     /// Sends `last` first if it is non-null, then closes every selected connection with
-    /// `code` and `reason`; counts them.
+    /// `code` and `reason`; counts them. A reason over kMaxCloseReasonBytes is cut, here, by
+    /// cutCloseReason (on a UTF-8 boundary), so every transport gets one that fits a close frame.
     void close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last, CountCallback done,
                Deadline deadline = kNoDeadline) noexcept;
     /// The selected connections with their tags, ordered by id.

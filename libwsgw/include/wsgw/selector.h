@@ -21,7 +21,16 @@ namespace wsgw {
 ///  - a key with an empty value (`a=` or `a`) matches no connection, because a tag's value is
 ///    never empty;
 ///  - an empty query matches no connection: `POST /send` with no selector reaches no one, as in
-///    the original. Use Selector::all() where "everyone" is meant.
+///    the original. Use Selector::all() where "everyone" is meant;
+///  - the query `*` alone is Selector::all() (what toString() gives for it, so the two round-trip).
+///    wsgwd's control API does not pass `*` here: there `/send?*` keeps the original's meaning,
+///    a key `*` with no value, which selects no one (see README, control API).
+///
+/// The key `id` is the selector's own: a tag named `id` can never be selected, so transports
+/// refuse it as a tag name (kSelectorIdKey).
+/// The query key that selects by connection id; not usable as a tag name.
+inline constexpr std::string_view kSelectorIdKey = "id";
+
 class WSGW_EXPORT Selector {
 public:
     enum class Kind {
@@ -41,7 +50,7 @@ public:
     /// Those ids (duplicates removed); an empty list matches nothing.
     static Selector withIds(std::vector<ConnectionId> ids);
 
-    /// Parses a URL query string (without the leading '?'). On malformed input (a bad
+    /// Parses a URL query string (without the leading '?'); `*` is all(). On malformed input (a bad
     /// %-escape, an empty key) returns nullopt and puts a message naming the position in
     /// `*error`.
     [[nodiscard]] static std::optional<Selector> parse(std::string_view query, std::string *error = nullptr);

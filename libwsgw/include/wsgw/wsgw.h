@@ -12,6 +12,7 @@
 #include <wsgw/hub.h>
 #include <wsgw/message.h>
 #include <wsgw/mirror.h>
+#include <wsgw/outbound.h>
 #include <wsgw/registry.h>
 #include <wsgw/selector.h>
 #include <wsgw/sink.h>
