@@ -145,7 +145,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         FUZZ_CHECK(!sel->matches(ConnectionId(), {}), "None matches: '" + printable(query) + "'");
         break;
     case Selector::Kind::All:
-        FUZZ_CHECK(false, "parse yielded All: '" + printable(query) + "'");
+        // Only toString()'s own form of all() parses to All.
+        FUZZ_CHECK(query == "*", "parse yielded All: '" + printable(query) + "'");
+        FUZZ_CHECK(sel->tags().empty() && sel->ids().empty(), "All with content: '" + printable(query) + "'");
+        FUZZ_CHECK(sel->matches(ConnectionId(), {}), "All does not match: '" + printable(query) + "'");
         break;
     case Selector::Kind::AllOf:
         checkTags(query, *sel);
