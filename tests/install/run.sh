@@ -30,47 +30,16 @@ build=$(cd "$1" 2>/dev/null && pwd) || fail "build directory '$1' does not exist
 src=$(cd "$2" 2>/dev/null && pwd) || fail "source directory '$2' does not exist"
 consumer="$src/examples/consumer/consumer.cpp"
 [ -f "$consumer" ] || fail "$consumer not found (is '$2' the source directory?)"
-[ -f "$build/meson-private/coredata.dat" ] || fail "'$1' is not a configured meson build directory"
 
 cxx=${CXX:-c++}
-pkgconfig=${PKG_CONFIG:-pkg-config}
-meson=${MESON:-meson}
 command -v "$cxx" >/dev/null || missing "no C++ compiler '$cxx' (set CXX)"
-command -v "$pkgconfig" >/dev/null || missing "no '$pkgconfig' (set PKG_CONFIG)"
-command -v "$meson" >/dev/null || missing "no '$meson' (set MESON)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/wsgw-install.XXXXXX") || fail "cannot create a temporary directory"
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
-dest="$tmp/dest"
 
-# 1. Install what is built (meson test has built everything before it runs the tests).
-if ! "$meson" install --no-rebuild -C "$build" --destdir "$dest" >"$tmp/install.log" 2>&1; then
-    cat "$tmp/install.log" >&2
-    fail "meson install --destdir failed (log above)"
-fi
-
-# 2. Find the installed libwsgw.pc and make pkg-config use it with the prefix moved into DESTDIR.
-#    Every path in meson's .pc file derives from ${prefix}, so redefining prefix relocates it.
-pc=$(find "$dest" -name libwsgw.pc -path '*/pkgconfig/*')
-[ -n "$pc" ] || fail "no libwsgw.pc was installed under $dest"
-[ "$(printf '%s\n' "$pc" | wc -l)" -eq 1 ] || fail "several libwsgw.pc installed: $pc"
-PKG_CONFIG_PATH="$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-export PKG_CONFIG_PATH
-prefix=$("$pkgconfig" --variable=prefix libwsgw) || fail "pkg-config cannot read $pc"
-case "$prefix" in
-/*) ;;
-*) fail "libwsgw.pc has a relative prefix '$prefix'" ;;
-esac
-relocate="--define-variable=prefix=$dest$prefix"
-libdir=$("$pkgconfig" "$relocate" --variable=libdir libwsgw)
-case "$libdir" in
-"$dest"/*) ;;
-*) fail "libwsgw.pc's libdir '$libdir' does not follow its prefix; cannot relocate it into DESTDIR" ;;
-esac
-ls "$libdir"/libwsgw.so* >/dev/null 2>&1 || fail "no libwsgw.so in $libdir"
-cflags=$("$pkgconfig" "$relocate" --cflags libwsgw) || fail "pkg-config --cflags libwsgw failed"
-libs=$("$pkgconfig" "$relocate" --libs libwsgw) || fail "pkg-config --libs libwsgw failed"
+# 1-2. Install into "$tmp/dest" and point pkg-config at it (cflags, libs, libdir, dest, prefix).
+. "$src/tests/install/installed.sh"
 
 # 3. Compile the consumer out of tree: C++17, installed headers only, warnings are errors.
 # shellcheck disable=SC2086 # cflags and libs are word lists
