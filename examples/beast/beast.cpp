@@ -130,12 +130,9 @@ private:
     void refuse(const std::string &why) {
         auto res = std::make_shared<http::response<http::string_body>>(http::status::bad_request, req_.version());
         res->body() = why + "\n";
-        res->keep_alive(false);
         res->prepare_payload();
-        http::async_write(ws_.next_layer(), *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {
-            beast::error_code ec;
-            beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
-        });
+        // Once written, the last reference goes and the socket with it.
+        http::async_write(ws_.next_layer(), *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {});
     }
 
     void opened() {
@@ -158,8 +155,8 @@ private:
         if (e) return finish(); // the peer closed, our close completed, a protocol error (Beast
                                 // answered it with its close code), or a cut socket
         ++messagesRead;
-        std::string_view payload(static_cast<const char *>(in_.data().data()), in_.size());
-        loop_.shard->message(*this, ws_.got_text() ? wsgw::Opcode::Text : wsgw::Opcode::Binary, payload, spec);
+        loop_.shard->message(*this, ws_.got_text() ? wsgw::Opcode::Text : wsgw::Opcode::Binary,
+                             std::string_view(static_cast<const char *>(in_.data().data()), in_.size()), spec);
         in_.consume(in_.size());
         parked_ = true; // read on unless the sinks ask to pause: resume() then runs later
         resume();
@@ -218,12 +215,9 @@ template <class Fn> void runOn(Loop &loop, Fn fn) {
     done.get_future().wait();
 }
 
-std::string answer(const wsgw::CountResult &r) {
-    return r.ok() ? "= " + std::to_string(r.value) : "! command not completed";
-}
-
 // One stdin command; returns its answer line.
 std::string command(wsgw::Hub &hub, const std::string &line) {
+    auto answer = [](const wsgw::CountResult &r) { return r.ok() ? "= " + std::to_string(r.value) : "! not completed"; };
     std::istringstream in(line);
     std::string verb, sel, arg;
     in >> verb;
@@ -234,8 +228,7 @@ std::string command(wsgw::Hub &hub, const std::string &line) {
     std::string why;
     std::optional<wsgw::Selector> selector = wsgw::Selector::parse(sel, &why);
     if (!selector) return "! selector: " + why;
-    in.get(); // the one space before the argument
-    std::getline(in, arg);
+    std::getline(in.ignore(1), arg); // the rest of the line, after one space
     if (verb == "send") return answer(hub.send(*selector, wsgw::Message::text(arg)).get());
     if (verb == "sendb") {
         std::string bytes;
@@ -251,10 +244,9 @@ std::string command(wsgw::Hub &hub, const std::string &line) {
     }
     if (verb == "close") {
         std::size_t space = arg.find(' ');
-        int code = std::atoi(arg.substr(0, space).c_str());
+        int code = std::atoi(arg.c_str());
         if (code < 1000 || code > 4999) return "! close code must be 1000-4999";
-        std::string reason = space == arg.npos ? "" : arg.substr(space + 1);
-        return answer(hub.close(*selector, static_cast<std::uint16_t>(code), reason).get());
+        return answer(hub.close(*selector, std::uint16_t(code), space == arg.npos ? "" : arg.substr(space + 1)).get());
     }
     return "! unknown command '" + verb + "'";
 }
