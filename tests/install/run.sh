@@ -40,6 +40,8 @@ trap 'exit 1' HUP INT TERM
 
 # 1-2. Install into "$tmp/dest" and point pkg-config at it (cflags, libs, libdir, dest, prefix).
 . "$src/tests/install/installed.sh"
+# The project has no public home page, so the .pc file names none (it once had a placeholder).
+if grep -qi '^URL:.*invalid' "$pc"; then fail "libwsgw.pc names a placeholder URL: $(grep -i '^URL:' "$pc")"; fi
 
 # 3. Compile the consumer out of tree: C++17, installed headers only, warnings are errors.
 # shellcheck disable=SC2086 # cflags and libs are word lists
