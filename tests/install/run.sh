@@ -5,6 +5,10 @@
 #
 # usage: tests/install/run.sh BUILD_DIR SOURCE_DIR
 #
+# Then checks the linking split: libwsgw.so's NEEDED list has no broker client, the consumer loads
+# none, and a program calling the Redis, AMQP and webhook factories builds through
+# libwsgw-redis.pc, libwsgw-amqp.pc and libwsgw-http.pc.
+#
 # Exits 0 when the consumer compiles (with -Werror), links against the installed library and
 # passes its checks; non-zero with a message saying which step failed otherwise. A missing tool
 # (compiler, pkg-config, meson) is a skip: exit 77 with a message, or exit 1 when CI=true (.ci/run
@@ -62,4 +66,38 @@ fi
 if ! LD_LIBRARY_PATH="$libdir" "$tmp/consumer"; then
     fail "the consumer built against the installed libwsgw reported errors (above)"
 fi
+# 5. The core library needs no broker client: hiredis, rabbitmq-c, cpp-httplib and libcrypto are
+#    the NEEDED entries of libwsgw-redis, libwsgw-amqp and libwsgw-http only (README: Linking).
+command -v readelf >/dev/null || missing "no readelf (Debian package binutils)"
+needed=$(readelf -d "$libdir/libwsgw.so" | grep NEEDED || true)
+case "$needed" in
+*hiredis* | *rabbitmq* | *httplib* | *libcrypto* | *libssl*) fail "libwsgw.so needs a broker client:
+$needed" ;;
+esac
+if LD_LIBRARY_PATH="$libdir" ldd "$tmp/consumer" | grep -E 'hiredis|rabbitmq|httplib' >&2; then
+    fail "the consumer, linked with libwsgw alone, loads a broker client (above)"
+fi
+
+# 6. The broker libraries through their own .pc files (Requires: libwsgw): a program calling
+#    each factory compiles, links and runs against the installed copies.
+cat >"$tmp/brokers.cpp" <<'CPP'
+#include <wsgw/wsgw.h>
+int main() {
+    // Each gives a sink, or (a build without that client library) nullptr and the reason.
+    std::string e1, e2, e3;
+    wsgw::HttpSinkOptions http;
+    http.url = "http://127.0.0.1:9/events";
+    bool ok = (wsgw::makeRedisStreamSink({}, &e1) || !e1.empty()) && (wsgw::makeAmqpSink({}, &e2) || !e2.empty()) &&
+              (wsgw::makeHttpSink(http, &e3) || !e3.empty());
+    return ok ? 0 : 1;
+}
+CPP
+brokerlibs=$("$pkgconfig" "$relocate" --cflags --libs libwsgw-redis libwsgw-amqp libwsgw-http) ||
+    fail "pkg-config cannot read libwsgw-redis.pc, libwsgw-amqp.pc and libwsgw-http.pc"
+# shellcheck disable=SC2086 # a word list
+if ! "$cxx" -std=c++17 -Wall -Wextra -Werror "$tmp/brokers.cpp" -o "$tmp/brokers" $brokerlibs >"$tmp/compile.log" 2>&1; then
+    cat "$tmp/compile.log" >&2
+    fail "a program using the broker libraries did not build through their .pc files: $brokerlibs"
+fi
+LD_LIBRARY_PATH="$libdir" "$tmp/brokers" || fail "the broker factories failed against the installed libraries"
 echo "install test: ok (installed under $prefix, compiled with $cxx -std=c++17)"
