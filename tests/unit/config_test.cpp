@@ -381,7 +381,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         bool sectionStart =
             line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
             line == "# cluster:" || line == "# stream_http:" || line == "# backends:" ||
-            line == "# command_redis:";
+            line == "# command_redis:" || line == "# command_amqp:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
