@@ -1,11 +1,11 @@
 'use strict';
 // Commands in over an AMQP queue, checked with clients we did not write: amqplib as the backend
 // (including the README's example backend, amqp_backend.js, run as it is) and npm `ws` as the
-// WebSocket clients, against two real wsgwd nodes (a cluster on a real redis-server) and a private
-// RabbitMQ node (tests/integration/rabbitmq_run, the C++ tests' fixture), all started here on free
-// loopback ports and stopped (by PID) whatever happens.
+// WebSocket clients, against two real wsgwd nodes (a cluster on a real redis-server), started here
+// on free loopback ports and stopped (by PID) whatever happens, and the private RabbitMQ node that
+// run_amqp.sh started on AMQP_PORT.
 //
-// Usage: node command_amqp_check.js PATH/TO/wsgwd PATH/TO/rabbitmq_run   (run_amqp.sh installs the modules)
+// Usage: node command_amqp_check.js PATH/TO/wsgwd AMQP_PORT   (through run_amqp.sh)
 // Exit: 0 passed, 1 failed, 77 redis-server or rabbitmq-server missing (a failure under CI=true).
 
 const assert = require('node:assert/strict');
@@ -19,13 +19,13 @@ const amqp = require('amqplib');
 const WebSocket = require('ws');
 
 const wsgwd = process.argv[2];
-const rabbitRun = process.argv[3];
+const amqpPort = Number(process.argv[3]);
 const children = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wsgw-cmdamqp-'));
 let failed = false;
 
 function cleanup() {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(c.gentle ? 'SIGTERM' : 'SIGKILL');
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   fs.rmSync(tmp, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
@@ -128,38 +128,16 @@ function readmeBackend(amqpUrl, selector, message) {
   });
 }
 
-// The private RabbitMQ node: started by rabbitmq_run, which stops it when its stdin closes.
-function startRabbit() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(rabbitRun, [], { stdio: ['pipe', 'pipe', 'pipe'] });
-    child.gentle = true; // SIGTERM: it stops the broker and epmd
-    children.push(child);
-    let out = '', err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /port (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.stderr.on('data', (d) => (err += d));
-    child.on('exit', (code) => {
-      if (code === 77) skip('rabbitmq-server is not installed (Debian package rabbitmq-server; scripts/bootstrap installs it)');
-      reject(new Error(`rabbitmq_run exited ${code}: ${err}`));
-    });
-  });
-}
-
 async function main() {
-  if (!wsgwd || !fs.existsSync(wsgwd) || !rabbitRun) throw new Error('usage: node command_amqp_check.js PATH/TO/wsgwd PATH/TO/rabbitmq_run');
+  if (!wsgwd || !fs.existsSync(wsgwd) || !amqpPort) throw new Error('usage: node command_amqp_check.js PATH/TO/wsgwd AMQP_PORT');
   const redisServer = which('redis-server');
   if (!redisServer) skip('redis-server is not installed (Debian package redis-server; scripts/bootstrap installs it)');
 
-  const rabbit = startRabbit();
   const redisPort = await freePort();
   const redisChild = spawn(redisServer, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '',
     '--appendonly', 'no', '--dir', tmp], { stdio: 'ignore' });
   children.push(redisChild);
   const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
-  const { child: rabbitChild, port: amqpPort } = await rabbit;
   const amqpUrl = `amqp://guest:guest@127.0.0.1:${amqpPort}/`;
 
   const nodes = [await startNode('gw-1', redisUrl, amqpUrl), await startNode('gw-2', redisUrl, amqpUrl)];
@@ -249,8 +227,6 @@ async function main() {
     assert.ok(Date.now() - t0 < 3000, `${n.name} took ${Date.now() - t0} ms to stop`);
   }
   for (const c of all) c.ws.terminate();
-  rabbitChild.stdin.end();
-  await Promise.race([new Promise((r) => rabbitChild.on('exit', r)), sleep(40000)]);
   console.log('command bus over AMQP (node): amqplib backend and ws clients against 2 wsgwd nodes: OK');
 }
 
