@@ -65,7 +65,7 @@ run_bench() {
         --sources 4 --publish "wsgw@127.0.0.1:$CTL" --scenarios connect,throughput,latency,groups,inbound \
         --warmup 0.3 --duration 1 --latency-duration 1 --groups-duration 1 --inbound-duration 1 \
         --send-rate 20000 --sink-url "http://127.0.0.1:$CTL/metrics" \
-        --sink-pattern 'wsgw_events_published_total{sink="null"}' --server-pid "$PID" --timeout 5 \
+        --sink-pattern 'wsgw_events_published_total{sink="null"' --server-pid "$PID" --timeout 5 \
         "${@:2}" > "$WORK/results.jsonl"
     # Every scenario reported, and each one checked out.
     local lines ok

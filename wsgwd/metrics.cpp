@@ -286,12 +286,11 @@ std::string Metrics::render(const std::vector<SinkStats> &sinks, bool readingPau
             family("wsgw_event_backlog_bytes", "Approximate bytes of the events waiting for a sink", MetricType::Gauge);
         MetricFamily up = family("wsgw_event_sink_up", "1 when the sink's last publish delivered everything",
                                  MetricType::Gauge);
-        // A named backend's sink carries its name; the top-level sinks keep the labels of before
-        // backends (one per kind), which dashboards and alerts already select on.
+        // Every sink carries its backend: a named backend's name, or the top-level key that made it
+        // (stream_redis, stream_amqp, stream_http, event_log). A selector on sink="redis" alone
+        // still matches, as before backends.
         auto labels = [](const SinkStats &s) {
-            std::vector<ClientMetric::Label> l{{"sink", s.name}};
-            if (!isTopLevelSink(s.backend)) l.push_back({"backend", s.backend});
-            return l;
+            return std::vector<ClientMetric::Label>{{"sink", s.name}, {"backend", s.backend}};
         };
         for (const SinkStats &s : sinks) {
             std::vector<ClientMetric::Label> l = labels(s);

@@ -351,9 +351,29 @@ std::optional<std::string> httpGet(const Url &url, int timeoutMs, std::string *e
 }
 
 std::optional<double> numberAfter(std::string_view text, std::string_view pattern) {
-    std::size_t at = text.find(pattern);
-    if (at == std::string_view::npos) return std::nullopt;
-    at += pattern.size();
+    const std::size_t brace = pattern.find('{');
+    const bool openLabels = brace != std::string_view::npos && pattern.find('}', brace) == std::string_view::npos;
+    std::size_t at = 0;
+    for (std::size_t from = 0;; from = at + 1) {
+        at = text.find(pattern, from);
+        if (at == std::string_view::npos) return std::nullopt;
+        std::size_t after = at + pattern.size();
+        if (!openLabels) {
+            at = after;
+            break;
+        }
+        // `name{sink="redis"` matches a sample whose label set begins with those labels.
+        if (after < text.size() && text[after] == '}') {
+            at = after + 1;
+            break;
+        }
+        if (after < text.size() && text[after] == ',') {
+            std::size_t close = text.find('}', after);
+            if (close == std::string_view::npos) return std::nullopt;
+            at = close + 1;
+            break;
+        }
+    }
     while (at < text.size() && (text[at] == ' ' || text[at] == '\t' || text[at] == ':' || text[at] == '='))
         ++at;
     std::size_t end = at;

@@ -106,6 +106,8 @@ std::optional<std::string> httpGet(const Url &url, int timeoutMs, std::string *e
 
 /// The number right after the first occurrence of `pattern` in `text` (spaces skipped), or
 /// nullopt. For counters in status pages: "total published messages: 12", "x{sink=\"null\"} 12".
+/// A pattern that ends inside a Prometheus label set, `x{sink="null"`, matches the first sample
+/// whose labels begin with those ("x{sink=\"null\",backend=\"event_log\"} 12" as well).
 std::optional<double> numberAfter(std::string_view text, std::string_view pattern);
 
 // ---- Sockets ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -63,6 +64,11 @@ public:
         windowMs_ = std::to_string(options_.dedupWindow.count());
         inFlightMs_ = std::to_string(options_.inFlightTtl.count());
         batch_ = std::to_string(options_.batch);
+        // This reader's in-flight marks: its consumer name and a number of this process, so that
+        // a mark left by this very reader (Redis lost between the SET and its answer) is known
+        // as its own, while one of an earlier run of the node is not.
+        std::random_device rd;
+        pendingMark_ = "pending:" + options_.consumer + ":" + std::to_string((std::uint64_t(rd()) << 32) | rd());
         stats_.transport = "redis";
     }
     ~RedisCommandReader() override { stop(); }
@@ -295,9 +301,14 @@ private:
         // command_id: run once within the window, whoever reads it.
         const std::string key = options_.stream + ":cmd:" + cmd.id;
         Reply r;
-        if (!client_.command({"SET", key, "pending", "NX", "PX", inFlightMs_}, r)) return lost();
+        if (!client_.command({"SET", key, pendingMark_, "NX", "PX", inFlightMs_}, r)) return lost();
         if (r.kind == Reply::Kind::Nil) {
             if (!client_.command({"GET", key}, r)) return lost();
+            // Our own mark: set just before Redis went away, and the command never ran here
+            // (commands run one at a time, and a run's done mark is written before anything is
+            // read again). Take it over instead of waiting for it to expire.
+            if (r.kind == Reply::Kind::String && r.text == pendingMark_)
+                return runMarked(e, cmd, key, replyTo);
             if (r.kind == Reply::Kind::String && r.text.rfind("done:", 0) == 0) {
                 count([](CommandBusStats &s) { ++s.duplicates; });
                 std::vector<std::string> fields{"command_id", cmd.id, "duplicate", "1"};
@@ -319,7 +330,13 @@ private:
             retriedThisRound_ = true;
             return true;
         }
+        return runMarked(e, cmd, key, replyTo);
+    }
 
+    // Runs a command whose in-flight mark `key` this reader holds, then marks it done, answers
+    // and acknowledges it.
+    bool runMarked(const Entry &e, const BusCommand &cmd, const std::string &key, const std::string &replyTo) {
+        Reply r;
         BusResult result;
         try {
             result = handler_(cmd);
@@ -418,6 +435,7 @@ private:
     RedisCommandOptions options_;
     RedisClient client_;
     std::string blockMs_, claimMs_, windowMs_, inFlightMs_, batch_;
+    std::string pendingMark_; // "pending:<consumer>:<random>", this reader's in-flight marks
     // Done marks that could not be written (Redis went away just after the command ran): written
     // first thing after reconnecting, before any entry is read again, so the entry that comes
     // again is acknowledged as a duplicate instead of being run twice.

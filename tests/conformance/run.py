@@ -22,6 +22,7 @@ Exit codes: 0 as expected or better, 1 a wsgwd case worse than expected (or a se
 """
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -50,6 +51,23 @@ QUICK_CASES_ON = ["12.1.1", "12.1.2", "12.1.3", "12.1.4", "12.1.5", "12.2.1", "1
 # Worse is higher.
 BEHAVIOR_RANK = {"OK": 0, "INFORMATIONAL": 0, "NON-STRICT": 1, "UNIMPLEMENTED": 2, "FAILED": 3}
 CLOSE_RANK = {"OK": 0, "INFORMATIONAL": 0, "NON-STRICT": 1, "UNIMPLEMENTED": 2}
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def tied():
+    """preexec_fn: the child gets SIGKILL when this script dies, even by SIGKILL."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def exit_on_signals():
+    """SIGTERM, SIGINT, SIGHUP raise SystemExit, so every `finally` stops the servers by PID."""
+    def handler(signum, _frame):
+        sys.exit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def in_ci():
@@ -171,17 +189,17 @@ endpoints:
 """ % (self.ws_port, self.control_port))
         self.wsgwd_err = open(os.path.join(workdir, "wsgwd.stderr"), "w")
         wsgwd = subprocess.Popen([args.wsgwd, "--config", config], stdout=subprocess.PIPE,
-                                 stderr=self.wsgwd_err)
+                                 stderr=self.wsgwd_err, preexec_fn=tied)
         self.procs.append(wsgwd)
         backend_cmd = [args.echo_backend, "--control-port", str(self.control_port)]
         if args.timeline:
             backend_cmd += ["--timeline", args.timeline]
-        backend = subprocess.Popen(backend_cmd, stdin=wsgwd.stdout)
+        backend = subprocess.Popen(backend_cmd, stdin=wsgwd.stdout, preexec_fn=tied)
         wsgwd.stdout.close()
         self.procs.append(backend)
         for port, deflate in ((self.lws_port, False), (self.lws_deflate_port, True)):
             cmd = [args.lws_echo, "--port", str(port)] + (["--deflate"] if deflate else [])
-            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=tied))
         wait_for(lambda: healthy(self.control_port) or wsgwd.poll() is not None, 20, "wsgwd")
         if wsgwd.poll() is not None:
             raise RuntimeError("wsgwd exited with %s; its stderr: %s" % (wsgwd.returncode, self.stderr()))
@@ -248,6 +266,7 @@ def main():
     ap.add_argument("--expectations", default=EXPECTATIONS)
     ap.add_argument("--update", action="store_true", help="rewrite the expectations from this run")
     args = ap.parse_args()
+    exit_on_signals()
 
     py2, site = build_suite()
     agents = [a for a in args.agents.split(",") if a]
@@ -295,13 +314,17 @@ def main():
         print("conformance: %s against %s" % (", ".join(all_patterns), ", ".join(agents)), flush=True)
         log_path = os.path.join(workdir, "wstest.log")
         with open(log_path, "w") as log:
-            r = subprocess.run([py2, os.path.join(SUITE, "wstest-py2.py"), "-m", "fuzzingclient", "-s", spec_path],
-                               cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+            wstest = subprocess.Popen([py2, os.path.join(SUITE, "wstest-py2.py"), "-m", "fuzzingclient",
+                                       "-s", spec_path], cwd=workdir, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, preexec_fn=tied)
+            servers.procs.insert(0, wstest)  # stopped first if we are interrupted
+            wstest.wait()
+            servers.procs.remove(wstest)
         gone = servers.alive()
-        if r.returncode != 0 or gone:
+        if wstest.returncode != 0 or gone:
             with open(log_path) as f:
                 print(f.read()[-3000:])
-            print("FAIL: wstest exited with %d; servers that died: %s" % (r.returncode, gone))
+            print("FAIL: wstest exited with %d; servers that died: %s" % (wstest.returncode, gone))
             print(servers.stderr())
             return 1
     finally:

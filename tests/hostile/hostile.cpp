@@ -5,7 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
+#include "tied_process.h"
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,7 +22,6 @@
 #include <set>
 #include <sstream>
 
-extern char **environ;
 
 namespace wsgw::hostile {
 
@@ -52,18 +51,11 @@ std::string sourceFile(const std::string &name) {
 }
 
 Tool::Tool(std::vector<std::string> argv, std::string logFile) : log_(std::move(logFile)) {
-    std::vector<char *> cargv;
-    for (auto &a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+    test::SpawnOptions spawn;
+    spawn.fds = {{0, "/dev/null", O_RDONLY}, {1, log_, O_WRONLY | O_CREAT | O_TRUNC}, {2, "", 0, 1}};
+    std::string spawnError;
+    pid_t pid = test::spawnTied(argv, spawn, &spawnError);
+    if (pid < 0) throw std::runtime_error("cannot start " + argv[0] + ": " + spawnError);
     pid_ = pid;
 }
 

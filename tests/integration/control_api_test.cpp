@@ -236,7 +236,7 @@ TEST_CASE("health, readiness and metrics") {
     for (const char *line : {"connections_counter 1", "active_connections_gauge 1", "messages_recieved_counter 1",
                              "messages_sent_counter 1", "disconnections_counter 0",
                              "wsgw_endpoint_connections{endpoint=\"/connect\"} 1",
-                             "wsgw_event_sink_up{sink=\"log\"} 1"})
+                             "wsgw_event_sink_up{sink=\"log\",backend=\"event_log\"} 1"})
         CHECK_MESSAGE(m.body.find(line) != std::string::npos, line << " not in\n" << m.body);
     CHECK(m.body.find("wsgw_command_duration_seconds_bucket{command=\"send\"") != std::string::npos);
 }

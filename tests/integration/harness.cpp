@@ -5,7 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
+#include "tied_process.h"
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +18,6 @@
 #include <stdexcept>
 #include <thread>
 
-extern char **environ;
 
 namespace wsgw::itest {
 
@@ -114,18 +113,12 @@ Daemon::Daemon(const std::string &configYaml, std::vector<std::string> args, std
         argv.push_back(config);
     }
     argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char *> cargv;
-    for (auto &a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, dir_.file("stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, dir_.file("stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot start " + exe + ": " + std::strerror(rc));
+    test::SpawnOptions spawn;
+    spawn.fds = {{1, dir_.file("stdout"), O_WRONLY | O_CREAT | O_TRUNC},
+                 {2, dir_.file("stderr"), O_WRONLY | O_CREAT | O_TRUNC}};
+    std::string spawnError;
+    pid_t pid = test::spawnTied(argv, spawn, &spawnError);
+    if (pid < 0) throw std::runtime_error("cannot start wsgwd: " + spawnError);
     pid_ = pid;
 
     if (healthPort) {

@@ -8,14 +8,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include "tied_process.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <stdexcept>
 
-extern char **environ;
 
 namespace wsgw::itest {
 
@@ -52,24 +51,18 @@ httplib::Client control(const std::string &scheme, std::uint16_t port) {
 HttpBackend::HttpBackend(const std::string &secret, const std::string &tlsCert, const std::string &tlsKey) {
     if (!tlsCert.empty()) scheme_ = "https";
     int fds[2];
-    if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
     std::vector<std::string> args{pythonPath(), "-u", scriptPath()};
     if (!secret.empty()) args.insert(args.end(), {"--secret", secret});
     if (!tlsCert.empty()) args.insert(args.end(), {"--tls", tlsCert, tlsKey});
-    std::vector<char *> argv;
-    for (auto &a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid;
-    const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
+    test::SpawnOptions spawn;
+    spawn.fds = {{1, "", 0, fds[1]}};
+    std::string spawnError;
+    const pid_t pid = test::spawnTied(args, spawn, &spawnError);
     close(fds[1]);
-    if (rc != 0) {
+    if (pid < 0) {
         close(fds[0]);
-        throw std::runtime_error("cannot start python3 " + scriptPath());
+        throw std::runtime_error("cannot start python3 " + scriptPath() + ": " + spawnError);
     }
     pid_ = pid;
     // The first line is "PORT n"; bounded wait (python starts slowly on a loaded machine).

@@ -5,14 +5,13 @@
 #include <hiredis/hiredis.h>
 
 #include <signal.h>
-#include <spawn.h>
+#include "tied_process.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <stdexcept>
 #include <thread>
 
-extern char **environ;
 
 namespace wsgw::itest {
 
@@ -47,12 +46,9 @@ void RedisServer::start() {
                                   "--appendfsync", "always", "--dir", dir_.path(),
                                   "--logfile", dir_.file("redis.log"), "--daemonize", "no",
                                   "--unixsocket", unixSocket(), "--unixsocketperm", "700"};
-    std::vector<char *> argv;
-    for (auto &a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid;
-    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
-        throw std::runtime_error("cannot start redis-server");
+    std::string spawnError;
+    pid_t pid = test::spawnTied(args, {}, &spawnError);
+    if (pid < 0) throw std::runtime_error("cannot start redis-server: " + spawnError);
     pid_ = pid;
     bool up = eventually(
         [&] {

@@ -134,7 +134,7 @@ TEST_CASE("stream_maxlen bounds a stream") {
     RedisProbe probe(redis.port());
     auto ws = connect(*d, "/raw");
     for (int i = 0; i < 600; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
-    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 601; }));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\",backend=\"stream_redis\"}") == 601; }));
     long len = std::stol(probe.command({"XLEN", "connectionevents"}));
     CHECK(len < 601);
     CHECK(len <= 10 + 200); // "~": Redis trims whole nodes of up to 100 entries
@@ -154,7 +154,7 @@ TEST_CASE("an outage (Redis stopped) loses nothing: every event arrives once Red
         if (i == 200) {
             // Stopped for a while: wsgwd notices (no reply within its timeout) and keeps events.
             std::this_thread::sleep_for(1500ms);
-            CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") >= 100);
+            CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\",backend=\"stream_redis\"}") >= 100);
             redis.resume();
         }
         REQUIRE(ws->sendText("m" + std::to_string(i)));
@@ -165,7 +165,7 @@ TEST_CASE("an outage (Redis stopped) loses nothing: every event arrives once Red
     int duplicates = extraCopies(seen);
     MESSAGE("duplicates after the outage (at-least-once): " << duplicates);
     CHECK(duplicates <= 512); // at most one retried batch
-    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
+    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\",backend=\"stream_redis\"}") == 0);
     CHECK(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 200; }));
 }
 
@@ -195,7 +195,7 @@ TEST_CASE("a restarted Redis (same port) gets the events sent while it was down"
     auto d = Daemon::start("stream_redis: {addr: '" + redis.url() + "'}\n");
     auto ws = connect(*d, "/raw");
     // Acknowledged, not just written: else the open event is retried into the new server.
-    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\",backend=\"stream_redis\"}") == 1; }));
     redis.kill();
     for (int i = 0; i < 50; ++i) REQUIRE(ws->sendText("while-down-" + std::to_string(i)));
     REQUIRE(eventually([&] { return httpGet(d->controlPort, "/readyz").status == 503; }));
@@ -213,11 +213,11 @@ TEST_CASE("a tiny backlog with drop_oldest: memory stays bounded, the newest sur
     auto d = Daemon::start("backlog_max_events: 20\nstream_redis: {addr: '" + redis.url() + "'}\n");
     auto ws = connect(*d, "/raw");
     // The open event must be in the old server before it goes (with its data).
-    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\",backend=\"stream_redis\"}") == 1; }));
     redis.kill();
     for (int i = 0; i < 100; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
-    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") >= 80; }));
-    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") <= 20);
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_dropped_total{sink=\"redis\",backend=\"stream_redis\"}") >= 80; }));
+    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\",backend=\"stream_redis\"}") <= 20);
     redis.start();
     RedisProbe probe(redis.port());
     REQUIRE(eventually([&] { return probe.command({"XLEN", "connectionevents"}) == "20"; }, 20000ms));
@@ -231,14 +231,14 @@ TEST_CASE("pause_reading: nothing is dropped; clients are not read while the bac
     auto d = Daemon::start("backlog_max_events: 20\nbacklog_overflow: pause_reading\nstream_redis: {addr: '" +
                            redis.url() + "'}\n");
     auto ws = connect(*d, "/raw");
-    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\"}") == 1; }));
+    REQUIRE(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"redis\",backend=\"stream_redis\"}") == 1; }));
     redis.kill();
     for (int i = 0; i < 100; ++i) REQUIRE(ws->sendText("m" + std::to_string(i)));
     REQUIRE(eventually([&] { return metric(*d, "wsgw_reading_paused") == 1; }));
     // Reading stopped: the backlog stays near its bound, the rest waits in the socket.
     std::this_thread::sleep_for(300ms);
-    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\"}") <= 40);
-    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\"}") == 0);
+    CHECK(metric(*d, "wsgw_event_backlog{sink=\"redis\",backend=\"stream_redis\"}") <= 40);
+    CHECK(metric(*d, "wsgw_events_dropped_total{sink=\"redis\",backend=\"stream_redis\"}") == 0);
     // New connections would add open events to the full backlog: refused until it drains.
     wsgw::test::WsClient late;
     auto refused = late.connect("127.0.0.1", d->wsPort, "/raw");

@@ -53,7 +53,7 @@ TEST_CASE("a connection's open, message and close events are POSTed, signed, to 
     CHECK(events[1]["event_id"].get<std::uint64_t>() == events[0]["event_id"].get<std::uint64_t>() + 1);
     // Nothing on stdout: a stream sink turns the default event log off.
     CHECK(d->events().empty());
-    CHECK(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"http\"}") >= 3; }));
+    CHECK(eventually([&] { return metric(*d, "wsgw_events_published_total{sink=\"http\",backend=\"stream_http\"}") >= 3; }));
     CHECK(d->stop(SIGTERM) == 0);
 }
 

@@ -117,7 +117,7 @@ private:
     int fd_ = -1;
 };
 
-// Sets environment variables for the wsgwd started while it lives (posix_spawn passes environ
+// Sets environment variables for the wsgwd started while it lives (spawnTied passes environ
 // on), and removes them after, so the other tests run as without systemd.
 class ScopedEnv {
 public:

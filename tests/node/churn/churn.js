@@ -39,7 +39,7 @@
 //    disconnections_counter == active_connections_gauge == 0 and every
 //    wsgw_endpoint_connections is 0; the event log's opens == connections_counter, closes ==
 //    disconnections_counter, messages == messages_recieved_counter, its lines ==
-//    wsgw_events_published_total{sink="log"}, wsgw_events_dropped_total == 0 and the backlog is
+//    wsgw_events_published_total{sink="log",backend="event_log"}, wsgw_events_dropped_total == 0 and the backlog is
 //    0; messages_sent_counter <= the sum of the backend's /send and /close counts; idle,
 //    oversize, UTF-8 and inflate-stall closes are 0; clients that saw their open <= opens <=
 //    clients started.
@@ -724,7 +724,7 @@ async function drained(ms) {
   return until(async () => {
     const m = await metrics();
     eventLog.read();
-    return m && m.active_connections_gauge === 0 && eventLog.conns.size === 0 && eventLog.lines === m['wsgw_events_published_total{sink="log"}'];
+    return m && m.active_connections_gauge === 0 && eventLog.conns.size === 0 && eventLog.lines === m['wsgw_events_published_total{sink="log",backend="event_log"}'];
   }, ms, 100);
 }
 
@@ -806,8 +806,8 @@ async function main() {
     `${eventLog.actions.close} != ${mv('disconnections_counter')}`);
   check(eventLog.actions.message === mv('messages_recieved_counter'), 'COUNTS: message events != messages_recieved_counter',
     `${eventLog.actions.message} != ${mv('messages_recieved_counter')}`);
-  check(eventLog.lines === mv('wsgw_events_published_total{sink="log"}'), 'LOST EVENT: log lines != wsgw_events_published_total',
-    `${eventLog.lines} != ${mv('wsgw_events_published_total{sink="log"}')}`);
+  check(eventLog.lines === mv('wsgw_events_published_total{sink="log",backend="event_log"}'), 'LOST EVENT: log lines != wsgw_events_published_total',
+    `${eventLog.lines} != ${mv('wsgw_events_published_total{sink="log",backend="event_log"}')}`);
   check(sumMetric(m, 'wsgw_events_dropped_total') === 0 && sumMetric(m, 'wsgw_event_backlog') === 0,
     'LOST EVENT: events dropped or still in the backlog',
     `dropped ${sumMetric(m, 'wsgw_events_dropped_total')}, backlog ${sumMetric(m, 'wsgw_event_backlog')}`);

@@ -22,139 +22,21 @@
 //
 // Exit status: 0 passed, 1 failed, 77 redis-server missing (a failure under CI=true).
 
-const { spawn, spawnSync } = require('node:child_process');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
 
-const nodeModules = path.join(__dirname, '..', 'node_modules');
-const WebSocket = require(path.join(nodeModules, 'ws'));
-const Redis = require(path.join(nodeModules, 'ioredis'));
+const Redis = require(path.join(__dirname, '..', 'node_modules', 'ioredis'));
+const { SLOW, sanitized, log, sleep, wsgwd, tmp, start, tail, freePorts, until, http, client, fields } = require('../lib/procs')({
+  label: 'cluster (node)',
+  script: 'cluster.js',
+  needs: ['redis-server'],
+});
 
 const HEARTBEAT_MS = 200;
 const DEAD_AFTER_MS = 1000;
 const COMMAND_TIMEOUT_MS = 2000;
-const sanitized = !['', 'none', undefined].includes(process.env.WSGW_SANITIZE);
-const SLOW = sanitized ? 3 : 1; // a sanitizer build runs several times slower
 
-const label = 'cluster (node)';
-const log = (msg) => console.error(`${label}: ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const wsgwd = process.argv[2];
-if (!wsgwd || !fs.existsSync(wsgwd)) {
-  log(`usage: cluster.js PATH/TO/wsgwd (got ${wsgwd})`);
-  process.exit(2);
-}
-
-function missing(what) {
-  if (/^(true|1|yes)$/i.test(process.env.CI || '')) {
-    log(`FAIL: ${what} (CI=true: a missing prerequisite fails instead of skipping)`);
-    process.exit(1);
-  }
-  log(`SKIP: ${what}`);
-  process.exit(77);
-}
-
-if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) {
-  missing('redis-server is not installed (Debian package redis-server; scripts/bootstrap installs it)');
-}
-
-const tmp = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'wsgw-cluster-node-'));
-const children = new Set();
-
-function stopAll() {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  fs.rmSync(tmp, { recursive: true, force: true });
-}
-process.on('exit', stopAll);
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(1));
-
-function start(argv, name) {
-  const out = fs.openSync(path.join(tmp, `${name}.log`), 'a');
-  const c = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out] });
-  fs.closeSync(out);
-  children.add(c);
-  c.exited = new Promise((resolve) => c.on('exit', (code, signal) => resolve({ code, signal })));
-  return c;
-}
-
-const tail = (name) => {
-  try {
-    return fs.readFileSync(path.join(tmp, `${name}.log`), 'utf8').split('\n').slice(-30).join('\n');
-  } catch {
-    return '(no log)';
-  }
-};
-
-function freePorts(n) {
-  return new Promise((resolve, reject) => {
-    const servers = [];
-    const next = () => {
-      if (servers.length === n) {
-        const ports = servers.map((s) => s.address().port);
-        Promise.all(servers.map((s) => new Promise((r) => s.close(r)))).then(() => resolve(ports));
-        return;
-      }
-      const s = net.createServer().listen(0, '127.0.0.1', next).on('error', reject);
-      servers.push(s);
-    };
-    next();
-  });
-}
-
-async function until(probe, ms, what, everyMs = 50) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}${last ? ` (${last.message})` : ''}`);
-    await sleep(everyMs);
-  }
-}
-
-async function http(port, method, pathAndQuery, { body, accept } = {}) {
-  const r = await fetch(`http://127.0.0.1:${port}${pathAndQuery}`, {
-    method,
-    body,
-    headers: accept ? { accept } : {},
-    signal: AbortSignal.timeout(10000 * SLOW),
-  });
-  return { status: r.status, text: await r.text(), headers: r.headers };
-}
-
-function client(port, pathAndQuery) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${pathAndQuery}`);
-    ws.received = [];
-    ws.on('message', (data, isBinary) => ws.received.push(isBinary ? data : data.toString()));
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    setTimeout(() => reject(new Error(`no WebSocket handshake from port ${port} within 5 s`)), 5000 * SLOW).unref();
-  });
-}
-
-// A stream entry's fields as an object.
-const fields = (entry) => {
-  const o = {};
-  for (let i = 0; i < entry[1].length; i += 2) o[entry[1][i]] = entry[1][i + 1];
-  return o;
-};
 
 async function main() {
   const [redisPort, ...ports] = await freePorts(7);
