@@ -1,4 +1,5 @@
-// The body of bench/command-bench (read its header): commands over a Redis stream vs HTTP /send.
+// The body of bench/command-bench (read its header): commands over a Redis stream and an AMQP queue vs
+// HTTP /send.
 'use strict';
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -7,9 +8,10 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const Redis = require('ioredis');
+const amqp = require('amqplib');
 const WebSocket = require('ws');
 
-const opt = { wsgwd: '', requests: 2000, commands: 20000, clients: 10, size: 100, window: 16 };
+const opt = { wsgwd: '', amqpPort: 0, requests: 2000, commands: 20000, clients: 10, size: 100, window: 16 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, '');
   if (!(k in opt)) { console.error(`command-bench: unknown option --${k}`); process.exit(2); }
@@ -60,6 +62,7 @@ async function main() {
   const cfg = path.join(tmp, 'wsgw.yml');
   fs.writeFileSync(cfg, `node_id: bench\nlisten_addr: 127.0.0.1:${ws}\ncontrol_addr: 127.0.0.1:${control}\n` +
     `threads: 1\nevent_log: discard\nlog_level: warn\nidle_timeout_s: 0\ncommand_redis:\n  addr: ${url}\n` +
+    (opt.amqpPort ? `command_amqp:\n  addr: amqp://guest:guest@127.0.0.1:${opt.amqpPort}/\n` : '') +
     'endpoints:\n  - path: /connect\n    set_tags: {group: default}\n');
   await until(() => new Promise((resolve) => {
     const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); });
@@ -117,6 +120,35 @@ async function main() {
     lastReply = r[0][1][r[0][1].length - 1][0];
   });
 
+  // The same over AMQP: persistent publishes to the durable command queue.
+  let amqpLat = null, amqpReplyLat = null, amqpRate = null, conn = null;
+  const msg = (extra) => Buffer.from(JSON.stringify({ action: 'send', selector: 'group=default', message: body, ...extra }));
+  if (opt.amqpPort) {
+    await until(async () => /wsgw_command_bus_up\{transport="amqp"\} 1/.test(await new Promise((resolve) =>
+      http.get(`http://127.0.0.1:${control}/metrics`, (r) => { let d = ''; r.on('data', (x) => { d += x; }); r.on('end', () => resolve(d)); })
+        .on('error', () => resolve('')))), 20000, 'the AMQP reader');
+    conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${opt.amqpPort}/`);
+    const ch = await conn.createConfirmChannel();
+    let replied = null;
+    await ch.consume('amq.rabbitmq.reply-to', () => { if (replied) { const r = replied; replied = null; r(); } }, { noAck: true });
+    amqpLat = await latency(async () => {
+      ch.sendToQueue('wsgw.commands', msg({}), { persistent: true });
+    });
+    amqpReplyLat = await latency(async (i) => {
+      const reply = new Promise((r) => { replied = r; });
+      ch.sendToQueue('wsgw.commands', msg({ command_id: `alat-${i}` }),
+        { persistent: true, replyTo: 'amq.rabbitmq.reply-to', correlationId: String(i) });
+      await reply;
+    });
+    amqpRate = () => throughput(async () => {
+      for (let i = 0; i < opt.commands; i += 500) {
+        for (let j = i; j < Math.min(opt.commands, i + 500); ++j)
+          ch.sendToQueue('wsgw.commands', msg({ command_id: `atp-${j}` }), { persistent: true });
+        await ch.waitForConfirms();
+      }
+    });
+  }
+
   // 2. Throughput: `commands` sends, until every client has every frame.
   async function throughput(issueAll) {
     await sleep(200);
@@ -151,14 +183,22 @@ async function main() {
     }
   });
 
+  const amqpRateValue = amqpRate ? await amqpRate() : null;
+
   const f = (x) => x.toFixed(2);
   console.log(`| path | command to frame p50 | p99 | commands/s (${opt.clients} clients, ${opt.size}-byte messages) |`);
   console.log('|---|---|---|---|');
   console.log(`| HTTP POST /send (keep-alive; ${opt.window} in flight for the rate) | ${f(httpLat.p50)} ms | ${f(httpLat.p99)} ms | ${Math.round(httpRate)} |`);
   console.log(`| Redis stream XADD (no command_id; pipelined for the rate) | ${f(streamLat.p50)} ms | ${f(streamLat.p99)} ms | ${Math.round(streamRate)} |`);
   console.log(`| Redis stream XADD with command_id (+ reply_to for the latency: until the reply is read) | ${f(replyLat.p50)} ms | ${f(replyLat.p99)} ms | ${Math.round(streamIdRate)} |`);
+  if (amqpLat) {
+    console.log(`| AMQP publish, persistent (with command_id, confirms every 500 for the rate) | ${f(amqpLat.p50)} ms | ${f(amqpLat.p99)} ms | ${Math.round(amqpRateValue)} |`);
+    console.log(`| AMQP publish with command_id + reply_to: until the reply is read | ${f(amqpReplyLat.p50)} ms | ${f(amqpReplyLat.p99)} ms | |`);
+  }
   console.log(JSON.stringify({ http: { ...httpLat, rate: httpRate }, stream: { ...streamLat, rate: streamRate },
-    streamWithId: { ...replyLat, rate: streamIdRate } }));
+    streamWithId: { ...replyLat, rate: streamIdRate },
+    ...(amqpLat ? { amqp: { ...amqpLat, rate: amqpRateValue }, amqpWithReply: amqpReplyLat } : {}) }));
+  if (conn) await conn.close();
   for (const c of clients) c.terminate();
   redis.disconnect();
   replies.disconnect();

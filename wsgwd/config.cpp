@@ -72,6 +72,12 @@ bool operator==(const CommandRedisConfig &a, const CommandRedisConfig &b) {
            x.claimIdle == y.claimIdle && x.dedupWindow == y.dedupWindow;
 }
 
+bool operator==(const CommandAmqpConfig &a, const CommandAmqpConfig &b) {
+    const AmqpCommandOptions &x = a.options, &y = b.options;
+    return a.url == b.url && x.queue == y.queue && x.prefetch == y.prefetch && x.dedupWindow == y.dedupWindow &&
+           x.broker.heartbeat == y.broker.heartbeat && x.broker.connectTimeout == y.broker.connectTimeout;
+}
+
 bool operator==(const StreamAmqpConfig &a, const StreamAmqpConfig &b) {
     const AmqpSinkOptions &x = a.options, &y = b.options;
     return a.url == b.url && x.exchange == y.exchange && x.queue == y.queue && x.routingKey == y.routingKey &&

@@ -119,6 +119,17 @@ struct CommandRedisConfig {
     friend bool operator==(const CommandRedisConfig &, const CommandRedisConfig &);
 };
 
+/// command_amqp: control commands read from an AMQP queue (README: Commands over Redis and AMQP).
+struct CommandAmqpConfig {
+    /// addr's server, login, vhost and amqps (in options.broker, with the URL's heartbeat and
+    /// connection_timeout when it gives them), queue, prefetch, dedup_window_s. The consumer's
+    /// name, the in-flight TTL and the Redis for command ids (command_redis's, else cluster's) are
+    /// set by the gateway.
+    AmqpCommandOptions options;
+    std::string url; ///< addr as written
+    friend bool operator==(const CommandAmqpConfig &, const CommandAmqpConfig &);
+};
+
 /// stream_http: POST events as signed JSON to a webhook.
 struct StreamHttpConfig {
     /// url, secret (read from secret_file by readConfigFiles), ca_file, batch_max_events,
@@ -192,6 +203,7 @@ struct Config {
     /// backends: named sinks, in the order written; endpoints route to them by name.
     std::vector<BackendConfig> backends;
     std::optional<CommandRedisConfig> commandRedis; ///< command_redis: commands in over a Redis stream
+    std::optional<CommandAmqpConfig> commandAmqp;   ///< command_amqp: commands in over an AMQP queue
     /// backlog_max_events, backlog_max_mb, backlog_overflow (drop_oldest | pause_reading): every
     /// event sink's backlog while it is slow or down.
     SinkOptions backlog;

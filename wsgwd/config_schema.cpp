@@ -205,6 +205,38 @@ const Section<StreamAmqpConfig> &streamAmqpKeys() {
     return keys;
 }
 
+// command_amqp.addr: as storeAmqpAddress, into the reader's broker options.
+void storeCommandAmqpAddress(const AmqpAddress &a, CommandAmqpConfig &section) {
+    StreamAmqpConfig asSink;
+    asSink.options = section.options.broker;
+    storeAmqpAddress(a, asSink);
+    section.options.broker = asSink.options;
+    section.url = a.url;
+}
+
+void readCommandQueue(Reader &r, const Entry &e, const std::string &name, AmqpCommandOptions &o) {
+    o.queue = r.w.nonEmpty(e, name, "a queue name");
+    if (o.queue.size() > 255) r.w.fail(e.value.Mark(), name + ": a queue name has at most 255 bytes");
+}
+
+// command_amqp: the queue backends publish commands to (README: Commands over Redis and AMQP).
+const Section<CommandAmqpConfig> &commandAmqpKeys() {
+    using S = CommandAmqpConfig;
+    using O = AmqpCommandOptions;
+    static const Section<S> keys{
+        "a map with 'addr'",
+        IfNull::Absent,
+        {
+            {"addr", amqpUrl(storeCommandAmqpAddress), "'addr: amqp://guest:guest@localhost:5672/'"},
+            {"queue", in(&S::options, Read<O>(readCommandQueue))},
+            // unacknowledged commands the broker hands a node at most
+            {"prefetch", in(&S::options, number(&O::prefetch, 1, 65535))},
+            // a command_id seen within this window is not applied again
+            {"dedup_window_s", in(&S::options, duration<Seconds>(&O::dedupWindow, 1, 7 * kDayS))},
+        }};
+    return keys;
+}
+
 // url: checked by building the sink once (nothing is connected), which knows what it can do.
 void readHttpUrl(Reader &r, const Entry &e, const std::string &name, StreamHttpConfig &s) {
     s.options.url = r.w.nonEmpty(e, name, "a URL such as http://127.0.0.1:8080/events");
@@ -701,6 +733,7 @@ const Section<Config> &topLevelKeys() {
             {"cluster", optionalSection(&Config::cluster, clusterKeys())},
             {"stream_http", optionalSection(&Config::streamHttp, streamHttpKeys())},
             {"command_redis", optionalSection(&Config::commandRedis, commandRedisKeys())},
+            {"command_amqp", optionalSection(&Config::commandAmqp, commandAmqpKeys())},
             {"max_message_size_kb",
              in(&Config::defaults, bytes(&Defaults::maxMessageBytes, kKiB, 1, kMaxSizeKb))},
             {"endpoints", [](Reader &, const Entry &, const std::string &, Config &) {}}, // after the rest

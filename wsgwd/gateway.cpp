@@ -98,6 +98,13 @@ std::string unavailableFeature(const Config &c) {
         return c.file + ": " + c.connectionRedisSync->url + noTls;
     if (c.cluster && c.cluster->tls) return c.file + ": " + c.cluster->url + noTls;
     if (c.commandRedis && c.commandRedis->tls) return c.file + ": " + c.commandRedis->url + noTls;
+    if (c.commandAmqp) {
+        // Builds the reader once to learn whether it can exist (nothing is connected).
+        AmqpCommandOptions o = c.commandAmqp->options;
+        o.consumer = "check";
+        std::string why;
+        if (!makeAmqpCommandReader(o, &why)) return c.file + ": command_amqp: " + why;
+    }
     if (c.streamAmqp) {
         // Builds the sink once to learn whether it can exist (no connection is made).
         std::string why;
@@ -134,7 +141,7 @@ struct Gateway::Impl {
     std::unique_ptr<WsServer> ws;
     std::unique_ptr<ControlApi> control;
     std::unique_ptr<Cluster> cluster;
-    // The command bus (command_redis): its readers run commands through busRunner under busLimits.
+    // The command bus (command_redis, command_amqp): its readers run commands through busRunner under busLimits.
     std::unique_ptr<CommandRunner> busRunner;
     std::vector<std::unique_ptr<CommandReader>> readers;
     std::mutex busLimitsMu;
@@ -159,11 +166,11 @@ constexpr auto kBusStopGrace = std::chrono::milliseconds(2000);
 
 } // namespace
 
-// command_redis: the readers, named by this node, running commands cluster-wide through a
-// CommandRunner like the control API's.
+// command_redis, command_amqp: the readers, named by this node, running commands cluster-wide
+// through a CommandRunner like the control API's.
 bool Gateway::makeCommandReaders(Impl &d, const std::string &node, std::string *error) {
     const Config &c = d.config;
-    if (!c.commandRedis) return true;
+    if (!c.commandRedis && !c.commandAmqp) return true;
     d.busRunner = std::make_unique<CommandRunner>(*d.hub, d.cluster.get(), *d.metrics, WsServer::messageHeadroom());
     d.busLimits = c.control;
     CommandReaderEvents events;
@@ -172,12 +179,14 @@ bool Gateway::makeCommandReaders(Impl &d, const std::string &node, std::string *
                      "are only counted)",
                      kind, detail);
     };
+    const auto inFlightTtl = c.control.commandTimeout +
+                             (c.cluster ? c.cluster->commandTimeout : std::chrono::milliseconds(0)) +
+                             std::chrono::milliseconds(2000);
     if (c.commandRedis) {
         RedisCommandOptions o = c.commandRedis->options;
         o.consumer = node;
         o.events = events;
-        o.inFlightTtl = c.control.commandTimeout + (c.cluster ? c.cluster->commandTimeout : std::chrono::milliseconds(0)) +
-                        std::chrono::milliseconds(2000);
+        o.inFlightTtl = inFlightTtl;
         o.events.onStateChange = [stream = o.stream](bool up, const std::string &why) {
             if (up)
                 spdlog::info("command bus: reading commands from the Redis stream {}", stream);
@@ -188,6 +197,33 @@ bool Gateway::makeCommandReaders(Impl &d, const std::string &node, std::string *
         auto reader = makeRedisCommandReader(std::move(o), &why);
         if (!reader) {
             if (error) *error = "command_redis: " + why;
+            return false;
+        }
+        d.readers.push_back(std::move(reader));
+    }
+    if (c.commandAmqp) {
+        AmqpCommandOptions o = c.commandAmqp->options;
+        o.consumer = node;
+        o.events = events;
+        o.inFlightTtl = inFlightTtl;
+        // command_id records: in the command stream's Redis, else the cluster's, so that every
+        // node sees them; with neither, in this process only (README says what that means).
+        if (c.commandRedis)
+            o.dedupRedis = c.commandRedis->options.redis;
+        else if (c.cluster)
+            o.dedupRedis = c.cluster->options.redis;
+        std::string where = o.dedupRedis ? "Redis" : "this process only";
+        o.events.onStateChange = [queue = o.queue, where](bool up, const std::string &why) {
+            if (up)
+                spdlog::info("command bus: reading commands from the AMQP queue {} (command ids recorded in {})", queue,
+                             where);
+            else
+                spdlog::warn("command bus: AMQP queue {}: {} (reconnecting)", queue, why);
+        };
+        std::string why;
+        auto reader = makeAmqpCommandReader(std::move(o), &why);
+        if (!reader) {
+            if (error) *error = "command_amqp: " + why;
             return false;
         }
         d.readers.push_back(std::move(reader));
@@ -490,6 +526,7 @@ std::vector<std::string> Gateway::reload(const Config &next) {
     differs(next.connectionRedisSync != cur.connectionRedisSync, "connection_redis_sync");
     differs(next.cluster != cur.cluster, "cluster");
     differs(next.commandRedis != cur.commandRedis, "command_redis");
+    differs(next.commandAmqp != cur.commandAmqp, "command_amqp");
     differs(next.nodeId != cur.nodeId, "node_id");
     differs(next.control.maxBodyBytes != cur.control.maxBodyBytes, "max_body_kb");
     differs(next.control.metrics != cur.control.metrics, "prometheus.enabled");

@@ -28,6 +28,7 @@
 // Events written before the notice but not yet confirmed are published again after it: at least
 // once, as after any failure.
 #include "amqp_confirms.h"
+#include "amqp_connect.h"
 #include "amqp_support.h"
 #include "socket_watchdog.h"
 
@@ -35,11 +36,6 @@
 #include <wsgw/template.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,9 +53,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr amqp_channel_t kChannel = 1;
 constexpr std::size_t kMaxShortString = 255; // exchange, queue and routing key (AMQP shortstr)
-// How long past a call's own bound the watchdog waits before it shuts the socket down, so that
-// rabbitmq-c's own timeout (when it has one) reports first, with its more precise reason.
-constexpr std::chrono::milliseconds kWatchdogGrace = 1000ms;
 // While writing a batch, look for frames from the broker (a connection.blocked, confirms) after
 // this many messages or bytes, whichever comes first: two syscalls each time. The byte bound keeps
 // far below the TCP buffers between us and the broker, so the notice is read before a write could
@@ -71,8 +64,7 @@ class AmqpSink final : public EventSink {
 public:
     AmqpSink(AmqpSinkOptions options, Template routingKey)
         : o_(std::move(options)), routingKey_(std::move(routingKey)) {
-        where_ = (o_.host.find(':') != std::string::npos ? "[" + o_.host + "]" : o_.host) + ":" +
-                 std::to_string(o_.port);
+        where_ = whereOf(o_);
         // The headers table points into o_.headers, which stays put from here on.
         for (const auto &[key, value] : o_.headers) {
             amqp_table_entry_t entry{};
@@ -122,7 +114,6 @@ private:
     // For the declarations: false with lastError() set unless the reply is normal. `timedOut`:
     // the watchdog shut the socket down during the call.
     bool replyOk(std::string_view what, bool timedOut);
-    std::string loginError(const amqp_rpc_reply_t &r) const;
     // Reads frames, waiting up to `wait` for the first one and taking whatever else has arrived
     // without waiting; basic.ack and basic.nack on our channel go to `onConfirm` (ignored when
     // null), every other frame to handleFrame. Returns false (lastError() set) if the connection
@@ -175,29 +166,6 @@ std::string AmqpSink::callError(const std::string &what, int status, bool timedO
            "; connection dropped";
 }
 
-std::string AmqpSink::loginError(const amqp_rpc_reply_t &r) const {
-    const std::string who = "user '" + o_.user + "' on vhost '" + o_.vhost + "' at " + where_;
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        const auto *c = static_cast<const amqp_connection_close_t *>(r.reply.decoded);
-        std::string reason = closeReason(r.reply);
-        if (c->reply_code == AMQP_ACCESS_REFUSED)
-            return "login refused for " + who + ": " + reason + " (check the user and password)";
-        if (c->reply_code == AMQP_NOT_ALLOWED)
-            return "vhost not available for " + who + ": " + reason + " (check the vhost and the user's permissions)";
-        return "the broker refused the login of " + who + ": " + reason;
-    }
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-        if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED)
-            return "the broker at " + where_ + " closed the connection during login of " + who +
-                   " (wrong user, password or vhost?)";
-        if (r.library_error == AMQP_STATUS_TIMEOUT)
-            return "no answer to the AMQP login from " + where_ + " within " + seconds(o_.connectTimeout) +
-                   " (is this an AMQP 0-9-1 port?)";
-        return "login at " + where_ + " failed: " + amqp_error_string2(r.library_error);
-    }
-    return "login at " + where_ + " failed";
-}
-
 bool AmqpSink::replyOk(std::string_view what, bool timedOut) {
     amqp_rpc_reply_t r = amqp_get_rpc_reply(conn_);
     switch (r.reply_type) {
@@ -238,72 +206,9 @@ bool AmqpSink::connect() {
 
 bool AmqpSink::openConnection() {
     disconnect(false);
-    conn_ = amqp_new_connection();
-    if (!conn_) return fail("out of memory");
-
-    if (o_.tls) {
-        amqp_socket_t *sock = amqp_ssl_socket_new(conn_);
-        if (!sock) return fail("cannot create a TLS socket");
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
-        std::string ca = caFile(o_.caFile);
-        if (amqp_ssl_socket_set_cacert(sock, ca.c_str()) != AMQP_STATUS_OK)
-            return fail("cannot load the CA certificates from '" + ca + "'");
-        // Bounded by its own timeout: the TCP connect and the TLS handshake both.
-        timeval tv = toTimeval(o_.connectTimeout);
-        if (int rc = amqp_socket_open_noblock(sock, o_.host.c_str(), o_.port, &tv); rc != AMQP_STATUS_OK) {
-            // Tell a closed port from a TLS problem.
-            std::string why;
-            int fd = connectTcp(o_.host, o_.port, o_.connectTimeout, &why);
-            if (fd < 0) return fail(why);
-            ::close(fd);
-            return fail("TLS with " + where_ + " failed: " + amqp_error_string2(rc));
-        }
-    } else {
-        std::string why;
-        int fd = connectTcp(o_.host, o_.port, o_.connectTimeout, &why);
-        if (fd < 0) return fail(why);
-        amqp_socket_t *sock = amqp_tcp_socket_new(conn_);
-        if (!sock) {
-            ::close(fd);
-            return fail("out of memory");
-        }
-        amqp_tcp_socket_set_sockfd(sock, fd); // the connection owns it from here
-    }
-
-    timeval handshake = toTimeval(o_.connectTimeout);
-    amqp_set_handshake_timeout(conn_, &handshake);
-    timeval rpc = toTimeval(o_.replyTimeout);
-    amqp_set_rpc_timeout(conn_, &rpc);
-
-    // Ask for connection.blocked notices (see the top of this file) and name the connection for
-    // the broker's management UI.
-    std::string connectionName = o_.node.empty() ? "wsgw" : "wsgw " + o_.node;
-    amqp_table_entry_t capability{};
-    capability.key = amqp_cstring_bytes("connection.blocked");
-    capability.value.kind = AMQP_FIELD_KIND_BOOLEAN;
-    capability.value.value.boolean = 1;
-    amqp_table_entry_t properties[2]{};
-    properties[0].key = amqp_cstring_bytes("capabilities");
-    properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
-    properties[0].value.value.table = amqp_table_t{1, &capability};
-    properties[1].key = amqp_cstring_bytes("connection_name");
-    properties[1].value.kind = AMQP_FIELD_KIND_UTF8;
-    properties[1].value.value.bytes = bytesOf(connectionName);
-    amqp_table_t table{2, properties};
-    const int heartbeat = static_cast<int>(std::min<long long>(o_.heartbeat.count(), 65535));
-    {
-        // rabbitmq-c bounds the login's reads and writes by the handshake timeout; the guard is
-        // a second line.
-        WatchdogGuard guard(watchdog_, fd(), Clock::now() + o_.connectTimeout + kWatchdogGrace);
-        amqp_rpc_reply_t login = amqp_login_with_properties(conn_, o_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE,
-                                                            heartbeat, &table, AMQP_SASL_METHOD_PLAIN,
-                                                            o_.user.c_str(), o_.password.c_str());
-        if (guard.end())
-            return fail("no answer to the AMQP login from " + where_ + " within " +
-                        seconds(o_.connectTimeout + kWatchdogGrace));
-        if (login.reply_type != AMQP_RESPONSE_NORMAL) return fail(loginError(login));
-    }
+    std::string why;
+    conn_ = amqp::openConnection(o_, o_.node.empty() ? "wsgw" : "wsgw " + o_.node, watchdog_, &why);
+    if (!conn_) return fail(why);
 
     // Each declaration: rabbitmq-c waits for the reply up to the RPC timeout but writes the
     // request without a bound, so the watchdog guards it.

@@ -10,8 +10,9 @@
 
 namespace wsgw {
 
-/// Appends `text` application/x-www-form-urlencoded (as formEncode) to `out`.
-void appendFormEncoded(std::string &out, std::string_view text);
+/// Appends `text` application/x-www-form-urlencoded (as formEncode) to `out`. Exported for
+/// libwsgw-amqp (its command reader), not part of the public API.
+WSGW_EXPORT void appendFormEncoded(std::string &out, std::string_view text);
 /// Appends the tags as encodeForm gives them ("a=1&b=x+y") to `out`. Exported for libwsgw-redis
 /// (its stream sink), not part of the public API.
 WSGW_EXPORT void appendForm(std::string &out, const Tags &tags);

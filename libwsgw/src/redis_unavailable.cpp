@@ -1,5 +1,7 @@
 // Built instead of the Redis sinks and the Redis mirror when libwsgw is configured without
 // hiredis (-Dredis=disabled), and the Redis cluster transport likewise.
+#include "command_dedup.h"
+
 #include <wsgw/cluster.h>
 #include <wsgw/command_bus.h>
 #include <wsgw/mirror.h>
@@ -28,6 +30,12 @@ std::unique_ptr<ClusterTransport> makeRedisClusterTransport(RedisClusterOptions,
 }
 
 std::unique_ptr<CommandReader> makeRedisCommandReader(RedisCommandOptions, std::string *error) {
+    unavailable(error);
+    return nullptr;
+}
+
+std::unique_ptr<CommandDedup> makeRedisCommandDedup(const RedisEndpoint &, std::string, std::chrono::milliseconds,
+                                                    std::chrono::milliseconds, std::string *error) {
     unavailable(error);
     return nullptr;
 }

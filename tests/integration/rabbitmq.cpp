@@ -365,6 +365,8 @@ void RabbitBroker::stop(bool andEpmd) {
 struct AmqpClient::Impl {
     amqp_connection_state_t conn = nullptr;
     amqp_channel_t nextChannel = 2;
+    bool confirming = false;    // channel 1 is in confirm mode
+    std::uint64_t nextTag = 1;  // delivery tag of the next publish on channel 1 (confirm mode)
 
     void check(const char *what) {
         amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
@@ -431,6 +433,56 @@ void AmqpClient::deleteQueue(const std::string &name) {
     impl_->check(("queue.delete " + name).c_str());
 }
 
+void AmqpClient::publish(const std::string &exchange, const std::string &key, const std::string &body,
+                         const Publish &props) {
+    Impl &d = *impl_;
+    if (props.confirm && !d.confirming) {
+        amqp_confirm_select(d.conn, 1);
+        d.check("confirm.select");
+        d.confirming = true;
+    }
+    amqp_basic_properties_t p{};
+    p._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p.delivery_mode = props.persistent ? 2 : 1;
+    p.content_type = amqp_cstring_bytes("application/json");
+    if (!props.replyTo.empty()) {
+        p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        p.reply_to = amqp_cstring_bytes(props.replyTo.c_str());
+    }
+    if (!props.correlationId.empty()) {
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = amqp_cstring_bytes(props.correlationId.c_str());
+    }
+    if (!props.messageId.empty()) {
+        p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        p.message_id = amqp_cstring_bytes(props.messageId.c_str());
+    }
+    amqp_bytes_t content{body.size(), const_cast<char *>(body.data())};
+    int rc = amqp_basic_publish(d.conn, 1, amqp_cstring_bytes(exchange.c_str()), amqp_cstring_bytes(key.c_str()), 0, 0,
+                                &p, content);
+    if (rc != AMQP_STATUS_OK) throw std::runtime_error(std::string("basic.publish: ") + amqp_error_string2(rc));
+    if (!d.confirming) return;
+    const std::uint64_t tag = d.nextTag++;
+    if (!props.confirm) return;
+    for (int i = 0; i < 1000; ++i) {
+        amqp_frame_t frame;
+        timeval tv{10, 0};
+        rc = amqp_simple_wait_frame_noblock(d.conn, &frame, &tv);
+        if (rc != AMQP_STATUS_OK) throw std::runtime_error(std::string("waiting for a confirm: ") + amqp_error_string2(rc));
+        if (frame.frame_type != AMQP_FRAME_METHOD || frame.channel != 1) continue;
+        const amqp_method_t &m = frame.payload.method;
+        if (m.id == AMQP_BASIC_ACK_METHOD) {
+            const auto *ack = static_cast<const amqp_basic_ack_t *>(m.decoded);
+            if (ack->delivery_tag == tag || (ack->multiple && ack->delivery_tag >= tag)) return;
+        } else if (m.id == AMQP_BASIC_NACK_METHOD) {
+            throw std::runtime_error("the broker nacked a message");
+        } else if (m.id == AMQP_CHANNEL_CLOSE_METHOD || m.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            throw std::runtime_error("the broker closed the channel while we waited for a confirm");
+        }
+    }
+    throw std::runtime_error("no confirm");
+}
+
 std::vector<Delivery> AmqpClient::consume(const std::string &queue, std::size_t atLeast,
                                           std::chrono::milliseconds limit, std::chrono::milliseconds quiet) {
     Impl &d = *impl_;
@@ -471,6 +523,7 @@ std::vector<Delivery> AmqpClient::consume(const std::string &queue, std::size_t 
         if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) m.contentType = bytes(p.content_type);
         if (p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) m.deliveryMode = p.delivery_mode;
         if (p._flags & AMQP_BASIC_TIMESTAMP_FLAG) m.timestamp = p.timestamp;
+        if (p._flags & AMQP_BASIC_CORRELATION_ID_FLAG) m.correlationId = bytes(p.correlation_id);
         if (p._flags & AMQP_BASIC_HEADERS_FLAG)
             for (int i = 0; i < p.headers.num_entries; ++i) {
                 const amqp_table_entry_t &e = p.headers.entries[i];

@@ -87,6 +87,19 @@ struct Delivery {
     int deliveryMode = 0;       ///< 2 = persistent
     std::uint64_t timestamp = 0; ///< seconds; 0 if absent
     std::map<std::string, std::string> headers; ///< string-valued headers
+    std::string correlationId;                  ///< "" if absent
+};
+
+/// Properties of a message the test publishes.
+struct Publish {
+    std::string replyTo;       ///< "" for none
+    std::string correlationId; ///< "" for none
+    std::string messageId;     ///< "" for none
+    bool persistent = true;    ///< delivery mode 2
+    /// Waits for the broker's confirm (publisher confirms on the client's channel): once
+    /// publish() returns, the broker has taken the message (on disk, for a persistent message to
+    /// a durable queue).
+    bool confirm = false;
 };
 
 /// A blocking AMQP client for checks. Every call throws std::runtime_error with the broker's
@@ -105,6 +118,9 @@ public:
     std::uint32_t declareQueue(const std::string &name, bool durable = true);
     void bindQueue(const std::string &queue, const std::string &exchange, const std::string &key);
     void deleteQueue(const std::string &name);
+    /// Publishes `body` to `exchange` ("" the default exchange: `key` names the queue).
+    void publish(const std::string &exchange, const std::string &key, const std::string &body,
+                 const Publish &props = {});
 
     /// Consumes (auto-ack) until `atLeast` messages arrived and then no more for `quiet`, or
     /// `limit` passed; returns what arrived.

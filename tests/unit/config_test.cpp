@@ -381,7 +381,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
         bool sectionStart =
             line == "# stream_redis:" || line == "# stream_amqp:" || line == "# connection_redis_sync:" ||
             line == "# cluster:" || line == "# stream_http:" || line == "# backends:" ||
-            line == "# command_redis:";
+            line == "# command_redis:" || line == "# command_amqp:";
         if (sectionStart) inBlock = true;
         else if (inBlock && line.rfind("#   ", 0) != 0) inBlock = false;
         out += (inBlock ? line.substr(2) : line) + "\n";
@@ -394,6 +394,7 @@ TEST_CASE("the shipped config.yml loads with its optional sections uncommented")
     CHECK(c->connectionRedisSync);
     CHECK(c->cluster);
     CHECK(c->commandRedis);
+    CHECK(c->commandAmqp);
     REQUIRE(c->streamHttp);
     CHECK(c->streamHttp->options.batchMaxEvents == 100);
     CHECK(c->effectiveEventLog() == Config::EventLog::None);
@@ -455,6 +456,38 @@ TEST_CASE("command_redis: its keys, their defaults and bounds") {
     CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: redis://x\n  stream: ''\n", "t.yml:5:11: ");
     CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: redis://x\n  gruop: a\n", "t.yml:5:3: ");
     CHECK_ERROR(std::string(kEndpoint) + "command_redis:\n  addr: ftp://x\n", "t.yml:4:9: ");
+}
+
+TEST_CASE("command_amqp: its keys, their defaults and bounds") {
+    Config c = parseOk(std::string(kEndpoint) + "command_amqp:\n  addr: amqp://u:p@10.0.0.9:5673/v?heartbeat=3\n"
+                                                "  queue: cmds\n  prefetch: 7\n  dedup_window_s: 60\n");
+    REQUIRE(c.commandAmqp);
+    const wsgw::AmqpCommandOptions &o = c.commandAmqp->options;
+    CHECK(o.broker.host == "10.0.0.9");
+    CHECK(o.broker.port == 5673);
+    CHECK(o.broker.user == "u");
+    CHECK(o.broker.password == "p");
+    CHECK(o.broker.vhost == "v");
+    CHECK(o.broker.heartbeat == std::chrono::seconds(3));
+    CHECK(o.queue == "cmds");
+    CHECK(o.prefetch == 7);
+    CHECK(o.dedupWindow == std::chrono::seconds(60));
+    CHECK_FALSE(o.dedupRedis); // the gateway picks the Redis, not the config
+    Config d = parseOk(std::string(kEndpoint) + "command_amqp: {addr: 'amqp://localhost'}\n");
+    REQUIRE(d.commandAmqp);
+    CHECK(d.commandAmqp->options.queue == "wsgw.commands");
+    CHECK(d.commandAmqp->options.prefetch == 100);
+    CHECK(d.commandAmqp->options.dedupWindow == std::chrono::seconds(300));
+    CHECK_FALSE(parseOk(kEndpoint).commandAmqp);
+    CHECK(c.commandAmqp != d.commandAmqp);
+
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  queue: x\n", "t.yml:3:1: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  addr: amqp://x\n  prefetch: 0\n", "t.yml:5:13: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  addr: amqp://x\n  queue: ''\n", "t.yml:5:10: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  addr: amqp://x\n  queue: " + std::string(256, 'q') + "\n",
+                "t.yml:5:10: command_amqp.queue: a queue name has at most 255 bytes");
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  addr: amqp://x\n  qeueu: a\n", "t.yml:5:3: ");
+    CHECK_ERROR(std::string(kEndpoint) + "command_amqp:\n  addr: redis://x\n", "t.yml:4:9: ");
 }
 
 TEST_CASE("loadConfig reports an unreadable file") {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -124,5 +125,49 @@ struct RedisCommandOptions {
 /// or when libwsgw was built without Redis support.
 WSGW_EXPORT std::unique_ptr<CommandReader> makeRedisCommandReader(RedisCommandOptions options,
                                                                   std::string *error = nullptr);
+
+/// Commands from an AMQP 0-9-1 queue (wsgwd's command_amqp), on rabbitmq-c.
+///
+///  - The queue is declared durable on each connect; every node consumes it (basic.consume, manual
+///    acknowledgements, basic.qos `prefetch`), so each message goes to one node (competing
+///    consumers). A message is acknowledged (basic.ack) once handled; one that was not (the node
+///    died or lost the broker) is delivered again, to any node.
+///  - The body is a JSON object: action, selector, message (text) or message_base64 (binary bytes;
+///    type binary unless type says text), type (text | binary), tags (settags: an object of string
+///    values, "" deletes the tag), command_id. The message_id property stands in for a missing
+///    command_id.
+///  - command_id is recorded while it runs and for `dedupWindow` after: in Redis (`dedupRedis`,
+///    the same scheme as RedisCommandOptions: `dedupPrefix`<id> SET NX "pending", then "done:<count>"),
+///    so whichever node reads a redelivery acknowledges it without applying it again; without
+///    `dedupRedis`, in this process only (a redelivery that reaches another node runs again). A
+///    command pending elsewhere, or one whose Redis is unreachable, is kept unacknowledged and
+///    looked at again a second later. A command without any id is not de-duplicated.
+///  - The reply_to property: {"command_id", "count", "missing_nodes"} or {"command_id", "error"}
+///    ("duplicate": true for a redelivery) is published there through the default exchange, with
+///    the message's correlation_id (the RPC pattern). Replies are not confirmed.
+///  - Every broker call is bounded (rabbitmq-c's timeouts, and a socket watchdog for its writes);
+///    a wait for deliveries lasts at most `wait`, so stop() is seen within about that. Reconnects
+///    back off from 0.1 s doubling to 2 s.
+struct AmqpCommandOptions {
+    /// Where and how to connect: host, port, tls, caFile, user, password, vhost, heartbeat,
+    /// connectTimeout, replyTimeout (exchange, queue, routingKey, headers and node are not used).
+    AmqpSinkOptions broker;
+    std::string queue = "wsgw.commands";
+    std::uint16_t prefetch = 100; ///< unacknowledged messages the broker hands this node at most
+    std::string consumer;         ///< this node's name (required): the consumer tag and connection name
+    std::chrono::milliseconds wait{1000};           ///< longest wait for a delivery
+    std::chrono::milliseconds dedupWindow{300'000}; ///< how long a command_id is remembered
+    /// As RedisCommandOptions::inFlightTtl: how long a command's "pending" mark lives.
+    std::chrono::milliseconds inFlightTtl{15'000};
+    /// Redis for command_id records shared by every node; unset: this process only.
+    std::optional<RedisEndpoint> dedupRedis;
+    std::string dedupPrefix; ///< key prefix in dedupRedis; empty: "<queue>:cmd:"
+    CommandReaderEvents events;
+};
+
+/// nullptr with a message for options that cannot work (no consumer name, an empty or too long
+/// queue name, dedupRedis without Redis support) or when libwsgw was built without AMQP support.
+WSGW_EXPORT std::unique_ptr<CommandReader> makeAmqpCommandReader(AmqpCommandOptions options,
+                                                                 std::string *error = nullptr);
 
 } // namespace wsgw
