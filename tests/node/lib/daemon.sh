@@ -30,8 +30,14 @@
 #                                on exit wsgw_kill, on failure the tail of DIR/wsgwd.log, then
 #                                DIR is removed (kept, and its path printed, when KEEP is not
 #                                empty); the exit status stays the script's
+#   wsgw_start_rabbitmq RABBITMQ_RUN DIR [--vhost NAME]...
+#                                starts the tests' private RabbitMQ node through RABBITMQ_RUN
+#                                (tests/integration/rabbitmq_run; its files in DIR), waits up to
+#                                3 minutes for it to take logins and sets wsgw_amqp_port;
+#                                wsgw_missing when rabbitmq-server is not installed
+#   wsgw_stop_rabbitmq           stops it (closes its stdin) and waits for it; for an EXIT trap
 #
-# Only the process started by wsgw_start is ever signalled, by its PID.
+# Only the processes started by wsgw_start and wsgw_start_rabbitmq are ever signalled, by PID.
 
 wsgw_node_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 wsgw_pid=""
@@ -196,4 +202,36 @@ wsgw_on_exit() {
         rm -rf "$wsgw_trap_dir"
     fi
     exit "$rc"
+}
+
+wsgw_rabbit_pid=""
+wsgw_amqp_port=""
+
+wsgw_start_rabbitmq() {
+    local run=$1 dir=$2 rc=0
+    shift 2
+    mkfifo "$dir/rabbit-stdin"
+    "$run" "$@" <"$dir/rabbit-stdin" >"$dir/rabbit-port" 2>"$dir/rabbitmq.log" &
+    wsgw_rabbit_pid=$!
+    exec 8>"$dir/rabbit-stdin" # held open until wsgw_stop_rabbitmq: closing it stops the broker
+    for _ in $(seq 1 1800); do
+        grep -q '^port ' "$dir/rabbit-port" && break
+        kill -0 "$wsgw_rabbit_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q '^port ' "$dir/rabbit-port"; then
+        wait "$wsgw_rabbit_pid" || rc=$?
+        wsgw_rabbit_pid=""
+        [ "$rc" -eq 77 ] && wsgw_missing "rabbitmq-server is not installed (Debian package rabbitmq-server; scripts/bootstrap installs it)"
+        cat "$dir/rabbitmq.log" >&2
+        wsgw_die "rabbitmq_run did not start the broker (exit $rc)"
+    fi
+    wsgw_amqp_port=$(awk '/^port /{print $2}' "$dir/rabbit-port")
+}
+
+wsgw_stop_rabbitmq() {
+    [ -n "$wsgw_rabbit_pid" ] || return 0
+    exec 8>&-
+    wait "$wsgw_rabbit_pid" 2>/dev/null || true
+    wsgw_rabbit_pid=""
 }

@@ -1,9 +1,11 @@
 'use strict';
 // The meson test `routes_node` (suite `node`): wsgwd routing endpoints to their own backends,
-// checked only through clients we did not write: npm `ws` WebSocket clients and npm `ioredis`
-// backends reading each backend's Redis.
+// checked only through clients we did not write: npm `ws` WebSocket clients, npm `ioredis`
+// backends reading each backend's Redis and npm `amqplib` consumers of each AMQP backend's vhost.
 //
-// Usage: node tests/node/routes/routes.js PATH/TO/wsgwd   (run.sh installs the npm packages)
+// Usage: [WSGW_AMQP_PORT=N] node tests/node/routes/routes.js PATH/TO/wsgwd
+//   (through run.sh, which installs the npm packages and, given rabbitmq_run, starts a private
+//   RabbitMQ node with vhosts chat and billing on WSGW_AMQP_PORT)
 //
 // Two redis-servers: A holds backend `chat` (stream chat), B holds backend `billing` (stream
 // billing, messages only) and the top-level stream_redis (db 1, stream legacy). Endpoints /chat
@@ -11,6 +13,10 @@
 //   1. Each stream holds exactly its endpoint's events, in order, and nothing else.
 //   2. Redis A stopped (SIGSTOP): /pay's messages keep reaching billing within 1 s (x SLOW);
 //      /chat's wait in chat's backlog; after SIGCONT every one arrives, in order.
+//   3. With WSGW_AMQP_PORT: endpoints /achat -> backend chatq (vhost chat) and /apay -> payq
+//      (vhost billing, opens and closes only): each vhost's queue holds exactly its endpoint's
+//      events, in order, as amqplib reads them; the default vhost got nothing; /legacy's events
+//      reached neither.
 // Exit status: 0 passed, 1 failed, 77 redis-server missing (a failure under CI=true).
 
 const assert = require('node:assert/strict');
@@ -18,6 +24,10 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const Redis = require(path.join(__dirname, '..', 'node_modules', 'ioredis'));
+const amqp = require(path.join(__dirname, '..', 'node_modules', 'amqplib'));
+
+const amqpPort = Number(process.env.WSGW_AMQP_PORT || 0);
+const amqpUrl = (vhost) => `amqp://guest:guest@127.0.0.1:${amqpPort}/${encodeURIComponent(vhost)}`;
 const { SLOW, log, sleep, wsgwd, tmp, children, start, tail, freePorts, until, http, client, fields } = require('../lib/procs')({
   label: 'routes (node)',
   script: 'routes.js',
@@ -71,8 +81,23 @@ async function main() {
     '  - path: /pay',
     '    backends: [billing]',
     '  - path: /legacy',
+    ...(amqpPort ? [
+      '  - path: /achat',
+      '    backends: [chatq]',
+      '    set_tags: {room: a}',
+      '    stream_include_tags: [room]',
+      '  - path: /apay',
+      '    backends: [payq]',
+    ] : []),
     '',
-  ].join('\n'));
+  ].join('\n').replace('endpoints:', amqpPort ? [
+    '  chatq:',
+    `    amqp: {addr: '${amqpUrl('chat')}', exchange: events, queue: q}`,
+    '  payq:',
+    `    amqp: {addr: '${amqpUrl('billing')}', exchange: events, queue: q}`,
+    '    actions: [open, close]',
+    'endpoints:',
+  ].join('\n') : 'endpoints:'));
   const gw = start([wsgwd, '--config', config], 'wsgwd');
   await until(async () => (await http(controlPort, 'GET', '/readyz')).status === 200, 15000 * SLOW,
     `wsgwd ready (log:\n${tail('wsgwd')})`);
@@ -133,11 +158,78 @@ async function main() {
   assert.deepEqual(distinct(messagesOf(await a.xrange('chat', '-', '+'))), [...range('c', 30), ...range('during-c', 100)]);
   log('chat got every missed event, in order');
 
+  if (amqpPort) await amqpBackends(wsPort);
+  else log('no RabbitMQ in this run (a build without rabbitmq-c): the AMQP backends were not checked');
+
   for (const ws of [chat, pay, legacy]) ws.close();
   process.kill(gw.pid, 'SIGTERM');
   const { code } = await gw.exited;
   assert.equal(code, 0, 'wsgwd exits 0 on SIGTERM');
   for (const r of [a, b, legacyB]) r.disconnect();
+}
+
+// Reads every message of queue `queue` on `vhost` until none came for `quietMs` (bounded by
+// `maxMs`), acknowledging each; returns the parsed events.
+async function drain(vhost, queue, { quietMs = 1000, maxMs = 15000 } = {}) {
+  const conn = await amqp.connect(amqpUrl(vhost));
+  try {
+    const ch = await conn.createChannel();
+    const events = [];
+    let last = Date.now();
+    await ch.consume(queue, (m) => {
+      events.push(JSON.parse(m.content.toString()));
+      ch.ack(m);
+      last = Date.now();
+    });
+    const end = Date.now() + maxMs * SLOW;
+    while (Date.now() - last < quietMs * SLOW && Date.now() < end) await sleep(50);
+    return events;
+  } finally {
+    await conn.close();
+  }
+}
+
+async function amqpBackends(wsPort) {
+  const achat = await client(wsPort, '/achat');
+  const apay = await client(wsPort, '/apay');
+  await send(achat, range('ac', 25));
+  await send(apay, range('ap', 25));
+  achat.close();
+  apay.close();
+  // Both closes must have reached the broker before the queues are read to the end.
+  const closed = async (vhost) => {
+    const conn = await amqp.connect(amqpUrl(vhost));
+    try {
+      const ch = await conn.createChannel();
+      return (await ch.checkQueue('q')).messageCount;
+    } finally {
+      await conn.close();
+    }
+  };
+  await until(async () => (await closed('chat')) >= 27 && (await closed('billing')) >= 2, 15000 * SLOW,
+    'the AMQP backends\' queues have their endpoints\' events');
+
+  const chatEvents = await drain('chat', 'q');
+  assert.ok(chatEvents.every((e) => e.endpoint === '/achat'), 'vhost chat holds /achat\'s events only');
+  const chatActions = chatEvents.map((e) => e.action).filter((a, i, v) => i === 0 || a !== v[i - 1]);
+  assert.deepEqual(chatActions, ['open', 'message', 'close'], 'open, then the messages, then close');
+  assert.deepEqual(distinct(chatEvents.filter((e) => e.action === 'message').map((e) => e.message)), range('ac', 25));
+  assert.equal(chatEvents[0].tags, 'room=a', 'the endpoint\'s stream_include_tags ride along');
+
+  const payEvents = await drain('billing', 'q');
+  assert.ok(payEvents.every((e) => e.endpoint === '/apay'), 'vhost billing holds /apay\'s events only');
+  assert.deepEqual(distinct(payEvents.map((e) => e.action)), ['open', 'close'], 'payq takes opens and closes only');
+
+  // Nothing reached the default vhost: no queue q was ever declared there.
+  const root = await amqp.connect(amqpUrl('/'));
+  try {
+    const ch = await root.createChannel();
+    ch.on('error', () => {});
+    await assert.rejects(ch.checkQueue('q'), /NOT_FOUND|404/, 'the default vhost has no queue q');
+  } finally {
+    await root.close().catch(() => {});
+  }
+  log(`AMQP: vhost chat got /achat's ${chatEvents.length} events in order, vhost billing /apay's ${payEvents.length} (opens and closes only), the default vhost nothing`);
 }
 
 main().then(
