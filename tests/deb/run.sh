@@ -49,7 +49,11 @@ lib=$(ls "$out"/libwsgw*_"${version}_${arch}".deb 2>/dev/null | grep -E "/libwsg
 [ -n "$lib" ] || fail "no libwsgw<soversion> package was built: $(ls "$out")"
 soversion=$(basename "$lib" | sed 's/^libwsgw\([0-9]*\)_.*/\1/')
 dev="$out/libwsgw-dev_${version}_${arch}.deb"
-for f in "$daemon" "$lib" "$dev"; do [ -f "$f" ] || fail "$(basename "$f") was not built: $(ls "$out")"; done
+# The broker parts, one package each (README "Linking"), named for the same soversion.
+redis="$out/libwsgw-redis${soversion}_${version}_${arch}.deb"
+amqp="$out/libwsgw-amqp${soversion}_${version}_${arch}.deb"
+httpsink="$out/libwsgw-http${soversion}_${version}_${arch}.deb"
+for f in "$daemon" "$lib" "$dev" "$redis" "$amqp" "$httpsink"; do [ -f "$f" ] || fail "$(basename "$f") was not built: $(ls "$out")"; done
 
 # $1 package, $2 what its listing must hold (a path, as dpkg-deb -c prints it after ./).
 has() {
@@ -65,7 +69,8 @@ has "$daemon" lib/systemd/system/wsgwd.service
 has "$daemon" usr/share/man/man8/wsgwd.8.gz
 dpkg-deb -I "$daemon" conffiles | grep -qx /etc/wsgw/config.yml || fail "/etc/wsgw/config.yml is not a conffile"
 depends=$(field "$daemon" Depends)
-for d in "libwsgw$soversion (>= $version)" libwebsockets libsystemd0 libyaml-cpp libspdlog libprometheus-cpp-core \
+for d in "libwsgw$soversion (>= $version)" "libwsgw-redis$soversion (>= $version)" "libwsgw-amqp$soversion (>= $version)" \
+    "libwsgw-http$soversion (>= $version)" libwebsockets libsystemd0 libyaml-cpp libspdlog libprometheus-cpp-core \
     libstdc++6 libc6 adduser; do
     case "$depends" in *"$d"*) ;; *) fail "wsgwd's Depends lacks $d: $depends" ;; esac
 done
@@ -94,20 +99,43 @@ soname=$(objdump -p "$tmp/root/usr/lib/$multiarch/libwsgw.so.$soversion" | awk '
 [ "$soname" = "libwsgw.so.$soversion" ] || fail "the library's SONAME is '$soname', not libwsgw.so.$soversion"
 dpkg-deb -I "$lib" shlibs | grep -q "^libwsgw $soversion libwsgw$soversion" || fail "libwsgw$soversion has no shlibs entry"
 [ "$(field "$lib" Multi-Arch)" = same ] || fail "libwsgw$soversion is not Multi-Arch: same"
-# The sinks' client libraries are the library's dependencies, not the daemon's.
-for d in libhiredis librabbitmq libstdc++6; do
-    case "$(field "$lib" Depends)" in *"$d"*) ;; *) fail "libwsgw$soversion's Depends lacks $d: $(field "$lib" Depends)" ;; esac
+# The core needs the C++ runtime only: no broker client library (an embedder without brokers
+# installs none).
+case "$(field "$lib" Depends)" in *libstdc++6*) ;; *) fail "libwsgw$soversion's Depends lacks libstdc++6: $(field "$lib" Depends)" ;; esac
+for d in libhiredis librabbitmq libcpp-httplib libssl; do
+    case "$(field "$lib" Depends)" in *"$d"*) fail "libwsgw$soversion depends on $d: $(field "$lib" Depends)" ;; esac
 done
+# Each broker part: its library under its SONAME, its shlibs, its client library, and the core.
+# $1 package, $2 library name, $3... what its Depends must name.
+part() {
+    pkg=$1 name=$2
+    shift 2
+    has "$pkg" "usr/lib/$multiarch/$name.so.$soversion"
+    dpkg-deb -x "$pkg" "$tmp/root"
+    got=$(objdump -p "$tmp/root/usr/lib/$multiarch/$name.so.$soversion" | awk '/SONAME/ {print $2}')
+    [ "$got" = "$name.so.$soversion" ] || fail "$name's SONAME is '$got', not $name.so.$soversion"
+    dpkg-deb -I "$pkg" shlibs | grep -q "^$name $soversion $name$soversion" || fail "$name$soversion has no shlibs entry"
+    [ "$(field "$pkg" Multi-Arch)" = same ] || fail "$name$soversion is not Multi-Arch: same"
+    for d in "libwsgw$soversion (>= $version)" "$@"; do
+        case "$(field "$pkg" Depends)" in *"$d"*) ;; *) fail "$name$soversion's Depends lacks $d: $(field "$pkg" Depends)" ;; esac
+    done
+}
+part "$redis" libwsgw-redis libhiredis
+part "$amqp" libwsgw-amqp librabbitmq "libwsgw-redis$soversion (>= $version)"
+part "$httpsink" libwsgw-http libcpp-httplib libssl
 
 # libwsgw-dev: headers, pkg-config file, the link; it needs exactly this library version.
 has "$dev" usr/include/wsgw/wsgw.h
 has "$dev" usr/include/wsgw/version.h
 has "$dev" "usr/lib/$multiarch/pkgconfig/libwsgw.pc"
-has "$dev" "usr/lib/$multiarch/libwsgw.so"
-case "$(field "$dev" Depends)" in
-*"libwsgw$soversion (= $version)"*) ;;
-*) fail "libwsgw-dev does not depend on libwsgw$soversion (= $version): $(field "$dev" Depends)" ;;
-esac
+for name in libwsgw libwsgw-redis libwsgw-amqp libwsgw-http; do
+    has "$dev" "usr/lib/$multiarch/pkgconfig/$name.pc"
+    has "$dev" "usr/lib/$multiarch/$name.so"
+    case "$(field "$dev" Depends)" in
+    *"$name$soversion (= $version)"*) ;;
+    *) fail "libwsgw-dev does not depend on $name$soversion (= $version): $(field "$dev" Depends)" ;;
+    esac
+done
 dpkg-deb -x "$dev" "$tmp/root"
 
 # The packaged daemon runs from the extracted files: version, the shipped config, the man page.
@@ -130,4 +158,4 @@ ${CXX:-c++} -std=c++17 -Wall -Wextra -Werror "$src/examples/consumer/consumer.cp
 grep -q '^E: ' "$out/lintian.txt" && fail "lintian errors: $(grep '^E: ' "$out/lintian.txt")"
 echo "deb test: lintian warnings: $(grep -c '^W: ' "$out/lintian.txt" || true)"
 grep '^W: ' "$out/lintian.txt" || true
-echo "deb test: OK: $(basename "$daemon") $(basename "$lib") $(basename "$dev")"
+echo "deb test: OK: $(basename "$daemon") $(basename "$lib") $(basename "$redis") $(basename "$amqp") $(basename "$httpsink") $(basename "$dev")"
