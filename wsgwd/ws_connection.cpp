@@ -87,11 +87,28 @@ void WsConnection::flushPending() {
 void WsConnection::close(std::uint16_t code, std::string_view reason) {
     if (closing_) return;
     closing_ = true;
-    closeCode_ = code;
-    closeReason_.assign(cutCloseReason(reason));
+    setClose(code, reason);
     // If the peer never lets us write the close frame, drop it anyway.
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
     requestWrite();
+}
+
+void WsConnection::setClose(std::uint16_t code, std::string_view reason) {
+    closeCode_ = code;
+    reason = cutCloseReason(reason);
+    if (reason.empty())
+        closeReason_.reset();
+    else if (closeReason_)
+        closeReason_->assign(reason);
+    else
+        closeReason_ = std::make_unique<std::string>(reason);
+}
+
+void WsConnection::lwsCloseReason(std::uint16_t code) {
+    std::string_view reason = closeReason();
+    // lws copies the reason into its close frame; its parameter is not const.
+    lws_close_reason(wsi_, static_cast<lws_close_status>(code),
+                     reinterpret_cast<unsigned char *>(const_cast<char *>(reason.data())), reason.size());
 }
 
 std::string WsConnection::remoteAddress() const { return peerAddress(lws_get_socket_fd(wsi_)); }
@@ -120,8 +137,7 @@ int WsConnection::onWriteable() {
     }
     if (!out_.hasQueued()) {
         if (!closing_) return 0;
-        lws_close_reason(wsi_, static_cast<lws_close_status>(closeCode_),
-                         reinterpret_cast<unsigned char *>(closeReason_.data()), closeReason_.size());
+        lwsCloseReason(closeCode_);
         return -1;
     }
     int rc = compressed_ ? writeCompressed() : writeRaw();
@@ -156,7 +172,7 @@ int WsConnection::onReceive(const void *in, std::size_t len) {
     if (!rxBinary_) {
         Utf8Prefix u = checkUtf8Prefix(std::string_view(rx_).substr(rxUtf8Whole_));
         if (!u.valid) return invalidUtf8();
-        rxUtf8Whole_ += u.whole;
+        rxUtf8Whole_ += static_cast<std::uint32_t>(u.whole);
     }
     if (!lws_is_final_fragment(wsi_) || lws_remaining_packet_payload(wsi_) > 0) return 0;
 
@@ -276,26 +292,24 @@ void WsConnection::closeStalled() {
                      id().toString());
         closing_ = true;
         out_.clearQueued();
-        closeCode_ = close_code::kInternalError;
-        closeReason_ = "compressed message could not be completed; please reconnect";
+        setClose(close_code::kInternalError, "compressed message could not be completed; please reconnect");
     } else {
         spdlog::debug("connection {}: stuck inside permessage-deflate while closing with {}", id().toString(),
                       closeCode_);
     }
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE, should lws come back
-    writeCloseFrameAndCut(wsi_, closeCode_, closeReason_, 1);
+    writeCloseFrameAndCut(wsi_, closeCode_, closeReason(), 1);
 }
 
 void WsConnection::cut(std::uint16_t code, std::string_view reason) {
     if (closeHandedOver_ || stallHandled_) return;
     closing_ = true;
     out_.clearQueued();
-    closeCode_ = code;
-    closeReason_.assign(cutCloseReason(reason));
+    setClose(code, reason);
     rxDiscard_ = true;
     closeHandedOver_ = true; // nothing more from WRITEABLE or RECEIVE
-    writeCloseFrameAndCut(wsi_, code, closeReason_, 0);
+    writeCloseFrameAndCut(wsi_, code, closeReason(), 0);
 }
 
 void WsConnection::pauseReading() {
@@ -335,10 +349,8 @@ int WsConnection::closeNow(std::uint16_t code, const std::string &reason) {
     closing_ = true;
     rxDiscard_ = true;
     out_.clearQueued();
-    closeCode_ = code;
-    closeReason_ = std::string(cutCloseReason(reason));
-    lws_close_reason(wsi_, static_cast<lws_close_status>(code), reinterpret_cast<unsigned char *>(closeReason_.data()),
-                     closeReason_.size());
+    setClose(code, reason);
+    lwsCloseReason(code);
     lws_set_timeout(wsi_, PENDING_TIMEOUT_USER_OK, kCloseTimeoutS);
     scheduleFailCut(shard_, id());
     requestWrite();

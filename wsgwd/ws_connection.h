@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -104,10 +105,16 @@ private:
     int writeRaw();
     // permessage-deflate: lws frames and compresses; one message per WRITEABLE.
     int writeCompressed();
+    void setClose(std::uint16_t code, std::string_view reason);
+    void lwsCloseReason(std::uint16_t code);
+    std::string_view closeReason() const { return closeReason_ ? std::string_view(*closeReason_) : std::string_view(); }
 
     ShardState &shard_;
     lws *wsi_;
     std::uint32_t endpoint_;
+    // Bytes of rx_ checked as whole UTF-8 characters (text); messages are at most 1 GiB
+    // (max_message_size_kb), and 32 bits here keep the connection a size class smaller.
+    std::uint32_t rxUtf8Whole_ = 0;
     bool compressed_;
     bool closing_ = false;
     bool writeRequested_ = false;
@@ -120,11 +127,11 @@ private:
     bool watched_ = false;         // in the shard's partialCompressed list
     bool pendingFlush_ = false;    // in the shard's toFlush list
     std::uint16_t closeCode_ = 0;
-    std::string closeReason_;
+    // The close reason, allocated by the first close: an open connection pays a pointer.
+    std::unique_ptr<std::string> closeReason_;
     Outbound out_;           // queue, slow-consumer policy, coalescing; the write in flight
     MessagePtr inflightCopy_; // a compressed write's copy with room for lws, until the next WRITEABLE
     std::string rx_;
-    std::size_t rxUtf8Whole_ = 0; // bytes of rx_ checked as whole UTF-8 characters (text)
     std::uint64_t rxBytesSeen_ = 0;
     double tokens_ = 0;           // rate limit bucket
     std::int64_t tokensAtMs_ = 0; // its last refill; 0 before the first message

@@ -43,9 +43,9 @@ bool Outbound::close(std::uint16_t code, std::string_view reason) noexcept {
     closing_ = true;
     closeCode_ = code;
     try {
-        closeReason_.assign(cutCloseReason(reason));
+        if (!reason.empty()) closeReason_ = std::make_unique<std::string>(cutCloseReason(reason));
     } catch (...) {
-        closeReason_.clear(); // out of memory: a close without a reason is still a close
+        closeReason_.reset(); // out of memory: a close without a reason is still a close
     }
     return true;
 }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -98,7 +99,9 @@ public:
     /// True once, when the close frame is due: closing, nothing queued or in flight.
     bool takeCloseDue() noexcept;
     std::uint16_t closeCode() const noexcept { return closeCode_; }
-    std::string_view closeReason() const noexcept { return closeReason_; }
+    std::string_view closeReason() const noexcept {
+        return closeReason_ ? std::string_view(*closeReason_) : std::string_view();
+    }
 
     /// Drops what is queued (counted), keeping the batch in flight, whose write may still be
     /// reading it; for a transport that cuts a connection at once.
@@ -119,7 +122,8 @@ private:
     bool closing_ = false;
     bool closeSent_ = false;
     std::uint16_t closeCode_ = 0;
-    std::string closeReason_;
+    // Allocated by close(): an open connection, which is almost every one, pays a pointer.
+    std::unique_ptr<std::string> closeReason_;
     OutboundStats stats_;
 };
 
