@@ -31,8 +31,13 @@ namespace {
 
 constexpr unsigned bit(EventAction a) { return 1u << static_cast<unsigned>(a); }
 
-// How long an idle sink waits for more before it sleeps and asks producers to wake it.
+// How long an idle sink waits for more before it sleeps and asks producers to wake it, when
+// its last batch had at least kLingerAfter events: a stream that fills batches comes back
+// within the linger and is taken without a producer's wake-up. After a batch of one (events
+// one at a time, where latency counts: a request and its answer) it sleeps at once, so the
+// next event wakes it rather than waiting out the linger.
 constexpr std::chrono::microseconds kLinger{500};
+constexpr std::size_t kLingerAfter = 2;
 
 // How often a sink waiting for its batch to fill (SinkOptions::batchWait) looks at its queues.
 constexpr std::chrono::milliseconds kBatchPoll{1};
@@ -362,6 +367,7 @@ void EventBus::Impl::run(SinkSlot &slot) {
     const std::size_t maxBatch = std::max<std::size_t>(slot.options.maxBatch, 1);
     std::chrono::milliseconds backoff = slot.options.minBackoff;
     bool connected = false;
+    std::size_t lastBatch = 0; // events in the last batch published; see kLinger
     for (;;) {
         if (finished(slot)) return;
 
@@ -386,8 +392,11 @@ void EventBus::Impl::run(SinkSlot &slot) {
         if (!slot.anyQueued()) {
             // Linger a moment before going to sleep: under a steady stream, the next events come
             // within it and are taken as a batch, without a producer having to wake us for each.
-            std::this_thread::sleep_for(kLinger);
-            if (slot.anyQueued() || stopRequested(slot)) continue;
+            if (lastBatch >= kLingerAfter) {
+                lastBatch = 0;
+                std::this_thread::sleep_for(kLinger);
+                if (slot.anyQueued() || stopRequested(slot)) continue;
+            }
             const std::uint32_t token = slot.parker.prepare();
             if (slot.anyQueued() || stopRequested(slot)) {
                 slot.parker.cancel();
@@ -456,6 +465,7 @@ void EventBus::Impl::run(SinkSlot &slot) {
             acked = 0; // a sink must not throw; treat it as a failed delivery and retry
         }
         const bool failed = acked < batch.size();
+        lastBatch = batch.size();
 
         if (acked > 0) {
             // DropOldest may have dropped some of the batch from its queue meanwhile: pop by
