@@ -92,30 +92,30 @@ if command -v systemd-analyze >/dev/null; then
     [ -z "$complaints" ] || fail "systemd-analyze verify wsgwd.service: $complaints"
 fi
 
-# libwsgw<soversion>: the library under its SONAME, and its shlibs for the packages built on it.
-has "$lib" "usr/lib/$multiarch/libwsgw.so.$soversion"
-dpkg-deb -x "$lib" "$tmp/root"
-soname=$(objdump -p "$tmp/root/usr/lib/$multiarch/libwsgw.so.$soversion" | awk '/SONAME/ {print $2}')
-[ "$soname" = "libwsgw.so.$soversion" ] || fail "the library's SONAME is '$soname', not libwsgw.so.$soversion"
-dpkg-deb -I "$lib" shlibs | grep -q "^libwsgw $soversion libwsgw$soversion" || fail "libwsgw$soversion has no shlibs entry"
-[ "$(field "$lib" Multi-Arch)" = same ] || fail "libwsgw$soversion is not Multi-Arch: same"
-# The core needs the C++ runtime only: no broker client library (an embedder without brokers
-# installs none).
-case "$(field "$lib" Depends)" in *libstdc++6*) ;; *) fail "libwsgw$soversion's Depends lacks libstdc++6: $(field "$lib" Depends)" ;; esac
-for d in libhiredis librabbitmq libcpp-httplib libssl; do
-    case "$(field "$lib" Depends)" in *"$d"*) fail "libwsgw$soversion depends on $d: $(field "$lib" Depends)" ;; esac
-done
-# Each broker part: its library under its SONAME, its shlibs, its client library, and the core.
-# $1 package, $2 library name, $3... what its Depends must name.
-part() {
+# A library package ($1) holding library $2: the library under its SONAME, extracted (the
+# packaged wsgwd below runs with it), its shlibs for the packages built on it, Multi-Arch.
+library() {
     pkg=$1 name=$2
-    shift 2
     has "$pkg" "usr/lib/$multiarch/$name.so.$soversion"
     dpkg-deb -x "$pkg" "$tmp/root"
     got=$(objdump -p "$tmp/root/usr/lib/$multiarch/$name.so.$soversion" | awk '/SONAME/ {print $2}')
     [ "$got" = "$name.so.$soversion" ] || fail "$name's SONAME is '$got', not $name.so.$soversion"
     dpkg-deb -I "$pkg" shlibs | grep -q "^$name $soversion $name$soversion" || fail "$name$soversion has no shlibs entry"
     [ "$(field "$pkg" Multi-Arch)" = same ] || fail "$name$soversion is not Multi-Arch: same"
+}
+library "$lib" libwsgw
+# The core needs the C++ runtime only: no broker client library (an embedder without brokers
+# installs none).
+case "$(field "$lib" Depends)" in *libstdc++6*) ;; *) fail "libwsgw$soversion's Depends lacks libstdc++6: $(field "$lib" Depends)" ;; esac
+for d in libhiredis librabbitmq libcpp-httplib libssl; do
+    case "$(field "$lib" Depends)" in *"$d"*) fail "libwsgw$soversion depends on $d: $(field "$lib" Depends)" ;; esac
+done
+# Each broker part: a library package that needs the core and its client library.
+# $1 package, $2 library name, $3... what its Depends must name besides the core.
+part() {
+    library "$1" "$2"
+    pkg=$1 name=$2
+    shift 2
     for d in "libwsgw$soversion (>= $version)" "$@"; do
         case "$(field "$pkg" Depends)" in *"$d"*) ;; *) fail "$name$soversion's Depends lacks $d: $(field "$pkg" Depends)" ;; esac
     done
