@@ -56,12 +56,14 @@ const std::vector<MessagePtr> &Outbound::startWrite() noexcept {
         const std::size_t size = queue_[head_]->frame().size();
         if (!inFlight_.empty() && batchBytes + size > options_.maxWriteBytes) break;
         try {
-            inFlight_.push_back(queue_[head_]);
+            // Moved, not copied: the queue's slot is done with it (no reference count traffic).
+            inFlight_.push_back(std::move(queue_[head_]));
         } catch (...) {
             break; // out of memory: what was taken goes (maybe nothing; the caller tries again later)
         }
         batchBytes += size;
-        popFront();
+        bytes_ -= size;
+        advanceHead();
         // A large frame goes alone: a transport that copies frames into one buffer to coalesce
         // them would copy more than the write it saves.
         if (inFlight_.size() == 1 && size >= options_.maxWriteBytes / 2) break;
@@ -93,8 +95,12 @@ void Outbound::abort() noexcept {
 
 void Outbound::popFront() noexcept {
     bytes_ -= queue_[head_]->frame().size();
-    queue_[head_++] = nullptr;
-    if (head_ == queue_.size()) {
+    queue_[head_] = nullptr;
+    advanceHead();
+}
+
+void Outbound::advanceHead() noexcept {
+    if (++head_ == queue_.size()) {
         queue_.clear();
         head_ = 0;
         if (queue_.capacity() > 64) std::vector<MessagePtr>().swap(queue_);

@@ -113,6 +113,7 @@ public:
 
 private:
     void popFront() noexcept;
+    void advanceHead() noexcept; // past a slot already emptied
 
     OutboundOptions options_;
     std::vector<MessagePtr> queue_;
