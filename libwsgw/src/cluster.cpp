@@ -65,6 +65,7 @@ struct Pending {
     TagChangeCount tags;
     std::vector<ClusterConnectionInfo> connections;
     TagTree tree;
+    std::size_t limit = 0; // Status: a page of at most this many
     std::function<void(Pending &)> finish; // builds the typed answer and calls `done`
 };
 
@@ -258,6 +259,7 @@ struct Cluster::Impl final : ClusterTransport::Receiver {
                 switch (p->op) {
                 case cw::Op::Send:
                 case cw::Op::Close:
+                case cw::Op::Count:
                     p->count += r.count;
                     break;
                 case cw::Op::SetTags:
@@ -296,8 +298,7 @@ struct Cluster::Impl final : ClusterTransport::Receiver {
                 r.tree = std::move(tree);
                 if (!transport->post(to, 0, cw::encode(r))) unreachable.fetch_add(1, std::memory_order_relaxed);
             };
-            // Selector::toString() writes All as "*", which parse() does not read back as All.
-            auto sel = q.selector == "*" ? std::optional<Selector>(Selector::all()) : Selector::parse(q.selector);
+            auto sel = Selector::fromString(q.selector);
             if (!sel) return answer(CommandStatus::Failed, 0, 0, {}, {});
             MessagePtr msg;
             if (q.hasMessage) msg = Message::create(q.opcode, q.payload, options.messageHeadroom);
@@ -314,9 +315,19 @@ struct Cluster::Impl final : ClusterTransport::Receiver {
                             [answer](SetTagsResult r) { answer(r.status, r.value.changed, r.value.over, {}, {}); },
                             deadline);
                 break;
-            case cw::Op::Status:
-                hub.status(std::move(*sel), [answer](StatusResult r) { answer(r.status, 0, 0, std::move(r.value), {}); },
-                           deadline);
+            case cw::Op::Status: {
+                StatusPage page;
+                page.limit = static_cast<std::size_t>(q.limit);
+                if (!q.after.empty()) {
+                    page.after = ConnectionId::parse(q.after);
+                    if (!page.after) return answer(CommandStatus::Failed, 0, 0, {}, {});
+                }
+                hub.status(std::move(*sel), page,
+                           [answer](StatusResult r) { answer(r.status, 0, 0, std::move(r.value), {}); }, deadline);
+                break;
+            }
+            case cw::Op::Count:
+                hub.count(std::move(*sel), counted, deadline);
                 break;
             case cw::Op::Tree:
                 hub.tree([answer](TreeResult r) { answer(r.status, 0, 0, {}, std::move(r.value)); }, deadline);
@@ -542,6 +553,10 @@ void Cluster::close(Selector sel, std::uint16_t code, std::string reason, Messag
 }
 
 void Cluster::status(Selector sel, Callback<std::vector<ClusterConnectionInfo>> done) noexcept {
+    status(std::move(sel), StatusPage{}, std::move(done));
+}
+
+void Cluster::status(Selector sel, StatusPage page, Callback<std::vector<ClusterConnectionInfo>> done) noexcept {
     Impl &d = *impl_;
     std::shared_ptr<Pending> p;
     cw::Request q;
@@ -549,14 +564,34 @@ void Cluster::status(Selector sel, Callback<std::vector<ClusterConnectionInfo>> 
         p = d.makePending<std::vector<ClusterConnectionInfo>>(std::move(done), [](Pending &x) {
             std::sort(x.connections.begin(), x.connections.end(),
                       [](const ClusterConnectionInfo &a, const ClusterConnectionInfo &b) { return a.info.id < b.info.id; });
+            // Each node sent its first `limit`; the page is the first `limit` of them all.
+            if (x.limit > 0 && x.connections.size() > x.limit) x.connections.resize(x.limit);
             return std::move(x.connections);
         });
+        p->limit = page.limit;
         q.op = cw::Op::Status;
+        if (page.after) q.after = page.after->toString();
+        q.limit = page.limit;
     } catch (...) {
         return;
     }
     d.dispatch(p, std::move(q), sel, [&](Deadline deadline) {
-        d.hub.status(sel, [&d, p](StatusResult r) { d.localAnswer(p, r); }, deadline);
+        d.hub.status(sel, page, [&d, p](StatusResult r) { d.localAnswer(p, r); }, deadline);
+    });
+}
+
+void Cluster::count(Selector sel, Callback<std::size_t> done) noexcept {
+    Impl &d = *impl_;
+    std::shared_ptr<Pending> p;
+    cw::Request q;
+    try {
+        p = d.makePending<std::size_t>(std::move(done), [](Pending &x) { return x.count; });
+        q.op = cw::Op::Count;
+    } catch (...) {
+        return;
+    }
+    d.dispatch(p, std::move(q), sel, [&](Deadline deadline) {
+        d.hub.count(sel, [&d, p](CountResult r) { d.localAnswer(p, r); }, deadline);
     });
 }
 
@@ -601,6 +636,16 @@ std::future<ClusterCount> Cluster::close(Selector sel, std::uint16_t code, std::
 std::future<ClusterStatus> Cluster::status(Selector sel) noexcept {
     auto [cb, f] = promised<std::vector<ClusterConnectionInfo>>();
     status(std::move(sel), std::move(cb));
+    return std::move(f);
+}
+std::future<ClusterStatus> Cluster::status(Selector sel, StatusPage page) noexcept {
+    auto [cb, f] = promised<std::vector<ClusterConnectionInfo>>();
+    status(std::move(sel), page, std::move(cb));
+    return std::move(f);
+}
+std::future<ClusterCount> Cluster::count(Selector sel) noexcept {
+    auto [cb, f] = promised<std::size_t>();
+    count(std::move(sel), std::move(cb));
     return std::move(f);
 }
 std::future<ClusterTree> Cluster::tree() noexcept {

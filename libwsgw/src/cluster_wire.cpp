@@ -58,6 +58,8 @@ std::string encode(const Request &r) {
         j["code"] = r.code;
         j["why"] = bin(r.reason);
     }
+    if (r.op == Op::Status && !r.after.empty()) j["after"] = bin(r.after);
+    if (r.op == Op::Status && r.limit > 0) j["lim"] = r.limit;
     std::vector<std::uint8_t> out = json::to_msgpack(j);
     return std::string(out.begin(), out.end());
 }
@@ -93,7 +95,7 @@ std::optional<std::variant<Request, Reply>> decode(std::string_view bytes, std::
             r.tag = j.at("t").get<std::uint64_t>();
             r.from = text(j.at("f"));
             const int op = j.at("op").get<int>();
-            if (op < 1 || op > 5) throw std::runtime_error("unknown command " + std::to_string(op));
+            if (op < 1 || op > static_cast<int>(Op::Count)) throw std::runtime_error("unknown command " + std::to_string(op));
             r.op = static_cast<Op>(op);
             r.selector = text(j.at("sel"));
             r.remainingMs = j.at("ms").get<std::int64_t>();
@@ -111,6 +113,8 @@ std::optional<std::variant<Request, Reply>> decode(std::string_view bytes, std::
                 r.code = j.at("code").get<std::uint16_t>();
                 r.reason = text(j.at("why"));
             }
+            if (j.contains("after")) r.after = text(j.at("after"));
+            if (j.contains("lim")) r.limit = j.at("lim").get<std::uint64_t>();
             return r;
         }
         if (kind == "r") {

@@ -14,7 +14,7 @@
 
 namespace wsgw::cluster_wire {
 
-enum class Op : std::uint8_t { Send = 1, SetTags = 2, Close = 3, Status = 4, Tree = 5 };
+enum class Op : std::uint8_t { Send = 1, SetTags = 2, Close = 3, Status = 4, Tree = 5, Count = 6 };
 
 /// A command for another node. Deadlines cross machines as the time left, not a clock reading.
 struct Request {
@@ -30,6 +30,8 @@ struct Request {
     std::uint64_t maxTags = 0;
     std::uint16_t code = 0;  ///< Close
     std::string reason;      ///< Close
+    std::string after;       ///< Status: a page after this id (ConnectionId::toString()); "" from the start
+    std::uint64_t limit = 0; ///< Status: at most this many; 0 all
 };
 
 /// A node's answer to a Request.

@@ -647,18 +647,28 @@ void Hub::close(Selector sel, std::uint16_t code, std::string reason, MessagePtr
 }
 
 void Hub::status(Selector sel, std::function<void(StatusResult)> done, Deadline deadline) noexcept {
+    status(std::move(sel), StatusPage{}, std::move(done), deadline);
+}
+
+void Hub::count(Selector sel, CountCallback done, Deadline deadline) noexcept {
+    countCommand(
+        *this, [sel = std::move(sel)](Shard &s) { return s.registry().count(sel); }, done, deadline);
+}
+
+void Hub::status(Selector sel, StatusPage page, std::function<void(StatusResult)> done, Deadline deadline) noexcept {
     using Join = GatherJoin<std::vector<ConnectionInfo>>;
     try {
-        auto sorted = [done](StatusResult r) {
+        auto sorted = [done, limit = page.limit](StatusResult r) {
             std::sort(r.value.begin(), r.value.end(), [](const auto &a, const auto &b) { return a.id < b.id; });
+            if (limit > 0 && r.value.size() > limit) r.value.resize(limit);
             done(std::move(r));
         };
         impl_->postJoined<Join>(
             std::move(sorted),
-            [sel = std::move(sel)](Shard &s, Join &join) {
+            [sel = std::move(sel), page](Shard &s, Join &join) {
                 std::vector<ConnectionInfo> mine;
                 Registry &reg = s.registry();
-                reg.match(sel, [&](Connection &c) {
+                auto describe = [&](Connection &c) {
                     std::string endpoint, address;
                     if (!s.reach([&] {
                             endpoint = std::string(c.endpoint());
@@ -667,7 +677,22 @@ void Hub::status(Selector sel, std::function<void(StatusResult)> done, Deadline 
                         return; // the transport could not describe it: left out of the list
                     mine.push_back(ConnectionInfo{c.id(), std::move(endpoint), std::move(address), reg.tags(c.id()),
                                                   s.index()});
-                });
+                };
+                if (!page.after && page.limit == 0) {
+                    reg.match(sel, describe);
+                } else {
+                    // This shard's part of the page: its first `limit` ids above `after`.
+                    std::vector<ConnectionId> ids;
+                    reg.match(sel, [&](Connection &c) {
+                        if (!page.after || *page.after < c.id()) ids.push_back(c.id());
+                    });
+                    if (page.limit > 0 && ids.size() > page.limit) {
+                        std::nth_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(page.limit), ids.end());
+                        ids.resize(page.limit);
+                    }
+                    for (const ConnectionId &id : ids)
+                        if (Connection *c = reg.find(id)) describe(*c);
+                }
                 join.add([&](std::vector<ConnectionInfo> &all) {
                     all.insert(all.end(), std::make_move_iterator(mine.begin()), std::make_move_iterator(mine.end()));
                 });
@@ -728,6 +753,14 @@ std::future<CountResult> Hub::close(Selector sel, std::uint16_t code, std::strin
 
 std::future<StatusResult> Hub::status(Selector sel, Deadline deadline) noexcept {
     return futureOf<StatusResult>([&](auto done) { status(std::move(sel), std::move(done), deadline); });
+}
+
+std::future<StatusResult> Hub::status(Selector sel, StatusPage page, Deadline deadline) noexcept {
+    return futureOf<StatusResult>([&](auto done) { status(std::move(sel), page, std::move(done), deadline); });
+}
+
+std::future<CountResult> Hub::count(Selector sel, Deadline deadline) noexcept {
+    return futureOf<CountResult>([&](auto done) { count(std::move(sel), std::move(done), deadline); });
 }
 
 std::future<TreeResult> Hub::tree(Deadline deadline) noexcept {

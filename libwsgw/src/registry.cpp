@@ -330,7 +330,141 @@ struct Registry::Impl {
         case Selector::Kind::AllOf:
             selectByTags(sel.tags(), out);
             return;
+        case Selector::Kind::Where:
+            selectWhere(*sel.clauses(), out);
+            return;
         }
+    }
+
+    // The clauses resolved to interned strings. `possible` is false when some clause names a
+    // key or value no connection has (nothing can match).
+    struct Resolved {
+        struct Pair {
+            std::uint32_t key, value;
+        };
+        struct AnyOf {
+            std::uint32_t key;
+            std::vector<std::uint32_t> values; // sorted
+        };
+        std::vector<Pair> all, none;
+        std::vector<AnyOf> any;
+        std::vector<std::uint32_t> has;
+        bool possible = true;
+    };
+
+    Resolved resolve(const SelectorClauses &c) const {
+        Resolved r;
+        for (const auto &[k, v] : c.all) {
+            auto key = strings.find(k);
+            auto value = strings.find(v);
+            if (!key || !value) r.possible = false;
+            else r.all.push_back({*key, *value});
+        }
+        for (const auto &[k, values] : c.any) {
+            auto key = strings.find(k);
+            Resolved::AnyOf one{key ? *key : 0, {}};
+            if (key)
+                for (const std::string &v : values)
+                    if (auto value = strings.find(v)) one.values.push_back(*value);
+            if (one.values.empty()) r.possible = false;
+            std::sort(one.values.begin(), one.values.end());
+            r.any.push_back(std::move(one));
+        }
+        for (const auto &[k, v] : c.none) {
+            auto key = strings.find(k);
+            auto value = strings.find(v);
+            if (key && value) r.none.push_back({*key, *value}); // else no connection has it: no-op
+        }
+        for (const std::string &k : c.has) {
+            auto key = strings.find(k);
+            if (!key) r.possible = false;
+            else r.has.push_back(*key);
+        }
+        return r;
+    }
+
+    // Whether the record meets every clause but the ids one (its caller checks that).
+    bool meets(std::uint32_t slot, const Resolved &r, const SelectorClauses &c) const noexcept {
+        const Record &rec = records[slot];
+        for (const auto &p : r.all) {
+            const TagRef *t = rec.findTag(p.key);
+            if (!t || t->value != p.value) return false;
+        }
+        for (const auto &a : r.any) {
+            const TagRef *t = rec.findTag(a.key);
+            if (!t || !std::binary_search(a.values.begin(), a.values.end(), t->value)) return false;
+        }
+        for (const auto &p : r.none) {
+            const TagRef *t = rec.findTag(p.key);
+            if (t && t->value == p.value) return false;
+        }
+        for (std::uint32_t k : r.has)
+            if (!rec.findTag(k)) return false;
+        return c.excludeIds.empty() ||
+               !std::binary_search(c.excludeIds.begin(), c.excludeIds.end(), records.id(slot));
+    }
+
+    // The AND of clauses: walks the smallest candidate set the indexes give (a posting list of
+    // `all`, the union of a key's listed values for `any`, every value of a key for `has`, the
+    // `ids`), or every connection when no clause narrows it (only `not`, `exclude_ids`), and
+    // checks the other clauses on each candidate.
+    template <class Out> void selectWhere(const SelectorClauses &c, Out &out) const {
+        Resolved r = resolve(c);
+        if (!r.possible) return;
+        // The candidates: the posting lists whose union is the smallest set.
+        std::vector<const Posting *> best;
+        std::size_t bestSize = SIZE_MAX;
+        bool byIds = false;
+        auto consider = [&](std::vector<const Posting *> lists) {
+            std::size_t n = 0;
+            for (const Posting *p : lists) n += p->size();
+            if (n < bestSize) {
+                bestSize = n;
+                best = std::move(lists);
+                byIds = false;
+            }
+        };
+        for (const auto &p : r.all) {
+            const Posting *list = posting(p.key, p.value);
+            if (!list) return;
+            consider({list});
+        }
+        for (const auto &a : r.any) {
+            std::vector<const Posting *> lists;
+            for (std::uint32_t v : a.values)
+                if (const Posting *list = posting(a.key, v)) lists.push_back(list);
+            if (lists.empty()) return;
+            consider(std::move(lists));
+        }
+        for (std::uint32_t k : r.has) {
+            auto keyIt = index.find(k);
+            if (keyIt == index.end()) return;
+            std::vector<const Posting *> lists;
+            for (const auto &[value, list] : keyIt->second) lists.push_back(&list);
+            consider(std::move(lists));
+        }
+        if (c.ids && c.ids->size() < bestSize) {
+            bestSize = c.ids->size();
+            byIds = true;
+        }
+        if (byIds) {
+            for (const ConnectionId &id : *c.ids) {
+                std::uint32_t slot = slotOf(id);
+                if (slot != kNoSlot && meets(slot, r, c)) out(slot);
+            }
+            return;
+        }
+        auto check = [&](std::uint32_t slot) {
+            if (c.ids && !std::binary_search(c.ids->begin(), c.ids->end(), records.id(slot))) return;
+            if (meets(slot, r, c)) out(slot);
+        };
+        if (bestSize == SIZE_MAX) { // nothing narrows it: every connection
+            for (std::uint32_t slot = 0; slot < records.highWater(); ++slot)
+                if (records[slot].conn) check(slot);
+            return;
+        }
+        for (const Posting *list : best)
+            for (std::uint32_t slot : *list) check(slot);
     }
 
     template <class Out> void selectByTags(const TagList &terms, Out &out) const {

@@ -291,7 +291,7 @@ TEST_CASE("randomized: 100k operations agree with a naive model after every step
     std::vector<std::unique_ptr<FakeConnection>> live; // outlive the registry
     Registry reg;
     Model model;
-    std::size_t selects = 0;
+    std::size_t selects = 0, whereSelects = 0;
 
     for (int step = 0; step < 100000; ++step) {
         std::size_t op = pick(100);
@@ -319,7 +319,26 @@ TEST_CASE("randomized: 100k operations agree with a naive model after every step
         } else {
             // A selector: 1-3 tag terms, or ids (some live, one unknown).
             Selector s;
-            if (pick(4) == 0) {
+            if (pick(3) == 0) {
+                // The JSON form's clauses, each present or not, from the same small key space (so
+                // that each clause drives the walk sometimes, and `{}` and `not`-only scan all).
+                SelectorClauses c;
+                if (pick(3) == 0) c.all.emplace_back(key(), value());
+                for (std::size_t n = pick(3); n > 0; --n) {
+                    std::vector<std::string> values;
+                    for (std::size_t m = 1 + pick(3); m > 0; --m) values.push_back(value());
+                    c.any.emplace_back(key(), std::move(values));
+                }
+                for (std::size_t n = pick(3); n > 0; --n) c.none.emplace_back(key(), value());
+                for (std::size_t n = pick(2); n > 0; --n) c.has.push_back(key());
+                if (pick(4) == 0) {
+                    c.ids.emplace();
+                    for (std::size_t n = 1 + pick(6); n > 0; --n) c.ids->push_back(live[pick(live.size())]->id());
+                }
+                for (std::size_t n = pick(3); n > 0; --n) c.excludeIds.push_back(live[pick(live.size())]->id());
+                s = Selector::where(std::move(c));
+                ++whereSelects;
+            } else if (pick(4) == 0) {
                 std::vector<ConnectionId> ids;
                 for (std::size_t n = pick(4); n > 0; --n) ids.push_back(live[pick(live.size())]->id());
                 ids.push_back(ConnectionId::random());
@@ -342,7 +361,46 @@ TEST_CASE("randomized: 100k operations agree with a naive model after every step
             for (const auto &c : live) REQUIRE(reg.tags(c->id()) == model.conns[c->id()]);
     }
     CHECK(selects > 20000);
+    CHECK(whereSelects > 6000);
     for (auto &c : live) REQUIRE(reg.remove(c->id()));
     CHECK(reg.tree().empty());
     CHECK(reg.memory().internedStrings == 0);
+}
+
+TEST_CASE("JSON selectors: each clause on the indexes") {
+    std::vector<std::unique_ptr<FakeConnection>> conns;
+    Registry reg;
+    auto add = [&](TagList tags) {
+        conns.push_back(std::make_unique<FakeConnection>());
+        REQUIRE(reg.add(*conns.back(), tags));
+        return conns.back()->id();
+    };
+    ConnectionId a = add({{"group", "a"}, {"admin", "1"}});
+    ConnectionId b = add({{"group", "b"}});
+    ConnectionId c = add({{"group", "c"}, {"admin", "0"}});
+    ConnectionId d = add({});
+    auto json = [](std::string_view text) {
+        std::string error;
+        auto s = Selector::parseJson(text, &error);
+        REQUIRE_MESSAGE(s, error);
+        return *s;
+    };
+    using Ids = std::set<ConnectionId>;
+    CHECK(matched(reg, json(R"({})")) == Ids{a, b, c, d});
+    CHECK(matched(reg, json(R"({"all":{"group":"a"}})")) == Ids{a});
+    CHECK(matched(reg, json(R"({"any":{"group":["a","b","zzz"]}})")) == Ids{a, b});
+    CHECK(matched(reg, json(R"({"any":{"group":["zzz"]}})")).empty());
+    CHECK(matched(reg, json(R"({"not":{"group":"a"}})")) == Ids{b, c, d});
+    CHECK(matched(reg, json(R"({"not":{"nosuchkey":"x"}})")) == Ids{a, b, c, d});
+    CHECK(matched(reg, json(R"({"has":["admin"]})")) == Ids{a, c});
+    CHECK(matched(reg, json(R"({"has":["nosuchkey"]})")).empty());
+    CHECK(matched(reg, json(R"({"has":["admin"],"not":{"admin":"1"}})")) == Ids{c});
+    CHECK(matched(reg, json(R"({"exclude_ids":[")" + a.toString() + R"("]})")) == Ids{b, c, d});
+    CHECK(matched(reg, json(R"({"ids":[")" + a.toString() + R"(",")" + b.toString() + R"("],"has":["admin"]})")) ==
+          Ids{a});
+    CHECK(matched(reg, json(R"({"any":{"group":["a","b","c"]},"exclude_ids":[")" + b.toString() + R"("]})")) ==
+          Ids{a, c});
+    // Clauses that cannot hold together select no one.
+    CHECK(matched(reg, json(R"({"ids":[]})")).empty());
+    CHECK(matched(reg, json(R"({"any":{"group":[]}})")).empty());
 }

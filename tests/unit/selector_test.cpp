@@ -125,3 +125,86 @@ TEST_CASE("connection ids") {
     CHECK(ConnectionId().isNil());
     CHECK(ConnectionId::random() != ConnectionId::random());
 }
+
+namespace {
+Selector json(std::string_view text) {
+    std::string error;
+    auto s = Selector::parseJson(text, &error);
+    REQUIRE_MESSAGE(s, error);
+    return *s;
+}
+std::string jsonError(std::string_view text) {
+    std::string error;
+    CHECK_FALSE(Selector::parseJson(text, &error));
+    return error;
+}
+} // namespace
+
+TEST_CASE("JSON selectors: what each clause means") {
+    ConnectionId me = ConnectionId::random(), other = ConnectionId::random();
+    const Tags tags{{"group", "a"}, {"admin", "1"}};
+    auto m = [&](std::string_view text, ConnectionId id = ConnectionId()) {
+        return json(text).matches(id.isNil() ? me : id, tags);
+    };
+    CHECK(m(R"({})"));
+    CHECK(m(R"({"all":{"group":"a","admin":"1"}})"));
+    CHECK_FALSE(m(R"({"all":{"group":"a","admin":"0"}})"));
+    CHECK(m(R"({"any":{"group":["b","a"]}})"));
+    CHECK_FALSE(m(R"({"any":{"group":["b","c"]}})"));
+    CHECK_FALSE(m(R"({"any":{"missing":["a"]}})"));
+    CHECK(m(R"({"not":{"group":"b"}})"));
+    CHECK(m(R"({"not":{"missing":"x"}})"));
+    CHECK_FALSE(m(R"({"not":{"group":"a"}})"));
+    CHECK(m(R"({"has":["group","admin"]})"));
+    CHECK_FALSE(m(R"({"has":["group","missing"]})"));
+    CHECK(m(R"({"ids":[")" + me.toString() + R"("]})"));
+    CHECK_FALSE(m(R"({"ids":[")" + me.toString() + R"("]})", other));
+    CHECK_FALSE(m(R"({"exclude_ids":[")" + me.toString() + R"("]})"));
+    CHECK(m(R"({"exclude_ids":[")" + me.toString() + R"("]})", other));
+    // The AND of every clause.
+    CHECK(m(R"({"all":{"group":"a"},"any":{"admin":["0","1"]},"not":{"admin":"2"},"has":["admin"],"exclude_ids":[")" +
+            other.toString() + R"("]})"));
+    CHECK_FALSE(m(R"({"all":{"group":"a"},"any":{"admin":["0","1"]},"not":{"admin":"1"}})"));
+}
+
+TEST_CASE("JSON selectors: the simplest kind that says it, canonical text that reads back") {
+    ConnectionId a = ConnectionId::random(), b = ConnectionId::random();
+    CHECK(json(R"({})").kind() == Selector::Kind::All);
+    CHECK(json(R"({"all":{"b":"2","a":"1"}})") == Selector::withTags({{"a", "1"}, {"b", "2"}}));
+    CHECK(json(R"({"ids":[")" + a.toString() + R"("]})") == Selector::withIds({a}));
+    CHECK(json(R"({"ids":[")" + a.toString() + "\",\"" + b.toString() + R"("],"exclude_ids":[")" + b.toString() +
+               R"("]})") == Selector::withIds({a}));
+    CHECK(json(R"({"ids":[]})").kind() == Selector::Kind::None);
+    CHECK(json(R"({"any":{"k":[]}})").kind() == Selector::Kind::None);
+    Selector w = json(R"({"has":["z","a","z"],"any":{"k":["2","1","2"]},"not":{"x":"y"}})");
+    REQUIRE(w.kind() == Selector::Kind::Where);
+    REQUIRE(w.clauses());
+    CHECK(w.clauses()->has == std::vector<std::string>{"a", "z"});
+    CHECK(w.clauses()->any.at(0).second == std::vector<std::string>{"1", "2"});
+    CHECK(w.toString() == R"({"any":{"k":["1","2"]},"has":["a","z"],"not":{"x":"y"}})");
+    // What toString() writes, fromString() reads back, every kind.
+    for (const Selector &s : {w, json(R"({"exclude_ids":[")" + a.toString() + R"("]})"), Selector::none(), Selector::all(),
+                              Selector::withTags({{"a", "b c"}}), Selector::withIds({a, b})}) {
+        auto back = Selector::fromString(s.toString());
+        REQUIRE(back);
+        CHECK(*back == s);
+        CHECK(json(s.toJson()) == s);
+    }
+    CHECK(Selector::none().toJson() == R"({"ids":[]})");
+    CHECK(Selector::all().toJson() == "{}");
+}
+
+TEST_CASE("JSON selectors: malformed ones name the clause") {
+    CHECK(jsonError("[]") == "selector: expected an object");
+    CHECK(jsonError(R"({"al":{}})") == "al: unknown clause (expected all, any, not, has, ids or exclude_ids)");
+    CHECK(jsonError(R"({"all":{"k":1}})") == "all.k: expected a string");
+    CHECK(jsonError(R"({"all":{"k":""}})") == "all.k: empty (a tag's key and value are never empty)");
+    CHECK(jsonError(R"({"all":{"":"v"}})") == "all: an empty key");
+    CHECK(jsonError(R"({"all":{"id":"v"}})") == R"(all: `id` is not a tag (select connections by id with "ids"))");
+    CHECK(jsonError(R"({"any":{"k":"v"}})") == "any.k: expected an array");
+    CHECK(jsonError(R"({"any":{"k":["a",2]}})") == "any.k[1]: expected a string");
+    CHECK(jsonError(R"({"has":"k"})") == "has: expected an array");
+    CHECK(jsonError(R"({"ids":["nope"]})") == "ids[0]: not a connection id (a UUID): nope");
+    CHECK(jsonError(R"({"exclude_ids":[1]})") == "exclude_ids[0]: expected a connection id (a string)");
+    CHECK(jsonError(R"({"all":)").rfind("not JSON: ", 0) == 0);
+}

@@ -226,12 +226,19 @@ public:
     void setTags(Selector sel, TagList changes, std::size_t maxTags, Callback<TagChangeCount> done) noexcept;
     void close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last, Callback<std::size_t> done) noexcept;
     void status(Selector sel, Callback<std::vector<ClusterConnectionInfo>> done) noexcept;
+    /// One page of the selection over the cluster (see Hub::status with a StatusPage): each node
+    /// lists its first `page.limit` above `page.after`, and the answer is the first of them all.
+    void status(Selector sel, StatusPage page, Callback<std::vector<ClusterConnectionInfo>> done) noexcept;
+    /// How many connections `sel` selects on every live node (a dry run).
+    void count(Selector sel, Callback<std::size_t> done) noexcept;
     void tree(Callback<TagTree> done) noexcept;
 
     std::future<ClusterCount> send(Selector sel, MessagePtr msg) noexcept;
     std::future<ClusterSetTags> setTags(Selector sel, TagList changes, std::size_t maxTags) noexcept;
     std::future<ClusterCount> close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last = {}) noexcept;
     std::future<ClusterStatus> status(Selector sel) noexcept;
+    std::future<ClusterStatus> status(Selector sel, StatusPage page) noexcept;
+    std::future<ClusterCount> count(Selector sel) noexcept;
     std::future<ClusterTree> tree() noexcept;
 
     /// The live nodes as last heard (this one first); only this one while alone or down.

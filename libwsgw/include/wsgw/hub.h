@@ -16,6 +16,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,12 @@ struct ConnectionInfo {
     std::string remoteAddress;
     Tags tags;
     std::size_t shard = 0;
+};
+
+/// Which part of a selection Hub::status lists. Value type.
+struct StatusPage {
+    std::optional<ConnectionId> after; ///< only ids above this one
+    std::size_t limit = 0;             ///< at most this many; 0: no limit
 };
 
 /// What a bounded setTags did (Hub::setTags with maxTags).
@@ -228,6 +235,15 @@ public:
                Deadline deadline = kNoDeadline) noexcept;
     /// The selected connections with their tags, ordered by id.
     void status(Selector sel, std::function<void(StatusResult)> done, Deadline deadline = kNoDeadline) noexcept;
+    /// One page of status(): the first `page.limit` selected connections (0: all of them) whose
+    /// id is above `page.after` (unset: from the start), ordered by id. Each shard describes only
+    /// its part of the page, so a page costs its size, not the selection's. Paging on the last
+    /// id of a page is stable under churn: no connection that stays open is listed twice or
+    /// skipped (one that opens meanwhile appears if its id sorts after the page).
+    void status(Selector sel, StatusPage page, std::function<void(StatusResult)> done,
+                Deadline deadline = kNoDeadline) noexcept;
+    /// How many connections `sel` selects; nothing else happens (a dry run of a command).
+    void count(Selector sel, CountCallback done, Deadline deadline = kNoDeadline) noexcept;
     /// Every key with its values and their connection counts.
     void tree(std::function<void(TreeResult)> done, Deadline deadline = kNoDeadline) noexcept;
     /// Runs `fn` on every shard's thread and sums what it returns: the building block of the
@@ -245,6 +261,8 @@ public:
     std::future<CountResult> close(Selector sel, std::uint16_t code, std::string reason, MessagePtr last = {},
                                    Deadline deadline = kNoDeadline) noexcept;
     std::future<StatusResult> status(Selector sel, Deadline deadline = kNoDeadline) noexcept;
+    std::future<StatusResult> status(Selector sel, StatusPage page, Deadline deadline = kNoDeadline) noexcept;
+    std::future<CountResult> count(Selector sel, Deadline deadline = kNoDeadline) noexcept;
     std::future<TreeResult> tree(Deadline deadline = kNoDeadline) noexcept;
 
 private:
