@@ -123,6 +123,7 @@ struct Run {
         ClusterResult<T> r = f.get();
         metrics.observeCommand(command, std::chrono::duration<double>(Clock::now() - start).count());
         out.missing = r.missing;
+        out.answered = r.answered;
         switch (r.status) {
         case CommandStatus::Ok:
             return r;
@@ -167,7 +168,9 @@ CommandOutcome CommandRunner::run(const CommandRequest &req, const ControlApiOpt
         // The original gateway read `?*` as a key `*` without a value, which selects no one; the
         // HTTP contract (and so the command bus) keeps that, though Selector::parse reads it as
         // everyone.
-        auto sel = req.selector == "*" ? std::optional<Selector>(Selector::none()) : Selector::parse(req.selector, &error);
+        auto sel = req.parsedSelector                      ? req.parsedSelector
+                   : req.selector == "*" ? std::optional<Selector>(Selector::none())
+                                         : Selector::parse(req.selector, &error);
         if (!sel) {
             r.fail(400, "bad selector: " + error);
             return out;
@@ -217,7 +220,7 @@ CommandOutcome CommandRunner::run(const CommandRequest &req, const ControlApiOpt
             return out;
         }
         case CommandAction::SetTags: {
-            auto changes = parseForm(req.body, &error);
+            auto changes = req.tags ? req.tags : parseForm(req.body, &error);
             if (!changes) {
                 r.fail(400, "bad body: expected form-encoded tags like admin=1&group=a: " + error);
                 return out;

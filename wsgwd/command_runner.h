@@ -8,8 +8,12 @@
 
 #include "control_options.h"
 
+#include <wsgw/selector.h>
+#include <wsgw/tags.h>
+
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +38,10 @@ struct CommandRequest {
     std::string body;
     bool binary = false;   ///< the message is a binary frame (else text, which must be UTF-8)
     bool nodeOnly = false; ///< this node's connections only, even in a cluster
+    /// Set: the selector, already parsed (the JSON API), and `selector` is not read.
+    std::optional<Selector> parsedSelector;
+    /// settags, set: the changes (the JSON API), and `body` is not read as a form.
+    std::optional<TagList> tags;
 };
 
 /// What came of it, in the control API's terms. Value type.
@@ -45,6 +53,7 @@ struct CommandOutcome {
     std::string message;        ///< 200: the count as digits; else why, for a person
     std::size_t count = 0;      ///< connections acted on (200)
     std::vector<std::string> missing; ///< nodes whose part is unknown (a cluster command)
+    std::vector<std::string> answered; ///< other nodes that answered (a cluster command)
     bool busy = false;          ///< 503 because a shard's queue was full: nothing was done; retry shortly
     bool stopping = false;      ///< 503 because this node is shutting down
     bool nodeScope = false;     ///< it ran on this node only although there is a cluster

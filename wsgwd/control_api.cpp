@@ -2,6 +2,7 @@
 
 #include "command_runner.h"
 #include "control_server.h"
+#include "control_v1.h"
 #include "metrics.h"
 
 #include <wsgw/cluster.h>
@@ -282,6 +283,105 @@ struct ControlApi::Impl {
         res.set_content(out.message, kText); // no newline: the original's shape
     }
 
+    // --- the JSON API (control_v1.h) --------------------------------------------------------------
+
+    static void v1Error(httplib::Response &res, int status, const std::string &message) {
+        res.status = status;
+        res.set_content(v1::errorBody(message), "application/json");
+    }
+    // An answer the shared helpers wrote as text (a 5xx while waiting), made JSON.
+    static void v1Json(httplib::Response &res) {
+        if (res.get_header_value("Content-Type").rfind("application/json", 0) == 0) return;
+        std::string body = res.body;
+        while (!body.empty() && body.back() == '\n') body.pop_back();
+        v1Error(res, res.status, body);
+    }
+    static void v1Ok(httplib::Response &res, const nlohmann::json &body) {
+        res.status = 200;
+        res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                        "application/json");
+    }
+    // Which nodes' parts an answer holds: this node's and the others that answered.
+    nlohmann::json v1Nodes(const std::vector<std::string> &answered, const std::vector<std::string> &missing) const {
+        std::vector<std::string> all{ctx.node};
+        all.insert(all.end(), answered.begin(), answered.end());
+        return {{"answered", all}, {"missing", missing}};
+    }
+
+    void v1Command(CommandAction action, const httplib::Request &req, httplib::Response &res) {
+        std::string error;
+        auto request = v1::parseCommand(action, req.body, &error);
+        if (!request) return v1Error(res, 400, error);
+        if (ctx.cluster) {
+            std::string scope = req.get_header_value(kScopeHeader);
+            std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
+            request->nodeOnly = scope == "node";
+        }
+        CommandOutcome out = runner.run(*request, *current(), [this] { return server.stopping(); });
+        if (out.nodeScope) res.set_header(kScopeHeader, "node");
+        if (!out.missing.empty()) res.set_header(kMissingHeader, joined(out.missing));
+        if (out.busy) res.set_header("Retry-After", "1");
+        if (out.status != 200) {
+            nlohmann::json e = {{"error", out.message}};
+            if (out.count) e["count"] = out.count;
+            res.status = out.status;
+            res.set_content(e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
+            return;
+        }
+        v1Ok(res, {{"count", out.count}, {"nodes", v1Nodes(out.answered, out.missing)}});
+    }
+
+    void v1Send(const httplib::Request &req, httplib::Response &res) { v1Command(CommandAction::Send, req, res); }
+    void v1SetTags(const httplib::Request &req, httplib::Response &res) { v1Command(CommandAction::SetTags, req, res); }
+    void v1Close(const httplib::Request &req, httplib::Response &res) { v1Command(CommandAction::Close, req, res); }
+
+    void v1Count(const httplib::Request &req, httplib::Response &res) {
+        std::string error;
+        auto q = v1::parseListQuery(rawQuery(req), false, &error);
+        if (!q) return v1Error(res, 400, error);
+        if (Cluster *cluster = clusterFor(req, res)) {
+            auto r = awaitCluster(cluster->count(std::move(q->selector)), "count", res);
+            if (!r) return v1Json(res);
+            return v1Ok(res, {{"count", r->value}, {"nodes", v1Nodes(r->answered, r->missing)}});
+        }
+        Deadline deadline = commandDeadline();
+        auto r = await(ctx.hub.count(std::move(q->selector), deadline), "count", deadline, res);
+        if (!r) return v1Json(res);
+        v1Ok(res, {{"count", r->value}, {"nodes", v1Nodes({}, {})}});
+    }
+
+    void v1Connections(const httplib::Request &req, httplib::Response &res) {
+        std::string error;
+        auto q = v1::parseListQuery(rawQuery(req), true, &error);
+        if (!q) return v1Error(res, 400, error);
+        StatusPage page{q->cursor, q->limit};
+        std::vector<ClusterConnectionInfo> list;
+        std::vector<std::string> answered, missing;
+        if (Cluster *cluster = clusterFor(req, res)) {
+            auto r = awaitCluster(cluster->status(std::move(q->selector), page), "connections", res);
+            if (!r) return v1Json(res);
+            list = std::move(r->value);
+            answered = std::move(r->answered);
+            missing = std::move(r->missing);
+        } else {
+            Deadline deadline = commandDeadline();
+            auto r = await(ctx.hub.status(std::move(q->selector), page, deadline), "connections", deadline, res);
+            if (!r) return v1Json(res);
+            for (ConnectionInfo &c : r->value) list.push_back({ctx.node, std::move(c)});
+        }
+        nlohmann::json out = nlohmann::json::array();
+        for (const ClusterConnectionInfo &n : list)
+            out.push_back({{"id", n.info.id.toString()},
+                           {"node", n.node},
+                           {"endpoint", n.info.endpoint},
+                           {"remote_addr", n.info.remoteAddress},
+                           {"shard", n.info.shard},
+                           {"tags", n.info.tags}});
+        // A full page may have a next one; a short page is the last.
+        nlohmann::json next = list.size() == q->limit ? nlohmann::json(list.back().info.id.toString()) : nlohmann::json();
+        v1Ok(res, {{"connections", std::move(out)}, {"next_cursor", std::move(next)}, {"nodes", v1Nodes(answered, missing)}});
+    }
+
     void send(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Send, req, res); }
     void setTags(const httplib::Request &req, httplib::Response &res) { command(CommandAction::SetTags, req, res); }
     void close(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Close, req, res); }
@@ -409,6 +509,9 @@ struct ControlApi::Impl {
             {"/tree", "GET", &Impl::tree},        {"/metrics", "GET", &Impl::metrics},
             {"/healthz", "GET", &Impl::healthz},  {"/readyz", "GET", &Impl::readyz},
             {"/nodes", "GET", &Impl::nodes},
+            {"/v1/send", "POST", &Impl::v1Send},  {"/v1/settags", "POST", &Impl::v1SetTags},
+            {"/v1/close", "POST", &Impl::v1Close}, {"/v1/count", "GET", &Impl::v1Count},
+            {"/v1/connections", "GET", &Impl::v1Connections},
         };
         for (const Route &r : table) {
             auto handle = [this, h = r.handler](const httplib::Request &req, httplib::Response &res) {
