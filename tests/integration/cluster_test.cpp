@@ -302,3 +302,76 @@ TEST_CASE("a node joining later is part of the next command") {
     std::this_thread::sleep_for(Millis(kDeadAfterMs + 2 * kHeartbeatMs));
     for (auto &e : nodes[0]->daemon->events()) CHECK(e.value("reason", "") != "node_lost");
 }
+
+TEST_CASE("the JSON API over the cluster: clauses, count, pages across nodes") {
+    RedisServer redis;
+    auto nodes = startCluster(redis, 3, 2);
+    // Each node's first client is role=a, its second role=b; gw-2's second also has vip.
+    for (auto &n : nodes) {
+        REQUIRE(httpPost(n->daemon->controlPort, "/settags?id=" + n->ids[0], "role=a").body == "1");
+        REQUIRE(httpPost(n->daemon->controlPort, "/settags?id=" + n->ids[1], "role=b").body == "1");
+    }
+    REQUIRE(httpPost(nodes[1]->daemon->controlPort, "/settags?id=" + nodes[1]->ids[1], "vip=1").body == "1");
+    auto post = [&](std::size_t from, const std::string &path, const nlohmann::json &body) {
+        auto r = httpPost(nodes[from]->daemon->controlPort, path, body.dump(), "application/json");
+        INFO(path << " " << body.dump() << " -> " << r.status << " " << r.body);
+        REQUIRE(r.status == 200);
+        return nlohmann::json::parse(r.body);
+    };
+
+    // From gw-1: every role=b but the vip one, on the other nodes too.
+    auto answer = post(0, "/v1/send",
+                       {{"selector", {{"all", {{"role", "b"}}}, {"not", {{"vip", "1"}}}}}, {"message", "b-not-vip"}});
+    CHECK(answer["count"] == 2);
+    CHECK(answer["nodes"]["answered"] == nlohmann::json({"gw-1", "gw-2", "gw-3"}));
+    CHECK(answer["nodes"]["missing"] == nlohmann::json::array());
+    for (std::size_t n = 0; n < 3; ++n) {
+        CHECK(drain(*nodes[n]->clients[0], 100ms).empty());
+        auto got = drain(*nodes[n]->clients[1], n == 1 ? 100ms : 300ms);
+        REQUIRE(got.size() == (n == 1 ? 0u : 1u));
+        if (n != 1) CHECK(got[0].data == "b-not-vip");
+    }
+    // any + exclude_ids from gw-3.
+    answer = post(2, "/v1/send",
+                  {{"selector", {{"any", {{"role", {"a", "b"}}}}, {"exclude_ids", {nodes[0]->ids[0], nodes[1]->ids[1]}}}},
+                   {"message", "most"}});
+    CHECK(answer["count"] == 4);
+
+    // count: a dry run over every node.
+    auto r = httpGet(nodes[1]->daemon->controlPort,
+                     "/v1/count?selector=%7B%22has%22%3A%5B%22role%22%5D%7D"); // {"has":["role"]}
+    REQUIRE(r.status == 200);
+    CHECK(nlohmann::json::parse(r.body)["count"] == 6);
+
+    // Pages of 4 from gw-2 list all 6 in id order, each once, with their nodes.
+    std::vector<std::string> seen;
+    std::set<std::string> seenNodes;
+    std::string cursor;
+    for (int page = 0; page < 5; ++page) {
+        r = httpGet(nodes[1]->daemon->controlPort, "/v1/connections?limit=4" + (cursor.empty() ? "" : "&cursor=" + cursor));
+        REQUIRE(r.status == 200);
+        auto j = nlohmann::json::parse(r.body);
+        for (auto &c : j["connections"]) {
+            seen.push_back(c["id"]);
+            seenNodes.insert(c["node"].get<std::string>());
+        }
+        if (j["next_cursor"].is_null()) break;
+        cursor = j["next_cursor"];
+    }
+    CHECK(seen.size() == 6);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 6);
+    CHECK(seenNodes == std::set<std::string>{"gw-1", "gw-2", "gw-3"});
+
+    // settags and close through JSON selectors on another node's connections.
+    answer = post(0, "/v1/settags", {{"selector", {{"has", {"vip"}}}}, {"tags", {{"vip", ""}, {"gold", "1"}}}});
+    CHECK(answer["count"] == 1);
+    CHECK(httpGet(nodes[2]->daemon->controlPort, "/status?gold=1").body ==
+          "id=" + nodes[1]->ids[1] + " gold=1 group=default role=b\n");
+    answer = post(2, "/v1/close", {{"selector", {{"all", {{"gold", "1"}}}}}, {"message", "bye"}});
+    CHECK(answer["count"] == 1);
+    auto got = drain(*nodes[1]->clients[1]);
+    REQUIRE(got.size() >= 2);
+    CHECK(got[got.size() - 2].data == "bye");
+    CHECK(got.back().kind == Received::Kind::Close);
+}
