@@ -3,6 +3,7 @@
 #include "command_runner.h"
 #include "control_server.h"
 #include "control_v1.h"
+#include "embedded.h"
 #include "metrics.h"
 
 #include <wsgw/cluster.h>
@@ -382,6 +383,11 @@ struct ControlApi::Impl {
         v1Ok(res, {{"connections", std::move(out)}, {"next_cursor", std::move(next)}, {"nodes", v1Nodes(answered, missing)}});
     }
 
+    void v1OpenApi(const httplib::Request &, httplib::Response &res) {
+        res.status = 200;
+        res.set_content(std::string(embedded::openApiJson), "application/json");
+    }
+
     void send(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Send, req, res); }
     void setTags(const httplib::Request &req, httplib::Response &res) { command(CommandAction::SetTags, req, res); }
     void close(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Close, req, res); }
@@ -511,7 +517,7 @@ struct ControlApi::Impl {
             {"/nodes", "GET", &Impl::nodes},
             {"/v1/send", "POST", &Impl::v1Send},  {"/v1/settags", "POST", &Impl::v1SetTags},
             {"/v1/close", "POST", &Impl::v1Close}, {"/v1/count", "GET", &Impl::v1Count},
-            {"/v1/connections", "GET", &Impl::v1Connections},
+            {"/v1/connections", "GET", &Impl::v1Connections}, {"/v1/openapi.json", "GET", &Impl::v1OpenApi},
         };
         for (const Route &r : table) {
             auto handle = [this, h = r.handler](const httplib::Request &req, httplib::Response &res) {

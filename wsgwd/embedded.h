@@ -1,0 +1,12 @@
+#pragma once
+
+// Files served from the binary, embedded at build time by wsgwd/embed_text.py (wsgwd/meson.build).
+
+#include <string_view>
+
+namespace wsgw::daemon::embedded {
+
+/// wsgwd/openapi/openapi.json: the OpenAPI 3.1 document of the control API (GET /v1/openapi.json).
+extern const std::string_view openApiJson;
+
+} // namespace wsgw::daemon::embedded
