@@ -40,6 +40,17 @@ BusHandler makeBusHandler(const CommandRunner &runner, std::function<ControlApiO
         CommandRequest req;
         req.action = *action;
         req.selector = cmd.selector;
+        // The JSON form, as in the control API's /v1 (a query string never starts with '{').
+        if (!cmd.selector.empty() && cmd.selector.front() == '{') {
+            std::string why;
+            req.parsedSelector = Selector::parseJson(cmd.selector, &why);
+            if (!req.parsedSelector) {
+                out.kind = BusResult::Kind::Invalid;
+                out.malformedKind = "bad selector";
+                out.error = "bad selector: " + why;
+                return out;
+            }
+        }
         req.body = *action == CommandAction::SetTags ? cmd.tags : cmd.message;
         req.binary = cmd.binary;
         CommandOutcome o = runner.run(req, limits(), stopping);

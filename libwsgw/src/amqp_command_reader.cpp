@@ -110,7 +110,11 @@ Malformed decode(const std::string &body, BusCommand &cmd, std::string &commandI
         return {"bad field", "command_id must be a string"};
     if (!stringField("action", cmd.action)) return {"bad field", "action must be a string"};
     if (cmd.action.empty()) return {"no action", "the body has no action (send, settags or close)"};
-    if (!stringField("selector", cmd.selector)) return {"bad field", "selector must be a string (group=a&admin=1, id=a,b)"};
+    // A JSON selector may come as an object; the handler reads it by its leading '{'.
+    if (auto it = j.find("selector"); it != j.end() && it->is_object())
+        cmd.selector = it->dump();
+    else if (!stringField("selector", cmd.selector))
+        return {"bad field", "selector must be a string (group=a&admin=1, id=a,b) or a JSON selector object"};
     std::string type, encoded;
     if (!stringField("type", type)) return {"bad field", "type must be a string"};
     if (!type.empty() && type != "text" && type != "binary")

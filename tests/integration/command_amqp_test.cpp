@@ -196,8 +196,21 @@ TEST_CASE("send, settags and close through the queue reach every client of both 
         CHECK(got[0].data == "raw");
     }
 
-    CHECK(eventually([&] { return busMetric(nodes, outcome("applied")) == 5; }));
-    CHECK(busMetric(nodes, "wsgw_command_bus_replies_total{transport=\"amqp\"}") == 4);
+    // A JSON selector as an object (the /v1 form): every client that has a group (the closed one
+    // had its group deleted) but one of gw-1's, excluded by id.
+    const std::string excluded = httpWithHeaders(nodes[0].daemon->controlPort, "GET", "/status", kThisNode).body.substr(3, 36);
+    command(amqp, "cq1", {{"action", "send"}, {"selector", {{"has", {"group"}}, {"exclude_ids", {excluded}}}}, {"message", "json"}},
+            "cq1-replies", "r5");
+    r = replies(amqp, "cq1-replies", 1);
+    CHECK(r["r5"]["count"] == 2);
+    std::size_t reached = 0;
+    for (Node &n : nodes)
+        for (auto &c : n.clients)
+            for (auto &g : drain(*c, 200ms)) reached += g.data == "json";
+    CHECK(reached == 2);
+
+    CHECK(eventually([&] { return busMetric(nodes, outcome("applied")) == 6; }));
+    CHECK(busMetric(nodes, "wsgw_command_bus_replies_total{transport=\"amqp\"}") == 5);
     CHECK(amqp.declareQueue("cq1") == 0); // nothing left ready
 }
 
@@ -299,6 +312,7 @@ TEST_CASE("malformed commands are acknowledged, answered with an error, counted 
         {json{{"action", "explode"}, {"selector", sel}}.dump(), "unknown action"},
         {json{{"action", "explode"}, {"selector", sel}}.dump(), "unknown action"},
         {json{{"action", "send"}, {"selector", "group=%zz"}, {"message", "x"}}.dump(), "bad selector"},
+        {json{{"action", "send"}, {"selector", {{"has", "group"}}}, {"message", "x"}}.dump(), "bad selector"},
         {json{{"action", "send"}, {"selector", sel}, {"type", "jpeg"}, {"message", "x"}}.dump(), "bad type"},
         {json{{"action", "send"}, {"selector", sel}, {"message_base64", "***"}}.dump(), "bad base64"},
         {json{{"action", "send"}, {"selector", sel}, {"message_base64", "//4="}, {"type", "text"}}.dump(),

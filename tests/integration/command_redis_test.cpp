@@ -180,10 +180,25 @@ TEST_CASE("send, settags and close through the stream reach every client of both
     }
     CHECK(closed);
 
+    // A JSON selector (the /v1 form): every client but the one closed and one excluded by id.
+    const std::string other = httpWithHeaders(nodes[0].daemon->controlPort, "GET", "/status", kThisNode).body.substr(3, 36);
+    xadd(probe, {"action", "send", "selector", R"({"has":["group"],"exclude_ids":[")" + other + R"("]})", "message",
+                 "json", "reply_to", "replies"});
+    r = replies(probe, "replies", 5);
+    REQUIRE(r.size() == 5);
+    CHECK(r[4]["count"] == "2");
+    std::size_t reached = 0;
+    for (Node &n : nodes)
+        for (auto &c : n.clients) {
+            auto got = drain(*c, 200ms);
+            if (!got.empty() && got[0].data == "json") ++reached;
+        }
+    CHECK(reached == 2);
+
     // Everything acknowledged; counted where it was read.
     CHECK(eventually([&] { return pendingCount(probe) == "0"; }));
-    CHECK(busMetric(nodes, "wsgw_command_bus_commands_total{transport=\"redis\",outcome=\"applied\"}") == 4);
-    CHECK(busMetric(nodes, "wsgw_command_bus_replies_total{transport=\"redis\"}") == 4);
+    CHECK(busMetric(nodes, "wsgw_command_bus_commands_total{transport=\"redis\",outcome=\"applied\"}") == 5);
+    CHECK(busMetric(nodes, "wsgw_command_bus_replies_total{transport=\"redis\"}") == 5);
 }
 
 TEST_CASE("both nodes consume, yet each command reaches each client exactly once") {
@@ -248,6 +263,7 @@ TEST_CASE("malformed commands are acknowledged, answered with an error, counted 
         {{"action", "explode", "selector", "group=default"}, "unknown action"},
         {{"selector", "group=default", "message", "x"}, "no action"},
         {{"action", "send", "selector", "group=%zz", "message", "x"}, "bad selector"},
+        {{"action", "send", "selector", R"({"any":{"group":"default"}})", "message", "x"}, "bad selector"},
         {{"action", "send", "selector", "group=default", "type", "jpeg", "message", "x"}, "bad type"},
         {{"action", "send", "selector", "group=default", "message", "\xff\xfe"}, "text message not UTF-8"},
         {{"action", "settags", "selector", "group=default", "tags", "=x"}, "bad tags"},

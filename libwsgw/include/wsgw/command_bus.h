@@ -21,7 +21,9 @@ struct BusCommand {
     /// redelivery of the same entry is still recognised.
     std::string id;
     std::string action;   ///< "send" | "settags" | "close" (anything else: the handler refuses it)
-    std::string selector; ///< the control API's query-string form: "group=a&admin=1", "id=a,b"
+    /// The control API's query-string form ("group=a&admin=1", "id=a,b"), or its JSON form
+    /// (`{"any":{"group":["a","b"]}}`, see Selector::parseJson), told apart by a leading '{'.
+    std::string selector;
     std::string message;  ///< send and close: the payload, byte for byte
     bool binary = false;  ///< the message is a binary frame
     std::string tags;     ///< settags: form-encoded "k=v&k2=" (an empty value deletes the tag)
@@ -132,7 +134,8 @@ WSGW_EXPORT std::unique_ptr<CommandReader> makeRedisCommandReader(RedisCommandOp
 ///    acknowledgements, basic.qos `prefetch`), so each message goes to one node (competing
 ///    consumers). A message is acknowledged (basic.ack) once handled; one that was not (the node
 ///    died or lost the broker) is delivered again, to any node.
-///  - The body is a JSON object: action, selector, message (text) or message_base64 (binary bytes;
+///  - The body is a JSON object: action, selector (a string, or a JSON selector object), message
+///    (text) or message_base64 (binary bytes;
 ///    type binary unless type says text), type (text | binary), tags (settags: an object of string
 ///    values, "" deletes the tag), command_id. The message_id property stands in for a missing
 ///    command_id.
