@@ -110,9 +110,13 @@ struct Cluster::Impl final : ClusterTransport::Receiver {
         std::lock_guard lock(mu);
         for (const NodeInfo &n : live) {
             if (n.id == options.node) continue;
-            if (options.idsCarryNode && sel.kind() == Selector::Kind::Ids) {
+            // Only the ids' nodes, when the selector is (or is narrowed by) a list of ids.
+            const std::vector<ConnectionId> *ids = sel.kind() == Selector::Kind::Ids ? &sel.ids()
+                                                   : sel.clauses() && sel.clauses()->ids ? &*sel.clauses()->ids
+                                                                                         : nullptr;
+            if (options.idsCarryNode && ids) {
                 const std::uint16_t p = clusterIdPrefix(n.id);
-                if (std::none_of(sel.ids().begin(), sel.ids().end(), [&](const ConnectionId &id) { return id.prefix() == p; }))
+                if (std::none_of(ids->begin(), ids->end(), [&](const ConnectionId &id) { return id.prefix() == p; }))
                     continue;
             }
             out.push_back(n.id);

@@ -308,3 +308,70 @@ TEST_CASE("a node that does not answer is named missing after the command timeou
     CHECK(took < 2000ms);
     CHECK(nodes[0]->cluster->stats().commandsTimedOut == 1);
 }
+
+TEST_CASE("the wire carries count and a status page") {
+    cw::Request q;
+    q.op = cw::Op::Status;
+    q.selector = R"({"has":["k"]})";
+    q.after = ConnectionId::random().toString();
+    q.limit = 25;
+    auto back = cw::decode(cw::encode(q), nullptr);
+    REQUIRE(back);
+    auto &r = std::get<cw::Request>(*back);
+    CHECK(r.op == cw::Op::Status);
+    CHECK(r.selector == q.selector);
+    CHECK(r.after == q.after);
+    CHECK(r.limit == 25);
+    q = cw::Request{};
+    q.op = cw::Op::Count;
+    q.selector = "*";
+    back = cw::decode(cw::encode(q), nullptr);
+    REQUIRE(back);
+    CHECK(std::get<cw::Request>(*back).op == cw::Op::Count);
+}
+
+TEST_CASE("count, a status page and a JSON selector with ids over the cluster") {
+    LocalNet net;
+    std::vector<std::unique_ptr<TestNode>> nodes;
+    for (const char *n : {"a", "b", "c"}) nodes.push_back(std::make_unique<TestNode>(net, n));
+    std::size_t total = 0;
+    std::vector<ConnectionId> all;
+    for (auto &n : nodes)
+        for (auto &c : n->conns) {
+            all.push_back(c->id());
+            ++total;
+        }
+    std::sort(all.begin(), all.end());
+    auto counted = nodes[1]->cluster->count(Selector::all()).get();
+    CHECK(counted.ok());
+    CHECK(counted.value == total);
+    CHECK(counted.missing.empty());
+    CHECK(counted.answered.size() == 2);
+
+    // Pages of 2 from node a list every connection of every node once, in id order.
+    std::vector<ConnectionId> listed;
+    StatusPage page;
+    page.limit = 2;
+    for (std::size_t i = 0; i <= total; ++i) {
+        auto r = nodes[0]->cluster->status(Selector::all(), page).get();
+        REQUIRE(r.ok());
+        CHECK(r.value.size() <= 2);
+        for (auto &c : r.value) listed.push_back(c.info.id);
+        if (r.value.size() < 2) break;
+        page.after = r.value.back().info.id;
+    }
+    CHECK(listed == all);
+
+    // A JSON selector narrowed by ids goes to the ids' node only.
+    const ConnectionId target = nodes[2]->conns[0]->id();
+    SelectorClauses c;
+    c.ids = std::vector<ConnectionId>{target};
+    c.excludeIds = {nodes[2]->conns.back()->id()};
+    c.none = {{"nosuch", "tag"}};
+    Selector sel = Selector::where(std::move(c));
+    REQUIRE(sel.kind() == Selector::Kind::Where);
+    const auto received = nodes[1]->cluster->stats().commandsReceived;
+    auto sent = nodes[0]->cluster->send(sel, Message::text("where")).get();
+    CHECK(sent.value == (nodes[2]->conns.size() > 1 ? 1u : 0u));
+    CHECK(nodes[1]->cluster->stats().commandsReceived == received);
+}

@@ -237,8 +237,8 @@ public:
     void status(Selector sel, std::function<void(StatusResult)> done, Deadline deadline = kNoDeadline) noexcept;
     /// One page of status(): the first `page.limit` selected connections (0: all of them) whose
     /// id is above `page.after` (unset: from the start), ordered by id. Each shard describes only
-    /// its part of the page, so a page costs its size, not the selection's. Paging on the last
-    /// id of a page is stable under churn: no connection that stays open is listed twice or
+    /// its part of the page: a page walks the selection's ids (as count() does) but copies
+    /// tags and addresses only for the page. Paging on the last id of a page is stable under churn: no connection that stays open is listed twice or
     /// skipped (one that opens meanwhile appears if its id sorts after the page).
     void status(Selector sel, StatusPage page, std::function<void(StatusResult)> done,
                 Deadline deadline = kNoDeadline) noexcept;
