@@ -49,7 +49,8 @@ bool tokenMatches(std::string_view given, std::string_view token) {
 // never block), /metrics on its own thread, the rest (commands, which wait for the shards) on the
 // workers.
 Lane laneOf(const RequestHead &head) {
-    if (head.path == "/healthz" || head.path == "/readyz" || head.path == "/dashboard" || head.path == "/v1/stream")
+    if (head.path == "/healthz" || head.path == "/readyz" || head.path == "/dashboard" ||
+        head.path == "/v1/stream")
         return Lane::Inline;
     if (head.path == "/metrics") return Lane::Aux;
     return Lane::Command;

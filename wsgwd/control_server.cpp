@@ -186,7 +186,8 @@ struct ControlServer::Impl {
             want = c.readWantsWrite ? wr : rd;
             break;
         case Phase::Streaming:
-            want = (c.readWantsWrite ? wr : rd) | (c.outPos < c.out.size() ? (c.writeWantsRead ? rd : wr) : 0u);
+            want = c.readWantsWrite ? wr : rd; // the peer's end (or its bytes, dropped)
+            if (c.outPos < c.out.size()) want |= c.writeWantsRead ? rd : wr;
             break;
         case Phase::Working:
         case Phase::Count:
@@ -410,6 +411,8 @@ struct ControlServer::Impl {
             }
             c.out += event;
         }
+        if (!flush(c)) return false;
+        // What the socket would not take: a reader that falls behind by more is not waited for.
         if (c.out.size() - c.outPos > opt.maxStreamBacklog) {
             spdlog::warn("control API: closed a stream to {}: more than {} bytes unread (a slow reader)",
                          c.peer.remoteAddr, opt.maxStreamBacklog);
@@ -417,7 +420,7 @@ struct ControlServer::Impl {
             close(c);
             return false;
         }
-        return flush(c);
+        return true;
     }
 
     void pumpStreams(Clock::time_point now) {
