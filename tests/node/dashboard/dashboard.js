@@ -76,7 +76,9 @@ async function main() {
   const gw = start([wsgwd, '--config', config], 'wsgwd');
   const base = `http://127.0.0.1:${controlPort}`;
   const auth = { authorization: `Bearer ${TOKEN}` };
-  const get = (p, headers = {}, signal = AbortSignal.timeout(WAIT)) => fetch(base + p, { headers, signal });
+  // Every request is bounded; a stream's own controller may end it sooner.
+  const get = (p, headers = {}, signal = null) =>
+    fetch(base + p, { headers, signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(WAIT)]) : AbortSignal.timeout(WAIT) });
   await until(async () => (await get('/readyz')).status === 200, 15000 * SLOW, `wsgwd ready (log:\n${tail('wsgwd')})`);
 
   // 1. the control API's side
@@ -286,6 +288,13 @@ async function main() {
   u1.terminate();
   u2.terminate();
 }
+
+// The whole run is bounded too, within meson's 240 s, so that it fails with wsgwd's log; exiting
+// stops wsgwd and the browser.
+setTimeout(() => {
+  log(`FAIL: not finished within 200 s\nwsgwd log:\n${tail('wsgwd')}`);
+  process.exit(1);
+}, 200000).unref();
 
 main().then(
   async () => {
