@@ -4,6 +4,7 @@
 #include "control_dashboard.h"
 #include "control_server.h"
 #include "control_v1.h"
+#include "embedded.h"
 #include "metrics.h"
 
 #include <wsgw/cluster.h>
@@ -410,7 +411,12 @@ struct ControlApi::Impl {
         res.set_header("Content-Security-Policy", kDashboardCsp);
         res.set_header("X-Content-Type-Options", "nosniff");
         res.set_header("Referrer-Policy", "no-referrer");
-        res.set_content(std::string(dashboardPage()), "text/html; charset=utf-8");
+        res.set_content(std::string(embedded::dashboardHtml), "text/html; charset=utf-8");
+    }
+
+    void v1OpenApi(const httplib::Request &, httplib::Response &res) {
+        res.status = 200;
+        res.set_content(std::string(embedded::openApiJson), "application/json");
     }
 
     void send(const httplib::Request &req, httplib::Response &res) { command(CommandAction::Send, req, res); }
@@ -542,7 +548,7 @@ struct ControlApi::Impl {
             {"/nodes", "GET", &Impl::nodes},
             {"/v1/send", "POST", &Impl::v1Send},  {"/v1/settags", "POST", &Impl::v1SetTags},
             {"/v1/close", "POST", &Impl::v1Close}, {"/v1/count", "GET", &Impl::v1Count},
-            {"/v1/connections", "GET", &Impl::v1Connections},
+            {"/v1/connections", "GET", &Impl::v1Connections}, {"/v1/openapi.json", "GET", &Impl::v1OpenApi},
             {"/v1/stream", "GET", &Impl::v1Stream}, {"/dashboard", "GET", &Impl::dashboard},
         };
         for (const Route &r : table) {

@@ -2,7 +2,6 @@
 
 #include <cstddef>
 #include <string>
-#include <string_view>
 
 namespace wsgw {
 class Hub;
@@ -31,9 +30,7 @@ struct DashboardSources {
 /// it may run on the control server's loop thread. Thread-safe.
 std::string dashboardEvent(const DashboardSources &sources);
 
-/// The dashboard page (wsgwd/dashboard/index.html, compiled in): self-contained HTML, no
-/// external resources.
-std::string_view dashboardPage() noexcept;
+/// The page itself is embedded.h's dashboardHtml (wsgwd/dashboard/index.html).
 
 /// Headers for the page: a Content-Security-Policy that allows its inline script and style
 /// and nothing from elsewhere.

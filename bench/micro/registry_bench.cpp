@@ -139,10 +139,38 @@ Selector ids100(RegistryWorld &w, std::size_t) {
 }
 Selector ids1(RegistryWorld &w, std::size_t i) { return Selector::withIds({w.conns[i].id()}); }
 
+// The JSON form's clauses (Kind::Where), each case selecting a known number.
+// any: two groups, 200 connections.
+Selector jsonAny2(RegistryWorld &w, std::size_t group) {
+    SelectorClauses c;
+    c.any.push_back({"group", {bench::groupName(group), bench::groupName((group + 1) % bench::groupCount(w.n))}});
+    return Selector::where(std::move(c));
+}
+// all + not: a group without a role none of its members has: all 100.
+Selector jsonAllNot(RegistryWorld &, std::size_t group) {
+    SelectorClauses c;
+    c.all = {{"group", bench::groupName(group)}};
+    c.none = {{"role", bench::roleName((group + 1) % 4)}};
+    return Selector::where(std::move(c));
+}
+// all + has + exclude_ids: a group but one of its members: 99.
+Selector jsonHasExclude(RegistryWorld &w, std::size_t group) {
+    SelectorClauses c;
+    c.all = {{"group", bench::groupName(group)}};
+    c.has = {"user"};
+    c.excludeIds = {w.conns[group].id()}; // connection `group` is a member of group `group`
+    return Selector::where(std::move(c));
+}
+
 // How many connections a selector must select, by the tag mix.
 std::size_t expectedCount(const Selector &sel, std::size_t n) {
     if (sel.kind() == Selector::Kind::Ids) return sel.ids().size();
     if (sel.kind() == Selector::Kind::All) return n;
+    if (const SelectorClauses *c = sel.clauses()) {
+        if (!c->any.empty()) return 2 * (n / bench::groupCount(n));
+        if (!c->excludeIds.empty()) return n / bench::groupCount(n) - 1;
+        return n / bench::groupCount(n);
+    }
     const std::string &key = sel.tags().front().first; // AllOf, sorted by key: group before role
     if (key == "group") return n / bench::groupCount(n);
     if (key == "role") return n / 4;
@@ -176,6 +204,20 @@ void matchCase(benchmark::State &state, std::size_t n, MakeSelector make, std::s
     }
     state.counters["matched"] = benchmark::Counter(static_cast<double>(matched) / static_cast<double>(state.iterations()));
     state.SetItemsProcessed(static_cast<std::int64_t>(matched));
+}
+
+// Selector::parseJson of a three-clause selector (no registry): the parse a /v1 request costs.
+void parseJsonCase(benchmark::State &state) {
+    const std::string text =
+        R"({"all":{"group":"g42"},"any":{"role":["r1","r2"]},"exclude_ids":["0f2c1f9e-4c6e-4b7e-9a2f-1c2d3e4f5a6b"]})";
+    for (auto _ : state) {
+        auto sel = Selector::parseJson(text);
+        if (!sel) {
+            state.SkipWithError("parseJson failed");
+            return;
+        }
+        benchmark::DoNotOptimize(sel);
+    }
 }
 
 std::size_t groupsOf(std::size_t n) { return bench::groupCount(n); }
@@ -258,6 +300,7 @@ std::string sizeName(std::size_t n) {
 
 void registerAll() {
     using benchmark::RegisterBenchmark;
+    RegisterBenchmark("selector/parse_json", parseJsonCase);
     for (std::size_t n : kSizes) {
         auto name = [n](const char *what) { return std::string("registry/") + what + "/" + sizeName(n); };
         // Manual time is per operation, so the library's own iteration estimate would run
@@ -281,6 +324,9 @@ void registerAll() {
             {"match_ids100", ids100, connectionsOf, false, false},
             {"match_ids1", ids1, connectionsOf, false, false},
             {"match_role", role1, four, false, false},          // one term, n/4 members
+            {"match_json_any2", jsonAny2, groupsOf, false, false},         // any of two groups: 200
+            {"match_json_all_not", jsonAllNot, groupsOf, false, false},    // a group, not a role: 100
+            {"match_json_has_exclude", jsonHasExclude, groupsOf, false, false}, // 99
         };
         for (const Case &c : cases)
             RegisterBenchmark(name(c.name).c_str(), matchCase, n, c.make, c.range, c.hot, c.countOnly);

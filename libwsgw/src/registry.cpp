@@ -349,6 +349,9 @@ struct Registry::Impl {
         std::vector<Pair> all, none;
         std::vector<AnyOf> any;
         std::vector<std::uint32_t> has;
+        // The slots of the connections `ids` and `exclude_ids` name (registered ones), sorted:
+        // compared with a candidate's slot, never its id (which lives in another cache line).
+        std::vector<std::uint32_t> idSlots, excludeSlots;
         bool possible = true;
     };
 
@@ -380,11 +383,18 @@ struct Registry::Impl {
             if (!key) r.possible = false;
             else r.has.push_back(*key);
         }
+        auto slots = [this](const std::vector<ConnectionId> &ids, std::vector<std::uint32_t> &out) {
+            for (const ConnectionId &id : ids)
+                if (std::uint32_t slot = slotOf(id); slot != kNoSlot) out.push_back(slot);
+            std::sort(out.begin(), out.end());
+        };
+        if (c.ids) slots(*c.ids, r.idSlots);
+        slots(c.excludeIds, r.excludeSlots);
         return r;
     }
 
     // Whether the record meets every clause but the ids one (its caller checks that).
-    bool meets(std::uint32_t slot, const Resolved &r, const SelectorClauses &c) const noexcept {
+    bool meets(std::uint32_t slot, const Resolved &r) const noexcept {
         const Record &rec = records[slot];
         for (const auto &p : r.all) {
             const TagRef *t = rec.findTag(p.key);
@@ -400,8 +410,7 @@ struct Registry::Impl {
         }
         for (std::uint32_t k : r.has)
             if (!rec.findTag(k)) return false;
-        return c.excludeIds.empty() ||
-               !std::binary_search(c.excludeIds.begin(), c.excludeIds.end(), records.id(slot));
+        return !std::binary_search(r.excludeSlots.begin(), r.excludeSlots.end(), slot);
     }
 
     // The AND of clauses: walks the smallest candidate set the indexes give (a posting list of
@@ -439,32 +448,43 @@ struct Registry::Impl {
         for (std::uint32_t k : r.has) {
             auto keyIt = index.find(k);
             if (keyIt == index.end()) return;
+            // Its union holds at least one connection per value: skip it, without walking its
+            // values, when that alone is no smaller than the best so far (a key with a value per
+            // connection, like a user id, would cost a walk of the whole key).
+            if (keyIt->second.size() >= bestSize) continue;
             std::vector<const Posting *> lists;
             for (const auto &[value, list] : keyIt->second) lists.push_back(&list);
             consider(std::move(lists));
         }
-        if (c.ids && c.ids->size() < bestSize) {
-            bestSize = c.ids->size();
+        if (c.ids && r.idSlots.size() < bestSize) {
+            bestSize = r.idSlots.size();
             byIds = true;
         }
         if (byIds) {
-            for (const ConnectionId &id : *c.ids) {
-                std::uint32_t slot = slotOf(id);
-                if (slot != kNoSlot && meets(slot, r, c)) out(slot);
-            }
+            for (std::uint32_t slot : r.idSlots)
+                if (meets(slot, r)) out(slot);
             return;
         }
         auto check = [&](std::uint32_t slot) {
-            if (c.ids && !std::binary_search(c.ids->begin(), c.ids->end(), records.id(slot))) return;
-            if (meets(slot, r, c)) out(slot);
+            if (c.ids && !std::binary_search(r.idSlots.begin(), r.idSlots.end(), slot)) return;
+            if (meets(slot, r)) out(slot);
         };
         if (bestSize == SIZE_MAX) { // nothing narrows it: every connection
             for (std::uint32_t slot = 0; slot < records.highWater(); ++slot)
                 if (records[slot].conn) check(slot);
             return;
         }
-        for (const Posting *list : best)
-            for (std::uint32_t slot : *list) check(slot);
+        // As in selectByTags: fetch records ahead so that their cache misses overlap.
+        constexpr std::uint32_t kAhead = 8;
+        for (const Posting *list : best) {
+            const std::uint32_t *cand = list->data();
+            const std::uint32_t count = list->size();
+            for (std::uint32_t i = 0; i < std::min(kAhead, count); ++i) __builtin_prefetch(&records[cand[i]]);
+            for (std::uint32_t i = 0; i < count; ++i) {
+                if (i + kAhead < count) __builtin_prefetch(&records[cand[i + kAhead]]);
+                check(cand[i]);
+            }
+        }
     }
 
     template <class Out> void selectByTags(const TagList &terms, Out &out) const {

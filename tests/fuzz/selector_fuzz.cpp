@@ -1,6 +1,13 @@
-// Fuzz target: wsgw::Selector::parse, the control API's query-string selectors.
+// Fuzz target: wsgw::Selector::parse, the control API's query-string selectors, and
+// Selector::parseJson, the JSON form of the /v1 API (an input that starts with '{').
 //
-// The input is the query string (without '?'). Besides "no crash, no leak, no undefined
+// JSON inputs: a failure has a message naming a clause (or "selector:", "not JSON:"); a parsed
+// selector's toJson() and toString() read back to an equal selector and print the same again;
+// a Where selector's clauses are canonical (sorted, unique); and a Registry holding connections
+// built from the input's own keys and values selects exactly those that matches() accepts (the
+// index walk against the plain definition).
+//
+// Query inputs: the query string (without '?'). Besides "no crash, no leak, no undefined
 // behaviour", every input checks the contract in <wsgw/selector.h>:
 //  - a failure has a message whose offset points at what it blames: the '%' of a malformed
 //    escape, the '=' of an empty key;
@@ -17,7 +24,11 @@
 
 #include "fuzz_check.h"
 
+#include <wsgw/connection.h>
+#include <wsgw/registry.h>
 #include <wsgw/selector.h>
+
+#include <memory>
 
 #include <algorithm>
 #include <cstddef>
@@ -127,10 +138,98 @@ void checkIds(std::string_view query, const Selector &sel) {
                "nil id match wrong: '" + printable(query) + "'");
 }
 
+// A connection that only needs an id: the registry never sends to it here.
+class Bare final : public wsgw::Connection {
+public:
+    explicit Bare(ConnectionId id) : Connection(id) {}
+    wsgw::SendStatus send(const wsgw::MessagePtr &) override { return wsgw::SendStatus::Queued; }
+    void close(std::uint16_t, std::string_view) override {}
+    std::string remoteAddress() const override { return {}; }
+    std::string_view endpoint() const override { return "/"; }
+};
+
+template <class T> bool sortedUnique(const std::vector<T> &v) {
+    for (std::size_t i = 1; i < v.size(); ++i)
+        if (!(v[i - 1] < v[i])) return false;
+    return true;
+}
+
+void checkJson(std::string_view input) {
+    std::string error;
+    auto sel = Selector::parseJson(input, &error);
+    if (!sel) {
+        static const char *const starts[] = {"selector: ", "not JSON: ", "all", "any", "not", "has", "ids", "exclude_ids"};
+        FUZZ_CHECK(std::any_of(std::begin(starts), std::end(starts),
+                               [&](const char *p) { return error.rfind(p, 0) == 0; }) ||
+                       error.find(": unknown clause") != std::string::npos,
+                   "unexpected message '" + printable(error) + "' for '" + printable(input) + "'");
+        return;
+    }
+    for (const std::string &text : {sel->toJson(), sel->toString()}) {
+        std::string again;
+        auto back = Selector::fromString(text, &again);
+        FUZZ_CHECK(back.has_value(), "'" + printable(text) + "' of '" + printable(input) + "' does not read back: " + again);
+        FUZZ_CHECK(*back == *sel, "'" + printable(text) + "' of '" + printable(input) + "' reads back to another selector");
+        FUZZ_CHECK(back->toJson() == sel->toJson(), "toJson of '" + printable(input) + "' is not canonical");
+    }
+    // The connections: tags from every key and value the selector names, in a few combinations,
+    // and ids from its id lists.
+    std::vector<std::string> keys, values;
+    std::vector<ConnectionId> ids;
+    if (const wsgw::SelectorClauses *c = sel->clauses()) {
+        FUZZ_CHECK(sortedUnique(c->has) && sortedUnique(c->excludeIds) && (!c->ids || sortedUnique(*c->ids)),
+                   "clauses not canonical: '" + printable(input) + "'");
+        for (const auto &[k, v] : c->all) keys.push_back(k), values.push_back(v);
+        for (const auto &[k, v] : c->none) keys.push_back(k), values.push_back(v);
+        for (const auto &[k, vs] : c->any) {
+            keys.push_back(k);
+            FUZZ_CHECK(!vs.empty() && sortedUnique(vs), "any values not canonical: '" + printable(input) + "'");
+            values.insert(values.end(), vs.begin(), vs.end());
+        }
+        keys.insert(keys.end(), c->has.begin(), c->has.end());
+        if (c->ids) ids = *c->ids;
+        ids.insert(ids.end(), c->excludeIds.begin(), c->excludeIds.end());
+    }
+    for (const auto &[k, v] : sel->tags()) keys.push_back(k), values.push_back(v);
+    ids.insert(ids.end(), sel->ids().begin(), sel->ids().end());
+    keys.resize(std::min<std::size_t>(keys.size(), 6));
+    values.resize(std::min<std::size_t>(values.size(), 6));
+    values.push_back("other");
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    ids.resize(std::min<std::size_t>(ids.size(), 8));
+
+    std::vector<std::unique_ptr<Bare>> conns;
+    wsgw::Registry reg;
+    std::size_t expected = 0;
+    for (std::size_t n = 0; n < 64; ++n) {
+        // Connection n has key i when bit i of n is set, with a value picked from n.
+        wsgw::TagList tags;
+        for (std::size_t i = 0; i < keys.size(); ++i)
+            if (n >> i & 1) tags.emplace_back(keys[i], values[(n + i) % values.size()]);
+        ConnectionId id = n < ids.size() ? ids[n] : ConnectionId::random();
+        if (std::any_of(conns.begin(), conns.end(), [&](const auto &c) { return c->id() == id; })) continue;
+        conns.push_back(std::make_unique<Bare>(id));
+        reg.add(*conns.back(), tags);
+        wsgw::Tags own;
+        for (const auto &[k, v] : tags) own[k] = v; // a repeated key keeps its last value, as add() does
+        expected += sel->matches(id, own);
+    }
+    std::size_t visited = reg.match(*sel, [](wsgw::Connection &) {});
+    FUZZ_CHECK(visited == expected && reg.count(*sel) == expected,
+               "the registry selects " + std::to_string(visited) + " but matches() " + std::to_string(expected) +
+                   " for '" + printable(input) + "'");
+    for (auto &c : conns) reg.remove(c->id());
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     std::string_view query(reinterpret_cast<const char *>(data), size);
+    if (!query.empty() && query.front() == '{') {
+        checkJson(query);
+        return 0;
+    }
     std::string error;
     auto sel = Selector::parse(query, &error);
     if (!sel) {
@@ -155,6 +254,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         break;
     case Selector::Kind::Ids:
         checkIds(query, *sel);
+        break;
+    case Selector::Kind::Where:
+        FUZZ_CHECK(false, "the query form yielded Where: '" + printable(query) + "'");
         break;
     }
 
