@@ -1,6 +1,7 @@
 #include "control_api.h"
 
 #include "command_runner.h"
+#include "control_dashboard.h"
 #include "control_server.h"
 #include "control_v1.h"
 #include "embedded.h"
@@ -45,10 +46,13 @@ bool tokenMatches(std::string_view given, std::string_view token) {
     return given.size() == token.size() && CRYPTO_memcmp(given.data(), token.data(), token.size()) == 0;
 }
 
-// Health checks on the loop thread (they never block), /metrics on its own thread, the rest
-// (commands, which wait for the shards) on the workers.
+// Health checks, the dashboard's page and the opening of its stream on the loop thread (they
+// never block), /metrics on its own thread, the rest (commands, which wait for the shards) on the
+// workers.
 Lane laneOf(const RequestHead &head) {
-    if (head.path == "/healthz" || head.path == "/readyz") return Lane::Inline;
+    if (head.path == "/healthz" || head.path == "/readyz" || head.path == "/dashboard" ||
+        head.path == "/v1/stream")
+        return Lane::Inline;
     if (head.path == "/metrics") return Lane::Aux;
     return Lane::Command;
 }
@@ -383,6 +387,33 @@ struct ControlApi::Impl {
         v1Ok(res, {{"connections", std::move(out)}, {"next_cursor", std::move(next)}, {"nodes", v1Nodes(answered, missing)}});
     }
 
+    // The dashboard's live view: an event a second (control_dashboard.h) until the client goes.
+    void v1Stream(const httplib::Request &req, httplib::Response &res) {
+        res.status = 200;
+        if (req.method == "HEAD") {
+            res.set_header("Cache-Control", "no-store");
+            res.set_content("", "text/event-stream");
+            return;
+        }
+        DashboardSources sources{ctx.hub, ctx.metrics, ctx.cluster, ctx.node};
+        StreamSource source;
+        source.contentType = "text/event-stream";
+        source.interval = std::chrono::seconds(1);
+        source.next = [sources] { return dashboardEvent(sources); };
+        if (!HttpRouter::openStream(std::move(source))) reply(res, 500, "stream: cannot open a stream here");
+    }
+
+    // The page holds no data, so it needs no token (a browser's navigation cannot send one); its
+    // calls send the token the user enters.
+    void dashboard(const httplib::Request &, httplib::Response &res) {
+        res.status = 200;
+        res.set_header("Cache-Control", "no-store");
+        res.set_header("Content-Security-Policy", kDashboardCsp);
+        res.set_header("X-Content-Type-Options", "nosniff");
+        res.set_header("Referrer-Policy", "no-referrer");
+        res.set_content(std::string(embedded::dashboardHtml), "text/html; charset=utf-8");
+    }
+
     void v1OpenApi(const httplib::Request &, httplib::Response &res) {
         res.status = 200;
         res.set_content(std::string(embedded::openApiJson), "application/json");
@@ -518,6 +549,7 @@ struct ControlApi::Impl {
             {"/v1/send", "POST", &Impl::v1Send},  {"/v1/settags", "POST", &Impl::v1SetTags},
             {"/v1/close", "POST", &Impl::v1Close}, {"/v1/count", "GET", &Impl::v1Count},
             {"/v1/connections", "GET", &Impl::v1Connections}, {"/v1/openapi.json", "GET", &Impl::v1OpenApi},
+            {"/v1/stream", "GET", &Impl::v1Stream}, {"/dashboard", "GET", &Impl::dashboard},
         };
         for (const Route &r : table) {
             auto handle = [this, h = r.handler](const httplib::Request &req, httplib::Response &res) {
@@ -577,7 +609,7 @@ bool ControlApi::start(std::string *error) {
         if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
         if (d.allowed(req.remote_addr)) {
             const std::string token = d.current()->token;
-            if (token.empty()) return httplib::Server::HandlerResponse::Unhandled;
+            if (token.empty() || req.path == "/dashboard") return httplib::Server::HandlerResponse::Unhandled;
             std::string auth = req.get_header_value("Authorization");
             static constexpr std::string_view kBearer = "Bearer ";
             if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&

@@ -41,6 +41,8 @@ struct ControlApiContext {
 ///   GET  /nodes         the live nodes of the cluster (JSON with Accept: application/json)
 ///   GET  /metrics       Prometheus text format
 ///   GET  /healthz, /readyz
+///   GET  /v1/stream     server-sent events: the dashboard's live numbers, one event a second
+///   GET  /dashboard     the dashboard page (allowlist only: no token, it holds no data)
 /// The commands answer the number of connections acted on, as plain text. /healthz and
 /// /readyz are answered on the server's loop thread and /metrics on a thread of its own, so
 /// none of them waits behind commands. A command's handler waits for the shards up to

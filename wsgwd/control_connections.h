@@ -23,6 +23,7 @@ enum class ConnPhase : std::size_t {
     Writing,   ///< writing the answer
     Idle,      ///< keep-alive, between requests
     Lingering, ///< our side is shut; reading and dropping what the peer still sends
+    Streaming, ///< an answer that stays open (StreamSource): written on a timer, no deadline
     Count
 };
 
@@ -55,6 +56,8 @@ struct ControlConnection {
     std::uint32_t interest = 0;  ///< the epoll events registered
     std::size_t inFlight = 0;    ///< Working: the size of the request's copy with a lane
     bool onSpare = false;        ///< accepted on the acceptor's spare descriptor (out of them)
+    std::shared_ptr<const StreamSource> stream; ///< Streaming: what writes it
+    Clock::time_point nextEvent;                ///< Streaming: when stream->next() runs again
 
     /// The current request's bytes so far, and whatever follows them.
     std::string_view pending() const { return std::string_view(in).substr(inStart); }

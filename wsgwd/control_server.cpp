@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -95,6 +96,7 @@ struct ControlServer::Impl {
     ConnectionTable conns;
     std::vector<std::uint64_t> ready; // connections with work to do without a socket event
     std::uint64_t nextId = 2;
+    std::vector<std::uint64_t> streams; // connections in Streaming
     std::vector<char> scratch;
     bool shuttingDown = false;
     Clock::time_point shutdownDeadline;
@@ -144,6 +146,7 @@ struct ControlServer::Impl {
 
     void close(Conn &c) {
         bool onSpare = c.onSpare;
+        if (c.phase == Phase::Streaming) streams.erase(std::find(streams.begin(), streams.end(), c.id));
         counters.connections.add(-1);
         conns.remove(c); // closes the socket, which takes it out of epoll
         if (onSpare && acceptor.fd() >= 0) acceptor.replenish();
@@ -181,6 +184,10 @@ struct ControlServer::Impl {
         case Phase::Idle:
         case Phase::Lingering:
             want = c.readWantsWrite ? wr : rd;
+            break;
+        case Phase::Streaming:
+            want = c.readWantsWrite ? wr : rd; // the peer's end (or its bytes, dropped)
+            if (c.outPos < c.out.size()) want |= c.writeWantsRead ? rd : wr;
             break;
         case Phase::Working:
         case Phase::Count:
@@ -346,13 +353,21 @@ struct ControlServer::Impl {
         if (!queued) {
             counters.refuse(ControlRefusal::Busy);
             finish(c, Exchange{plainResponse(503, "busy: too many control requests at once; retry shortly", closeAfter, true),
-                               closeAfter});
+                               closeAfter, nullptr});
         }
     }
 
     // A lane's answer for a connection in Working.
     void finish(Conn &c, Exchange ex) {
         c.inFlight = 0;
+        if (ex.stream) {
+            if (streams.size() < opt.maxStreams && !shuttingDown) return openStream(c, std::move(ex));
+            counters.refuse(ControlRefusal::Busy);
+            ex = Exchange{plainResponse(503, "busy: too many streams open on the control API (" +
+                                                 std::to_string(opt.maxStreams) + "); retry shortly",
+                                         true, true),
+                          true, nullptr};
+        }
         if (c.continueSent) {
             // cpp-httplib writes its own "100 Continue" for such a request: ours went out already.
             if (ex.response.compare(0, kContinue.size(), kContinue) == 0) ex.response.erase(0, kContinue.size());
@@ -365,6 +380,73 @@ struct ControlServer::Impl {
         c.closeAfterWrite = ex.close;
         enterPhase(c, Phase::Writing);
         flush(c);
+    }
+
+    // The connection now only carries the stream: its head and first event at once, then an
+    // event per interval (pumpStreams). What the peer still sends is read and dropped.
+    void openStream(Conn &c, Exchange ex) {
+        c.continueSent = false; // one of ours may still be in `out`: an interim answer, harmless
+        c.dropInput();
+        c.framer.reset();
+        c.closeAfterWrite = true;
+        c.stream = std::move(ex.stream);
+        c.out += ex.response;
+        enterPhase(c, Phase::Streaming, Clock::time_point::max());
+        streams.push_back(c.id);
+        c.nextEvent = Clock::now();
+        pump(c, c.nextEvent);
+    }
+
+    // Writes the stream's next event if it is due; false if the connection was closed.
+    bool pump(Conn &c, Clock::time_point now) {
+        if (now >= c.nextEvent) {
+            c.nextEvent = now + c.stream->interval;
+            std::string event;
+            try {
+                event = c.stream->next();
+            } catch (const std::exception &e) {
+                spdlog::error("control API: a stream's source failed: {}", e.what());
+                close(c);
+                return false;
+            }
+            c.out += event;
+        }
+        if (!flush(c)) return false;
+        // What the socket would not take: a reader that falls behind by more is not waited for.
+        if (c.out.size() - c.outPos > opt.maxStreamBacklog) {
+            spdlog::warn("control API: closed a stream to {}: more than {} bytes unread (a slow reader)",
+                         c.peer.remoteAddr, opt.maxStreamBacklog);
+            counters.refuse(ControlRefusal::Timeout);
+            close(c);
+            return false;
+        }
+        return true;
+    }
+
+    void pumpStreams(Clock::time_point now) {
+        std::vector<std::uint64_t> ids = streams; // pump() may close, which edits `streams`
+        for (std::uint64_t id : ids)
+            if (Conn *c = conns.find(id); c && pump(*c, now)) settle(id);
+    }
+
+    // A stream's peer sent something: drop it; its end ends the stream.
+    void drainStream(Conn &c) {
+        for (std::size_t total = 0; total < kLingerMaxBytes;) {
+            std::size_t n = 0;
+            switch (c.io.read(scratch.data(), scratch.size(), n)) {
+            case ControlTransport::Io::Done:
+                total += n;
+                continue;
+            case ControlTransport::Io::WantRead:
+                c.readWantsWrite = false;
+                return;
+            case ControlTransport::Io::WantWrite:
+                c.readWantsWrite = true;
+                return;
+            default:
+                return close(c);
+            }
+        }
     }
 
     void takeAnswers() {
@@ -413,6 +495,10 @@ struct ControlServer::Impl {
             return;
         case Phase::Lingering:
             return drainLinger(c);
+        case Phase::Streaming:
+            if (events & EPOLLHUP) return close(c);
+            if (c.outPos < c.out.size() && !flush(c)) return;
+            return drainStream(c);
         case Phase::Working:
         case Phase::Count:
             if (events & EPOLLHUP) close(c); // gone both ways: the answer has nowhere to go
@@ -578,6 +664,7 @@ struct ControlServer::Impl {
             auto t = Clock::now();
             if (t - lastSweep >= kTick) {
                 sweep(t);
+                pumpStreams(t);
                 lastSweep = t;
             }
             if (shuttingDown && (conns.empty() || t >= shutdownDeadline)) break;

@@ -45,6 +45,11 @@ struct ControlServerOptions {
     unsigned commandWorkers = 8;
     std::size_t commandQueue = 256; ///< complete requests waiting for a command worker; then 503
     std::size_t auxQueue = 64;      ///< ... for the aux lane
+    /// Open streams (HttpRouter::openStream) at most; one more is answered 503.
+    std::size_t maxStreams = 16;
+    /// A stream whose peer leaves more than this unread (written by the source, not yet taken
+    /// by the socket) is closed: a slow reader costs at most this.
+    std::size_t maxStreamBacklog = 64 * 1024;
     /// stop() lets the answers being computed and written finish for up to this long.
     std::chrono::milliseconds stopGrace{300};
 };
@@ -62,6 +67,12 @@ struct ControlServerOptions {
 ///
 /// Handlers run concurrently on the worker threads; one that can wait for long must return
 /// promptly once stopping() is true, since stop() joins the workers.
+///
+/// Streams: a handler that calls HttpRouter::openStream() turns its answer into a stream that
+/// stays open (no request or keep-alive deadline applies to it). The loop thread calls the
+/// source's next() on its timer (at the source's interval, to the 100 ms tick) and writes what it
+/// returns; the stream ends when the peer closes, when its unsent bytes pass maxStreamBacklog,
+/// or at stop(), which closes it at once. At most maxStreams are open; past that, 503.
 ///
 /// Thread-safe.
 class ControlServer {

@@ -43,6 +43,19 @@ private:
     std::string &out_;
 };
 
+// The exchange() running on this thread, for openStream().
+thread_local Exchange *tCurrent = nullptr;
+
+struct CurrentExchange {
+    explicit CurrentExchange(Exchange &ex) { tCurrent = &ex; }
+    ~CurrentExchange() { tCurrent = nullptr; }
+};
+
+std::string streamHead(const StreamSource &s) {
+    return "HTTP/1.1 200 OK\r\nContent-Type: " + s.contentType +
+           "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
+}
+
 const char *reasonPhrase(int status) {
     switch (status) {
     case 400: return "Bad Request";
@@ -78,14 +91,30 @@ Exchange HttpRouter::exchange(std::string_view request, const Peer &peer, bool c
     try {
         MemoryStream stream(request, peer, ex.response);
         bool closed = false;
-        bool ok = process_request(stream, closeAfter, closed, nullptr);
+        bool ok;
+        {
+            CurrentExchange current(ex);
+            ok = process_request(stream, closeAfter, closed, nullptr);
+        }
+        if (ex.stream) {
+            ex.response = streamHead(*ex.stream);
+            ex.close = true;
+            return ex;
+        }
         ex.close = closeAfter || closed || !ok || ex.response.empty();
         if (!ex.response.empty()) return ex;
     } catch (...) {
     }
+    ex.stream.reset();
     ex.response = plainResponse(500, "internal error: the request could not be processed", true);
     ex.close = true;
     return ex;
+}
+
+bool HttpRouter::openStream(StreamSource source) {
+    if (!tCurrent || !source.next) return false;
+    tCurrent->stream = std::make_shared<const StreamSource>(std::move(source));
+    return true;
 }
 
 } // namespace wsgw::daemon

@@ -142,6 +142,22 @@ std::int64_t Metrics::openConnections() const noexcept {
     return open;
 }
 
+MetricsTotals Metrics::totals() const {
+    MetricsTotals t;
+    for (const auto &s : shards_) {
+        t.connects += s->connectionsOpened.get();
+        t.disconnects += s->connectionsClosed.get();
+        t.messagesIn += s->messagesReceived.get();
+        t.messagesOut += s->messagesSent.get();
+    }
+    for (std::size_t e = 0; e < endpoints_.size(); ++e) {
+        std::int64_t open = 0;
+        for (const auto &s : shards_) open += s->endpointConnections[e].get();
+        t.endpoints.emplace_back(endpoints_[e], open);
+    }
+    return t;
+}
+
 void Metrics::observeAuthorize(std::string_view outcome, double seconds) {
     static const prometheus::Histogram::BucketBoundaries buckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                                  0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};

@@ -96,6 +96,16 @@ struct ControlCounters {
     void refuse(ControlRefusal r) noexcept { refused[static_cast<std::size_t>(r)].add(); }
 };
 
+/// Cumulative counts over every shard at one moment (each read on its own, so they may be a few
+/// events apart), for a live view: the dashboard's stream.
+struct MetricsTotals {
+    std::uint64_t connects = 0;
+    std::uint64_t disconnects = 0;
+    std::uint64_t messagesIn = 0;  ///< complete messages from clients
+    std::uint64_t messagesOut = 0; ///< messages written to clients
+    std::vector<std::pair<std::string, std::int64_t>> endpoints; ///< open connections by endpoint path
+};
+
 /// The daemon's metrics: per-shard counters read at scrape time, and the control API's command
 /// latencies. Rendered in the Prometheus text format, with the original gateway's metric names
 /// kept for dashboards built on them (unless turned off) beside their wsgw_* equivalents.
@@ -111,6 +121,8 @@ public:
 
     /// WebSocket connections open now, over every shard (opened minus closed).
     std::int64_t openConnections() const noexcept;
+    /// Relaxed loads of the shards' counters: never waits for a shard.
+    MetricsTotals totals() const;
 
     /// Records how long a control command took, by command name ("send", "settags", ...).
     void observeCommand(std::string_view command, double seconds);

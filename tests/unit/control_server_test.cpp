@@ -1,6 +1,6 @@
 // ControlServer (wsgwd/control_server.h) in process, on a free port, with small limits and
 // handlers of the test's own: lanes, deadlines, the connection limit, the queue bound,
-// pipelining, 100-continue, and a prompt stop().
+// pipelining, 100-continue, streams, and a prompt stop().
 #include "control_server.h"
 #include "metrics.h"
 
@@ -79,6 +79,18 @@ public:
         return r;
     }
 
+    /// Reads until what has come after the last response's head holds `needle` `n` times.
+    bool receivedWithin(const std::string &needle, std::size_t n, Millis limit) {
+        auto until = Clock::now() + limit;
+        for (;;) {
+            std::size_t found = 0;
+            for (std::size_t at = buf_.find(needle); at != std::string::npos; at = buf_.find(needle, at + needle.size()))
+                ++found;
+            if (found >= n) return true;
+            if (!fill(until)) return false;
+        }
+    }
+
     /// Waits for the server to close (EOF or reset), reading and dropping what comes.
     bool closedWithin(Millis limit) {
         auto until = Clock::now() + limit;
@@ -141,6 +153,7 @@ struct Fixture {
         server = std::make_unique<ControlServer>(o, counters, [](const RequestHead &h) {
             if (h.path == "/healthz") return Lane::Inline;
             if (h.path == "/aux") return Lane::Aux;
+            if (h.path == "/stream") return Lane::Inline;
             return Lane::Command;
         });
         HttpRouter &r = server->router();
@@ -149,6 +162,17 @@ struct Fixture {
         r.Get("/block", [this](const httplib::Request &, httplib::Response &res) {
             gate.pass(*server);
             res.set_content(server->stopping() ? "stopped" : "passed", "text/plain");
+        });
+        // An event every 100 ms, numbered; opened on the loop thread (Inline).
+        r.Get("/stream", [](const httplib::Request &, httplib::Response &res) {
+            res.status = 200;
+            auto n = std::make_shared<int>(0);
+            HttpRouter::openStream({"text/event-stream", 100ms, [n] { return "data: " + std::to_string(++*n) + "\n\n"; }});
+        });
+        // 256 KiB every 20 ms, opened on a worker: a reader that does not read falls behind.
+        r.Get("/big", [](const httplib::Request &, httplib::Response &res) {
+            res.status = 200;
+            HttpRouter::openStream({"application/octet-stream", 20ms, [] { return std::string(256 * 1024, 'x'); }});
         });
         r.Post("/echo", [](const httplib::Request &req, httplib::Response &res) {
             res.set_content(req.body + "|" + req.remote_addr, "text/plain");
@@ -174,6 +198,8 @@ struct Fixture {
         o.maxConnections = 64;
         o.commandWorkers = 2;
         o.commandQueue = 2;
+        o.maxStreams = 2;
+        o.maxStreamBacklog = 64 * 1024;
         return o;
     }
     std::uint64_t refused(ControlRefusal r) { return counters.refused[static_cast<std::size_t>(r)].get(); }
@@ -449,4 +475,80 @@ TEST_CASE("over the buffer budget, the connections holding the most are closed; 
     RawClient health(f.port);
     REQUIRE(health.send(kHealth));
     CHECK(health.read(1000ms).status == 200);
+}
+
+TEST_CASE("a stream: its head and first event at once, then events on the timer past every timeout") {
+    Fixture f;
+    RawClient c(f.port);
+    auto t0 = Clock::now();
+    REQUIRE(c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto r = c.read(1000ms);
+    REQUIRE(r.status == 200);
+    CHECK(r.header("Content-Type: text/event-stream"));
+    CHECK(r.header("Cache-Control: no-store"));
+    CHECK(r.head.find("Content-Length") == std::string::npos);
+    REQUIRE(c.receivedWithin("data: 1\n\n", 1, 500ms));
+    CHECK(Clock::now() - t0 < 300ms);
+    // Past the request (600 ms) and keep-alive (400 ms) timeouts: 8 intervals of 100 ms or more.
+    REQUIRE(c.receivedWithin("\n\n", 9, 4000ms));
+    CHECK(Clock::now() - t0 >= 800ms);
+    CHECK_FALSE(c.closedWithin(200ms));
+    CHECK(f.refused(ControlRefusal::Timeout) == 0);
+}
+
+TEST_CASE("at most maxStreams streams; one more gets 503; a stream whose peer leaves frees its place") {
+    Fixture f;
+    auto one = std::make_unique<RawClient>(f.port);
+    RawClient two(f.port);
+    REQUIRE(one->send("GET /stream HTTP/1.1\r\n\r\n"));
+    REQUIRE(one->read().status == 200);
+    REQUIRE(two.send("GET /stream HTTP/1.1\r\n\r\n"));
+    REQUIRE(two.read().status == 200);
+    RawClient three(f.port);
+    REQUIRE(three.send("GET /stream HTTP/1.1\r\n\r\n"));
+    auto r = three.read();
+    CHECK(r.status == 503);
+    CHECK(r.body.find("too many streams") != std::string::npos);
+    CHECK(three.closedWithin(1000ms));
+    // Other requests are served meanwhile.
+    RawClient health(f.port);
+    REQUIRE(health.send(kHealth));
+    CHECK(health.read().status == 200);
+
+    one.reset(); // the peer goes: the server sees it and frees the place
+    auto until = Clock::now() + 2000ms;
+    int status = 0;
+    while (status != 200 && Clock::now() < until) {
+        RawClient again(f.port);
+        REQUIRE(again.send("GET /stream HTTP/1.1\r\n\r\n"));
+        status = again.read().status;
+        if (status != 200) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(status == 200);
+}
+
+TEST_CASE("a stream reader that falls more than maxStreamBacklog behind is dropped") {
+    Fixture f;
+    RawClient slow(f.port);
+    REQUIRE(slow.send("GET /big HTTP/1.1\r\n\r\n")); // and never reads
+    auto until = Clock::now() + 5000ms;
+    while (f.refused(ControlRefusal::Timeout) == 0 && Clock::now() < until) std::this_thread::sleep_for(20ms);
+    CHECK(f.refused(ControlRefusal::Timeout) == 1);
+    CHECK(slow.closedWithin(5000ms));
+    CHECK(f.counters.connections.get() == 0);
+}
+
+TEST_CASE("stop() ends open streams at once") {
+    auto f = std::make_unique<Fixture>();
+    RawClient a(f->port), b(f->port);
+    REQUIRE(a.send("GET /stream HTTP/1.1\r\n\r\n"));
+    REQUIRE(b.send("GET /big HTTP/1.1\r\n\r\n"));
+    REQUIRE(a.read().status == 200);
+    REQUIRE(a.receivedWithin("\n\n", 2, 1000ms));
+    auto t0 = Clock::now();
+    f->server->stop();
+    CHECK(Clock::now() - t0 < 500ms);
+    CHECK(a.closedWithin(1000ms));
+    CHECK(b.closedWithin(5000ms));
+    CHECK(f->counters.connections.get() == 0);
 }
