@@ -10,7 +10,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Validator } = require('@seriousme/openapi-schema-validator');
 const Ajv2020 = require('ajv/dist/2020');
-const { EP, connectTagged, closeAll, control, uniq } = require('./lib/gw');
+const { EP, connectTagged, closeAll, control, controlUrl, uniq } = require('./lib/gw');
 
 const T = { timeout: 30000 };
 
@@ -29,6 +29,7 @@ function checker(doc) {
   };
   return {
     answered,
+    schema: (pointer) => ajv.getSchema(`openapi${pointer}`),
     // Checks one real answer against the document.
     check(method, path, r) {
       const what = `${method} ${path} -> ${r.status} ${r.text.slice(0, 200)}`;
@@ -101,6 +102,29 @@ test('the OpenAPI document is valid and describes every real answer', T, async (
     for (const [method, path, query, opts] of calls) {
       const r = await control(method, path + query, opts);
       c.check(method === 'DELETE' ? 'GET' : method === 'GET' && path === '/v1/send' ? 'POST' : method, path, r);
+    }
+    c.check('GET', '/dashboard', await control('GET', '/dashboard'));
+    // The stream stays open: its head and first event, then the reader lets go. The event's data
+    // must be the document's StreamSnapshot.
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 5000);
+    try {
+      const res = await fetch(controlUrl('/v1/stream'), { signal: abort.signal });
+      const reader = res.body.getReader();
+      let text = '';
+      while (!text.includes('\n\n')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString('utf8');
+      }
+      abort.abort();
+      c.check('GET', '/v1/stream', { status: res.status, headers: res.headers, text });
+      const data = text.split('\n').find((l) => l.startsWith('data: '));
+      assert.ok(data, `no data line in ${JSON.stringify(text)}`);
+      const snapshot = c.schema('#/components/schemas/StreamSnapshot');
+      assert.ok(snapshot(JSON.parse(data.slice(6))), `${data}: ${JSON.stringify(snapshot.errors)}`);
+    } finally {
+      clearTimeout(timer);
     }
     const listed = [];
     for (const [path, ops] of Object.entries(doc.paths))

@@ -5,7 +5,8 @@
 #
 # Usage: tests/node/dashboard/run.sh PATH/TO/wsgwd
 #   WSGW_CHROMIUM: the browser to drive (default: chromium, then chromium-browser, on PATH)
-#   WSGW_DASHBOARD_SCREENSHOT: where the screenshot goes (default: docs/dashboard.png)
+#   WSGW_DASHBOARD_SCREENSHOT: where the screenshot goes (default: docs/dashboard.png, the README's;
+#                              meson's test puts it in the build dir)
 # Exit status: 0 passed, 1 failed, 77 node or chromium missing (a failure under CI=true).
 set -euo pipefail
 
