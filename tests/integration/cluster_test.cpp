@@ -10,7 +10,9 @@
 #include "ws_client.h"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
+#include <algorithm>
 #include <csignal>
 #include <map>
 #include <memory>
@@ -374,4 +376,32 @@ TEST_CASE("the JSON API over the cluster: clauses, count, pages across nodes") {
     REQUIRE(got.size() >= 2);
     CHECK(got[got.size() - 2].data == "bye");
     CHECK(got.back().kind == Received::Kind::Close);
+}
+
+TEST_CASE("the dashboard's stream counts every node's connections") {
+    RedisServer redis;
+    auto nodes = startCluster(redis, 3, 2);
+    // The first event of GET /v1/stream on gw-2: a reader that stops after it.
+    httplib::Client client("127.0.0.1", nodes[1]->daemon->controlPort);
+    client.set_read_timeout(5, 0);
+    nlohmann::json snapshot;
+    REQUIRE(eventually([&] {
+        std::string text;
+        client.Get("/v1/stream", [&](const char *data, std::size_t n) {
+            text.append(data, n);
+            return text.find("\n\n") == std::string::npos; // false ends the request
+        });
+        auto at = text.find("data: ");
+        if (at == std::string::npos) return false;
+        snapshot = nlohmann::json::parse(text.substr(at + 6, text.find('\n', at) - at - 6));
+        // Heartbeats carry the counts: wait until every node has reported its 2.
+        return snapshot["nodes"].size() == 3 &&
+               std::all_of(snapshot["nodes"].begin(), snapshot["nodes"].end(),
+                           [](const nlohmann::json &n) { return n["connections"] == 2; });
+    }));
+    CHECK(snapshot["node"] == "gw-2");
+    CHECK(snapshot["connections"] == 2); // this node's own
+    std::set<std::string> names;
+    for (auto &n : snapshot["nodes"]) names.insert(n["id"].get<std::string>());
+    CHECK(names == std::set<std::string>{"gw-1", "gw-2", "gw-3"});
 }
