@@ -11,7 +11,8 @@
 //      goes 0 -> 3 without a reload, the endpoint and node tables follow, the tag tree lists
 //      group a (2), group b (1) and the users.
 //   4. The send form, selector {"all":{"group":"a"}}: the answer says 2, exactly u1 and u2 get the
-//      message, u3 nothing; binary (base64) to u3 arrives as those bytes.
+//      message, u3 nothing; the same by keyboard alone (Tab, Enter); every control has an
+//      accessible name and every section a heading; binary (base64) to u3 arrives as those bytes.
 //   5. The search lists the three connections. While u1 and u2 send, messages in/s rises; a
 //      screenshot at 1280 px wide (docs/dashboard.png, or WSGW_DASHBOARD_SCREENSHOT). A bad
 //      selector in the send form shows the server's error. Close on u3's row closes u3 (its
@@ -217,6 +218,33 @@ async function main() {
   assert.deepEqual(u2.received, ['hello from the dashboard']);
   assert.deepEqual(u3.received, [], 'u3 (group b) gets nothing');
 
+  // The same by keyboard alone: type into the selector, Tab to the message, Tab past the kind
+  // (one stop for the radio group) to Send, Enter.
+  await setField('#send [name=selector]', '{"all":{"group":"a"}}'); // leaves the focus there
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'send-message', 'Tab goes to the message');
+  await page.$eval('#send-message', (e) => { e.value = ''; });
+  await page.keyboard.type('by keyboard');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Send', 'Tab reaches Send');
+  await page.keyboard.press('Enter');
+  await until(() => u1.received.length >= 2 && u2.received.length >= 2, WAIT, 'u1 and u2 get the keyboard send');
+  assert.equal(u1.received[1], 'by keyboard');
+  assert.equal(u2.received[1], 'by keyboard');
+  assert.deepEqual(u3.received, []);
+  // Every control has an accessible name (a label, aria-label or text), every section a heading.
+  const unnamed = await page.evaluate(() =>
+    [...document.querySelectorAll('input, textarea, select, button')]
+      .filter((e) => !(e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby') ||
+                       (e.tagName === 'BUTTON' && e.textContent.trim())))
+      .map((e) => e.outerHTML.slice(0, 80)));
+  assert.deepEqual(unnamed, [], 'controls without an accessible name');
+  const unheaded = await page.evaluate(() =>
+    [...document.querySelectorAll('section')].filter((s) => !s.querySelector('h1, h2, h3')).map((s) => s.id || s.className));
+  assert.deepEqual(unheaded, [], 'sections without a heading');
+  log('the send form works by keyboard alone; every control is named, every section headed');
+
   await setField('#send [name=selector]', '{"all":{"user":"u3"}}');
   await setField('#send [name=message]', 'AAEC/w==');
   await page.click('#send input[name=kind][value=binary]');
@@ -224,7 +252,7 @@ async function main() {
   await until(() => u3.received.length >= 1, WAIT, 'u3 gets the binary message');
   assert.ok(Buffer.isBuffer(u3.received[0]), 'a binary frame');
   assert.deepEqual([...u3.received[0]], [0, 1, 2, 255]);
-  assert.equal(u1.received.length, 1);
+  assert.equal(u1.received.length, 2);
   log('send form: text to group a reached exactly u1 and u2 (answer 2), binary to u3 arrived as bytes');
 
   // 5. search and close
