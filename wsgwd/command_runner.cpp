@@ -24,17 +24,6 @@ constexpr auto kStopPoll = std::chrono::milliseconds(20);
 // How long past a command's deadline we wait for a shard stuck inside something else.
 constexpr auto kStuckShardGrace = std::chrono::milliseconds(1000);
 
-const char *nameOf(CommandAction a) {
-    switch (a) {
-    case CommandAction::Send:
-        return "send";
-    case CommandAction::SetTags:
-        return "settags";
-    case CommandAction::Close:
-        return "close";
-    }
-    return "?";
-}
 
 struct Run {
     Hub &hub;
@@ -156,6 +145,18 @@ struct Run {
 
 } // namespace
 
+const char *commandName(CommandAction a) noexcept {
+    switch (a) {
+    case CommandAction::Send:
+        return "send";
+    case CommandAction::SetTags:
+        return "settags";
+    case CommandAction::Close:
+        return "close";
+    }
+    return "?";
+}
+
 CommandRunner::CommandRunner(Hub &hub, Cluster *cluster, Metrics &metrics, std::size_t messageHeadroom)
     : hub_(hub), cluster_(cluster), metrics_(metrics), headroom_(messageHeadroom) {}
 
@@ -163,7 +164,7 @@ CommandOutcome CommandRunner::run(const CommandRequest &req, const ControlApiOpt
                                   const std::function<bool()> &stopping) const noexcept {
     CommandOutcome out;
     try {
-        Run r{hub_, metrics_, stopping, nameOf(req.action), out};
+        Run r{hub_, metrics_, stopping, commandName(req.action), out};
         std::string error;
         // The original gateway read `?*` as a key `*` without a value, which selects no one; the
         // HTTP contract (and so the command bus) keeps that, though Selector::parse reads it as

@@ -28,6 +28,9 @@ class Metrics;
 
 enum class CommandAction { Send, SetTags, Close };
 
+/// "send", "settags", "close": the command's name in answers, logs and metrics.
+const char *commandName(CommandAction a) noexcept;
+
 /// A command as its carrier received it. Value type.
 struct CommandRequest {
     CommandAction action = CommandAction::Send;

@@ -207,12 +207,17 @@ struct ControlApi::Impl {
         return std::nullopt;
     }
 
+    // Whether the request asks for this node only (X-Wsgw-Scope: node, any case).
+    static bool nodeScope(const httplib::Request &req) {
+        std::string scope = req.get_header_value(kScopeHeader);
+        std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
+        return scope == "node";
+    }
+
     // The cluster, unless there is none or the request asks for this node only.
     Cluster *clusterFor(const httplib::Request &req, httplib::Response &res) {
         if (!ctx.cluster) return nullptr;
-        std::string scope = req.get_header_value(kScopeHeader);
-        std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (scope == "node") {
+        if (nodeScope(req)) {
             res.set_header(kScopeHeader, "node");
             return nullptr;
         }
@@ -274,11 +279,7 @@ struct ControlApi::Impl {
         request.selector = rawQuery(req);
         request.body = req.body;
         request.binary = isBinaryBody(req);
-        if (ctx.cluster) {
-            std::string scope = req.get_header_value(kScopeHeader);
-            std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
-            request.nodeOnly = scope == "node";
-        }
+        request.nodeOnly = ctx.cluster && nodeScope(req);
         CommandOutcome out = runner.run(request, *current(), [this] { return server.stopping(); });
         if (out.nodeScope) res.set_header(kScopeHeader, "node");
         if (!out.missing.empty()) res.set_header(kMissingHeader, joined(out.missing));
@@ -290,21 +291,20 @@ struct ControlApi::Impl {
 
     // --- the JSON API (control_v1.h) --------------------------------------------------------------
 
-    static void v1Error(httplib::Response &res, int status, const std::string &message) {
+    static void v1Reply(httplib::Response &res, int status, const nlohmann::json &body) {
         res.status = status;
-        res.set_content(v1::errorBody(message), "application/json");
+        res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                        "application/json");
+    }
+    static void v1Ok(httplib::Response &res, const nlohmann::json &body) { v1Reply(res, 200, body); }
+    static void v1Error(httplib::Response &res, int status, const std::string &message) {
+        v1Reply(res, status, {{"error", message}});
     }
     // An answer the shared helpers wrote as text (a 5xx while waiting), made JSON.
-    static void v1Json(httplib::Response &res) {
-        if (res.get_header_value("Content-Type").rfind("application/json", 0) == 0) return;
+    static void v1FromText(httplib::Response &res) {
         std::string body = res.body;
         while (!body.empty() && body.back() == '\n') body.pop_back();
         v1Error(res, res.status, body);
-    }
-    static void v1Ok(httplib::Response &res, const nlohmann::json &body) {
-        res.status = 200;
-        res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
-                        "application/json");
     }
     // Which nodes' parts an answer holds: this node's and the others that answered.
     nlohmann::json v1Nodes(const std::vector<std::string> &answered, const std::vector<std::string> &missing) const {
@@ -317,11 +317,7 @@ struct ControlApi::Impl {
         std::string error;
         auto request = v1::parseCommand(action, req.body, &error);
         if (!request) return v1Error(res, 400, error);
-        if (ctx.cluster) {
-            std::string scope = req.get_header_value(kScopeHeader);
-            std::transform(scope.begin(), scope.end(), scope.begin(), [](unsigned char c) { return std::tolower(c); });
-            request->nodeOnly = scope == "node";
-        }
+        request->nodeOnly = ctx.cluster && nodeScope(req);
         CommandOutcome out = runner.run(*request, *current(), [this] { return server.stopping(); });
         if (out.nodeScope) res.set_header(kScopeHeader, "node");
         if (!out.missing.empty()) res.set_header(kMissingHeader, joined(out.missing));
@@ -329,9 +325,7 @@ struct ControlApi::Impl {
         if (out.status != 200) {
             nlohmann::json e = {{"error", out.message}};
             if (out.count) e["count"] = out.count;
-            res.status = out.status;
-            res.set_content(e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
-            return;
+            return v1Reply(res, out.status, e);
         }
         v1Ok(res, {{"count", out.count}, {"nodes", v1Nodes(out.answered, out.missing)}});
     }
@@ -346,12 +340,12 @@ struct ControlApi::Impl {
         if (!q) return v1Error(res, 400, error);
         if (Cluster *cluster = clusterFor(req, res)) {
             auto r = awaitCluster(cluster->count(std::move(q->selector)), "count", res);
-            if (!r) return v1Json(res);
+            if (!r) return v1FromText(res);
             return v1Ok(res, {{"count", r->value}, {"nodes", v1Nodes(r->answered, r->missing)}});
         }
         Deadline deadline = commandDeadline();
         auto r = await(ctx.hub.count(std::move(q->selector), deadline), "count", deadline, res);
-        if (!r) return v1Json(res);
+        if (!r) return v1FromText(res);
         v1Ok(res, {{"count", r->value}, {"nodes", v1Nodes({}, {})}});
     }
 
@@ -364,14 +358,14 @@ struct ControlApi::Impl {
         std::vector<std::string> answered, missing;
         if (Cluster *cluster = clusterFor(req, res)) {
             auto r = awaitCluster(cluster->status(std::move(q->selector), page), "connections", res);
-            if (!r) return v1Json(res);
+            if (!r) return v1FromText(res);
             list = std::move(r->value);
             answered = std::move(r->answered);
             missing = std::move(r->missing);
         } else {
             Deadline deadline = commandDeadline();
             auto r = await(ctx.hub.status(std::move(q->selector), page, deadline), "connections", deadline, res);
-            if (!r) return v1Json(res);
+            if (!r) return v1FromText(res);
             for (ConnectionInfo &c : r->value) list.push_back({ctx.node, std::move(c)});
         }
         nlohmann::json out = nlohmann::json::array();

@@ -23,20 +23,7 @@ bool base64Decode(std::string_view in, std::string &out) {
     return base64UrlDecode(url, out);
 }
 
-std::string errorBody(std::string_view message) {
-    return json{{"error", message}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-}
-
 namespace {
-
-const char *nameOf(CommandAction a) {
-    switch (a) {
-    case CommandAction::Send: return "send";
-    case CommandAction::SetTags: return "settags";
-    case CommandAction::Close: return "close";
-    }
-    return "?";
-}
 
 bool fail(std::string *error, std::string message) {
     if (error) *error = std::move(message);
@@ -77,7 +64,7 @@ std::optional<CommandRequest> parseCommand(CommandAction action, std::string_vie
                                                        ? field == "tags"
                                                        : field == "message" || field == "message_base64");
         if (!known) {
-            fail(error, "unknown field '" + field + "' for " + nameOf(action) + " (expected selector and " +
+            fail(error, "unknown field '" + field + "' for " + commandName(action) + " (expected selector and " +
                             (action == CommandAction::SetTags ? "tags" : "message or message_base64") + ")");
             return std::nullopt;
         }

@@ -37,9 +37,6 @@ struct ListQuery {
 };
 [[nodiscard]] std::optional<ListQuery> parseListQuery(std::string_view rawQuery, bool paged, std::string *error);
 
-/// `{"error":"<message>"}`.
-std::string errorBody(std::string_view message);
-
 /// Standard base64 (RFC 4648 section 4, padding optional) to bytes; false if it is not base64.
 [[nodiscard]] bool base64Decode(std::string_view in, std::string &out);
 

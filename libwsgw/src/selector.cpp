@@ -159,8 +159,7 @@ Selector Selector::where(SelectorClauses c) {
         sortUnique(values);
         if (values.empty()) possible = false;
     }
-    std::sort(c.none.begin(), c.none.end());
-    c.none.erase(std::unique(c.none.begin(), c.none.end()), c.none.end());
+    sortUnique(c.none);
     sortUnique(c.has);
     if (c.ids) {
         sortUnique(*c.ids);
