@@ -1,13 +1,18 @@
 // A shard's listening socket: accepts what is pending and hands each connection to lws.
 //
 // At the open-file limit accept() fails with EMFILE while the connection stays queued, so the
-// listener stays readable: retrying would spin. Instead each shard keeps one descriptor in
-// reserve: it gives it up for a moment to accept the client, answers 503 and closes (the client
-// is refused at once, not left hanging), then takes the reserve back. If another thread took the
-// freed descriptor first, the listener is paused for a moment. Service comes back by itself when
-// descriptors free up. One warning per episode, and a line with the count when it ends: after
-// two seconds without a failed accept, so that clients coming and going at the limit do not make
-// an episode of each.
+// listener stays readable: retrying would spin. Instead the server keeps descriptors in reserve
+// (one per shard, in a pool the shards share): a shard gives one up for a moment to accept the
+// client, answers 503 and closes (the client is refused at once, not left hanging), and the
+// refused socket's descriptor becomes the reserve again (dup3 over it: no moment where another
+// thread could take it). Between giving the reserve up and accept() another thread could take
+// the descriptor: during an episode every shard's accept takes the pool's lock, so none of them
+// can; anything else (a sink reconnecting, the control API) may, and then the pool is one short
+// until a descriptor frees up (a shard whose accept succeeds, or whose paused listener resumes,
+// tops it up). With no reserve at all the listener is paused for a moment. Service comes back by
+// itself when descriptors free up. One warning per episode, and a line with the count when it
+// ends: after two seconds without a failed accept, so that clients coming and going at the limit
+// do not make an episode of each.
 
 #include "ws_authorize.h"
 #include "ws_shard.h"
@@ -56,9 +61,56 @@ void enterFdLimit(ShardState &s) {
                      openFileLimit());
 }
 
+// /dev/null, opened once for the life of the process: reserves are duplicates of it, and dup3()
+// of it over a refused socket closes the socket and makes its descriptor a reserve in one step.
+int nullFd() {
+    static const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd;
+}
+
+int newReserve() {
+    return nullFd() >= 0 ? fcntl(nullFd(), F_DUPFD_CLOEXEC, 0) : ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+// Fills the pool up to one reserve per running shard, as far as descriptors allow. Holds
+// server.reserveMu.
+void topUpLocked(WsServer::Impl &server) {
+    while (server.reserves.size() < server.reserveTarget) {
+        const int fd = newReserve();
+        if (fd < 0) break;
+        server.reserves.push_back(fd);
+    }
+    server.reserveCount.store(server.reserves.size(), std::memory_order_relaxed);
+}
+
+void topUp(WsServer::Impl &server) {
+    if (server.reserveCount.load(std::memory_order_relaxed) >= server.reserveTarget.load(std::memory_order_relaxed))
+        return; // the common case, without the lock
+    std::lock_guard lock(server.reserveMu);
+    topUpLocked(server);
+}
+
+// Answers an accepted client 503 and closes it. Holds server.reserveMu: the descriptor goes back
+// to the pool if it is short.
+void refuseAcceptedLocked(ShardState &s, int fd) {
+    // Read what the client sent already, so that closing does not reset the connection
+    // before it reads the answer.
+    char sink[4096];
+    (void)::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    (void)::send(fd, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    WsServer::Impl &server = s.server;
+    if (server.reserves.size() < server.reserveTarget && nullFd() >= 0 && dup3(nullFd(), fd, O_CLOEXEC) == fd)
+        server.reserves.push_back(fd);
+    else
+        ::close(fd);
+    server.reserveCount.store(server.reserves.size(), std::memory_order_relaxed);
+    s.counters.upgradesRefused[static_cast<std::size_t>(Refusal::FdLimit)].add();
+    server.refusedAtFdLimit.fetch_add(1, std::memory_order_relaxed);
+}
+
 void resumeListener(lws_sorted_usec_list_t *sul) {
     ShardState &s = *reinterpret_cast<ShardState::ListenerTimer *>(sul)->owner;
-    if (s.reserveFd < 0) s.reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    topUp(s.server);
     if (s.listener) lws_rx_flow_control(s.listener, 1);
 }
 
@@ -71,34 +123,32 @@ void pauseListener(ShardState &s) {
 
 enum class Reserve { Refused, NothingPending, Unavailable };
 
-// Gives up the reserve to accept one client and refuse it. At the limit accept() fails with
+// Gives up a reserve to accept one client and refuse it. At the limit accept() fails with
 // EMFILE before it looks at the queue, so there may be nobody to refuse (NothingPending).
-// Unavailable: there was no reserve, or another thread took the freed descriptor.
+// Unavailable: there was no reserve, or something other than a shard took the freed descriptor.
 Reserve refuseOnReserve(ShardState &s) {
-    if (s.reserveFd < 0) return Reserve::Unavailable;
-    ::close(s.reserveFd);
-    s.reserveFd = -1;
+    WsServer::Impl &server = s.server;
+    std::lock_guard lock(server.reserveMu);
+    if (server.reserves.empty()) topUpLocked(server);
+    if (server.reserves.empty()) return Reserve::Unavailable;
+    ::close(server.reserves.back());
+    server.reserves.pop_back();
     int fd = accept4(s.listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int err = errno;
     if (fd >= 0) {
-        // Read what the client sent already, so that closing does not reset the connection
-        // before it reads the answer.
-        char sink[4096];
-        (void)::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-        (void)::send(fd, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        ::close(fd);
-        s.counters.upgradesRefused[static_cast<std::size_t>(Refusal::FdLimit)].add();
-        s.server.refusedAtFdLimit.fetch_add(1, std::memory_order_relaxed);
+        refuseAcceptedLocked(s, fd); // the descriptor is the reserve again
+        return Reserve::Refused;
     }
-    s.reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) return Reserve::Refused;
+    topUpLocked(server);
     return err == EAGAIN || err == EWOULDBLOCK ? Reserve::NothingPending : Reserve::Unavailable;
 }
 
 } // namespace
 
 void openReserveFd(ShardState &s) {
-    if (s.reserveFd < 0) s.reserveFd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    std::lock_guard lock(s.server.reserveMu);
+    s.server.reserveTarget.fetch_add(1, std::memory_order_relaxed);
+    topUpLocked(s.server);
 }
 
 void endFdLimitEpisodeIfQuiet(WsServer::Impl &server) {
@@ -111,22 +161,36 @@ void endFdLimitEpisodeIfQuiet(WsServer::Impl &server) {
 
 void closeReserveFd(ShardState &s) {
     lws_sul_cancel(&s.listenerTimer.sul);
-    if (s.reserveFd >= 0) ::close(s.reserveFd);
-    s.reserveFd = -1;
+    WsServer::Impl &server = s.server;
+    std::lock_guard lock(server.reserveMu);
+    if (server.reserveTarget.load(std::memory_order_relaxed) > 0)
+        server.reserveTarget.fetch_sub(1, std::memory_order_relaxed);
+    while (server.reserves.size() > server.reserveTarget) {
+        ::close(server.reserves.back());
+        server.reserves.pop_back();
+    }
+    server.reserveCount.store(server.reserves.size(), std::memory_order_relaxed);
 }
 
 void acceptPending(ShardState &s) {
     // A bounded batch, so one busy listener cannot starve the connections.
     for (int i = 0; i < 64; ++i) {
-        int fd = accept4(s.listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd;
+        if (s.server.atFdLimit.load(std::memory_order_acquire)) {
+            // Not while another shard has given up a reserve to refuse a client.
+            std::lock_guard lock(s.server.reserveMu);
+            fd = accept4(s.listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        } else {
+            fd = accept4(s.listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
         if (fd < 0) {
             const int err = errno;
             if (err == EINTR || err == ECONNABORTED) continue;
             if (err == EAGAIN || err == EWOULDBLOCK) break;
             if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                enterFdLimit(s); // before the reserve is given up: other shards' accepts now wait
                 Reserve r = refuseOnReserve(s);
                 if (r == Reserve::NothingPending) break;
-                enterFdLimit(s);
                 if (r == Reserve::Refused) continue;
                 pauseListener(s);
                 break;
@@ -139,7 +203,7 @@ void acceptPending(ShardState &s) {
             break;
         }
         s.acceptErrorLogged = false;
-        if (s.reserveFd < 0) openReserveFd(s);
+        topUp(s.server);
         if (s.draining.load(std::memory_order_relaxed)) {
             ::close(fd);
             continue;

@@ -71,6 +71,13 @@ struct WsServer::Impl {
     std::atomic<bool> atFdLimit{false};
     std::atomic<std::int64_t> lastFdLimitMs{0};
     std::atomic<std::uint64_t> refusedAtFdLimit{0};
+    // Descriptors held in reserve, one per running shard, shared: a shard gives one up for a
+    // moment to accept a client and refuse it. During an episode every accept takes reserveMu,
+    // so that no shard's ordinary accept takes the descriptor another shard just gave up.
+    std::mutex reserveMu;
+    std::vector<int> reserves;                // guarded by reserveMu
+    std::atomic<std::size_t> reserveTarget{0}; // shards running; changed under reserveMu
+    std::atomic<std::size_t> reserveCount{0}; // reserves.size(), read without the lock
     // tls: see sharedClientTls() in lws_workarounds.h.
     std::unique_ptr<SSL_CTX, void (*)(SSL_CTX *)> unusedClientTls{nullptr, SSL_CTX_free};
 };
@@ -112,9 +119,8 @@ struct ShardState {
     lws *listener = nullptr;    // the adopted listening socket
     lws_vhost *vhost = nullptr;
     bool acceptErrorLogged = false;
-    // At the open-file limit (ws_accept.cpp): a descriptor held in reserve, given up for a moment
-    // to accept a client and refuse it; the listener is paused when even that fails.
-    int reserveFd = -1;
+    // At the open-file limit (ws_accept.cpp): the listener is paused for a moment when no
+    // reserve descriptor can be had to refuse a client with.
     struct ListenerTimer {
         lws_sorted_usec_list_t sul;
         ShardState *owner;

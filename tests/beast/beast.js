@@ -296,7 +296,9 @@ async function backpressure() {
   await backpressure();
   log('all checks passed');
 })().catch((e) => {
+  // The servers' last words first and the failure last: meson prints only the end of a
+  // failing test's output.
+  for (const s of servers) log(`stderr of a server:\n${s.stderr.slice(-20).join('\n')}`);
   log(`FAILED: ${e.stack || e}`);
-  for (const s of servers) log(`stderr of a server:\n${s.stderr.slice(-40).join('\n')}`);
   process.exit(1);
 });

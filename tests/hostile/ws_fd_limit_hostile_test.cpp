@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -105,6 +106,38 @@ TEST_CASE("at the open-file limit wsgwd refuses new clients at once without spin
     CHECK(cpuShare < 0.05);
     CHECK(slow == 0);
     CHECK(metric(*d, "wsgw_upgrades_refused_total{reason=\"fd_limit\"}") >= 3 + knocks / 2);
+
+    // Clients in bursts, so that one shard gives up its reserve while another accepts: each is
+    // refused at once or served, none is left hanging (a shard whose reserve another shard's
+    // accept took must get one back, or every client the kernel sends it waits).
+    int hung = 0, served = 0, refusedInBursts = 0;
+    for (int round = 0; round < 15; ++round) {
+        std::vector<std::thread> burst;
+        std::mutex mu;
+        std::vector<std::unique_ptr<WsClient>> kept;
+        for (int i = 0; i < 12; ++i)
+            burst.emplace_back([&] {
+                auto ws = std::make_unique<WsClient>();
+                ConnectOptions o;
+                o.timeout = 2000ms;
+                auto hs = ws->connect("127.0.0.1", d->wsPort, "/raw", o);
+                std::lock_guard<std::mutex> lock(mu);
+                if (hs.ok()) {
+                    ++served;
+                    kept.push_back(std::move(ws));
+                } else if (hs.failure == HandshakeFailure::NotUpgraded && hs.status == 503) {
+                    ++refusedInBursts;
+                } else {
+                    ++hung;
+                    MESSAGE("a client in a burst: ", hs.error);
+                }
+            });
+        for (auto &t : burst) t.join();
+        // Served clients keep their descriptors until the round is over, then leave.
+    }
+    INFO("in bursts: ", served, " served, ", refusedInBursts, " refused, ", hung, " neither");
+    CHECK(hung == 0);
+    CHECK(refusedInBursts >= 150);
 
     // One warning for the whole episode, however many accepts failed.
     CHECK(count(d->err(), "at the open-file limit") == 1);
