@@ -255,11 +255,15 @@ TEST_CASE("a connection failed for a protocol error is closed on TCP right after
     stray.payload = "continuation without a start";
     wsgw::test::RawFrame utf8;
     utf8.payload = std::string(200, 'a') + "\xF4\x90\x80\x80" + std::string(200, 'b');
+    // The bad character far from both ends: it arrives in a piece of the frame with more behind.
+    wsgw::test::RawFrame utf8Long;
+    utf8Long.payload = std::string(3000, 'a') + "\xF4\x90\x80\x80" + std::string(3000, 'b');
     const Row rows[] = {
         {"reserved bit (lws fails it)", rsv, 1002},
         {"reserved opcode (lws fails it)", opcode, 1002},
         {"continuation with nothing to continue (lws fails it)", stray, 1002},
         {"invalid UTF-8 (wsgwd fails it)", utf8, 1007},
+        {"invalid UTF-8 inside a 6 KB frame (wsgwd fails it)", utf8Long, 1007},
     };
     for (const Row &r : rows) {
         CAPTURE(r.what);
